@@ -1,0 +1,25 @@
+"""Errors that end a run, each carrying a one-line reason a user can act on.
+
+Row-level problems are never exceptions: they become rejects. These are for conditions
+that make the whole run impossible (bad configuration, bad credentials, unreadable source).
+"""
+
+
+class ExportError(Exception):
+    """A run cannot go on; ``str(error)`` is the one-line reason shown to the user."""
+
+
+class ConfigError(ExportError):
+    """The export definition or command line is wrong; nothing was sent."""
+
+
+class SourceError(ExportError):
+    """The segment source cannot be read or has the wrong shape; nothing more is read."""
+
+
+class KlaviyoAuthError(ExportError):
+    """Klaviyo refused the API key (401) or its scopes (403); retrying cannot help."""
+
+
+class KlaviyoRequestError(ExportError):
+    """Klaviyo kept failing past the retry budget, or answered in a way we cannot handle."""

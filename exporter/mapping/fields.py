@@ -1,0 +1,71 @@
+"""Which Klaviyo profile attributes a segment column may be mapped to.
+
+The user-facing model is "column -> profile field"; this module turns that into a typed
+``FieldMapping`` and catches misspelled targets before a single row is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from exporter.errors import ConfigError
+
+TOP_LEVEL = frozenset(
+    {"phone_number", "external_id", "first_name", "last_name", "organization", "title", "locale", "image"}
+)
+LOCATION = frozenset(
+    {"address1", "address2", "city", "country", "region", "zip", "timezone", "latitude", "longitude", "ip"}
+)
+PROPERTY_PREFIX = "properties."
+LOCATION_PREFIX = "location."
+
+
+def canonical_target(target: str) -> str:
+    """Spell a target the one way the mapper understands, or explain what is allowed."""
+    name = target.strip()
+    if name.startswith(PROPERTY_PREFIX):
+        if len(name) == len(PROPERTY_PREFIX):
+            raise ConfigError(f"mapping target {target!r} needs a property name after 'properties.'")
+        return name
+    if name.startswith(LOCATION_PREFIX):
+        name = name[len(LOCATION_PREFIX):]
+    if name in LOCATION:
+        return LOCATION_PREFIX + name
+    if name in TOP_LEVEL:
+        return name
+    if name == "email":
+        raise ConfigError("email is mapped with --email-column (or 'email_column' in config), not --map")
+    allowed = ", ".join(sorted(TOP_LEVEL | {LOCATION_PREFIX + n for n in LOCATION}))
+    raise ConfigError(f"unknown Klaviyo profile field {target!r}; use one of {allowed}, or properties.NAME")
+
+
+@dataclass(frozen=True)
+class FieldMapping:
+    """Segment column names for the email (required) and any other profile fields."""
+
+    email_column: str
+    fields: dict[str, str] = field(default_factory=dict)  # target field -> source column
+
+    def __post_init__(self) -> None:
+        if not self.email_column.strip():
+            raise ConfigError("the email column name is empty")
+
+    @classmethod
+    def from_pairs(cls, email_column: str, pairs: Iterable[str]) -> "FieldMapping":
+        """Parse ``COL=FIELD`` pairs as the CLI's ``--map`` gives them."""
+        fields: dict[str, str] = {}
+        for pair in pairs:
+            column, sep, target = pair.partition("=")
+            if not sep or not column.strip() or not target.strip():
+                raise ConfigError(f"--map expects COL=FIELD, got {pair!r}")
+            canonical = canonical_target(target)
+            if canonical in fields:
+                raise ConfigError(f"field {canonical} is mapped twice (from {fields[canonical]!r} and {column!r})")
+            fields[canonical] = column.strip()
+        return cls(email_column=email_column.strip(), fields=fields)
+
+    @property
+    def columns(self) -> list[str]:
+        """Every source column the mapping reads, email first."""
+        return [self.email_column, *self.fields.values()]

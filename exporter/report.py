@@ -1,0 +1,71 @@
+"""The run report: what a run read, sent and refused, in the shape DESIGN.md promises.
+
+Conservation is the point of the report: every row read is sent, rejected, a duplicate
+or unchanged. Only a failed run may leave rows ``unsent`` (read, but their fate unknown).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+
+
+@dataclass
+class Counts:
+    rows_read: int = 0
+    sent: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    unchanged: int = 0
+    klaviyo_errors: int = 0  # the part of `rejected` that Klaviyo refused
+    unsent: int = 0  # only on a failed run: read, but not known to have reached Klaviyo
+
+    def settle_unsent(self) -> None:
+        self.unsent = self.rows_read - (self.sent + self.rejected + self.duplicates + self.unchanged)
+
+    @property
+    def conserved(self) -> bool:
+        return self.rows_read == self.sent + self.rejected + self.duplicates + self.unchanged + self.unsent
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    export: str
+    source: str
+    list_id: str
+    started_at: str
+    dry_run: bool = False
+    status: str = "running"  # running | succeeded | partial | failed
+    finished_at: str | None = None
+    counts: Counts = field(default_factory=Counts)
+    jobs: list[str] = field(default_factory=list)
+    rejects: str | None = None  # where the rejects CSV is, when there are rejects
+    error: str | None = None
+
+    def finish(self, error: str | None = None) -> None:
+        self.finished_at = utc_now()
+        if error is not None:
+            self.error = error
+            self.status = "failed"
+            self.counts.settle_unsent()
+        else:
+            self.status = "partial" if self.counts.rejected else "succeeded"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2)

@@ -1,0 +1,224 @@
+"""The Klaviyo simulator's HTTP surface: the endpoints a list export uses, answered strictly.
+
+Every ``/api`` request must carry ``Authorization: Klaviyo-API-Key <key>`` and a
+``revision`` header; bulk import requests share one burst/steady rate-limit tier and get
+``429`` + ``Retry-After`` past it; faults (5xx, dropped connections, latency) can be
+injected at a rate or scripted one by one. ``/_sim/...`` is the simulator's own read-only
+window for tests and the demo (plus list creation), outside Klaviyo's API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from exporter.klaviyo.limits import BULK_IMPORT_RATE, JSONAPI, MAX_JOB_BYTES, PAGE_SIZE_MAX
+from exporter.klaviyo.ratelimit import SlidingWindows
+from exporter.simulator.state import Account
+from exporter.simulator.validation import check_import_job, error
+
+FAULTS = ("500", "503", "drop", "latency")
+_REVISION = re.compile(r"\d{4}-\d{2}-\d{2}(\.pre|\.beta)?")
+_STATUS_FILTER = re.compile(r"""(equals|any)\(status,\s*\[?(.*?)\]?\)""")
+
+
+@dataclass
+class SimulatorConfig:
+    api_keys: set[str] | None = None  # None: any key that looks private (pk_...) is accepted
+    rate_limits: bool = True
+    fault_rate: float = 0.0
+    latency_seconds: float = 0.5
+    job_delay: float = 0.2
+    seed: int | None = None
+    request_rejects: frozenset[str] = frozenset()  # see validation.check_import_job
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    throttled: int = 0
+    faults: int = 0
+    jobs_received: int = 0
+    profiles_received: int = 0
+    by_route: dict[str, int] = field(default_factory=dict)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type=JSONAPI, headers=headers)
+
+
+def _errors(status: int, *errors: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
+    return _json({"errors": list(errors)}, status, headers)
+
+
+class KlaviyoSimulator:
+    def __init__(self, config: SimulatorConfig | None = None):
+        self.config = config or SimulatorConfig()
+        self.account = Account(self.config.job_delay)
+        self.stats = Stats()
+        self.scripted_faults: deque[str] = deque()  # consumed one per /api request, before fault_rate
+        self._random = random.Random(self.config.seed)
+        self._tier = SlidingWindows(BULK_IMPORT_RATE)
+
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_JOB_BYTES * 4, middlewares=[self._middleware])
+        app.add_routes([
+            web.get("/api/lists/{id}", self.get_list),
+            web.post("/api/profile-bulk-import-jobs", self.create_job),
+            web.get("/api/profile-bulk-import-jobs", self.list_jobs),
+            web.get("/api/profile-bulk-import-jobs/{id}", self.get_job),
+            web.get("/api/profile-bulk-import-jobs/{id}/import-errors", self.import_errors),
+            web.get("/_sim/lists/{id}", self.sim_members),
+            web.post("/_sim/lists", self.sim_add_list),
+            web.get("/_sim/stats", self.sim_stats),
+        ])
+        return app
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/api/"):
+            return await handler(request)
+        self.stats.requests += 1
+        route = f"{request.method} {request.match_info.route.resource.canonical if request.match_info.route.resource else request.path}"
+        self.stats.by_route[route] = self.stats.by_route.get(route, 0) + 1
+        refused = self._check_headers(request)
+        if refused is not None:
+            return refused
+        fault = self._next_fault()
+        if fault is not None:
+            self.stats.faults += 1
+            if fault == "drop":
+                assert request.transport is not None
+                request.transport.abort()
+                raise ConnectionResetError("simulated dropped connection")
+            if fault == "latency":
+                await asyncio.sleep(self.config.latency_seconds)
+            else:
+                return _errors(int(fault), error(int(fault), "server_error", "Server error.", "Simulated fault."))
+        if request.path.startswith("/api/profile-bulk-import-jobs") and self.config.rate_limits:
+            wait = self._tier.wait_time()
+            if wait > 0:
+                self.stats.throttled += 1
+                return _errors(429, error(429, "throttled", "Request was throttled.",
+                                          "Request was throttled. Expected available in 1 second."),
+                               headers={"Retry-After": str(max(1, math.ceil(wait)))})
+        return await handler(request)
+
+    def _check_headers(self, request: web.Request) -> web.Response | None:
+        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+        accepted = self.config.api_keys
+        if scheme != "Klaviyo-API-Key" or not (key in accepted if accepted is not None else key.startswith("pk_")):
+            return _errors(401, error(401, "not_authenticated", "Authentication credentials were not provided.",
+                                      "Missing or invalid private key."))
+        revision = request.headers.get("revision")
+        if revision is None or not _REVISION.fullmatch(revision):
+            return _errors(400, error(400, "invalid", "Invalid input.", "A valid 'revision' header is required.",
+                                      None) | {"source": {"parameter": "revision"}})
+        return None
+
+    def _next_fault(self) -> str | None:
+        if self.scripted_faults:
+            return self.scripted_faults.popleft()
+        if self.config.fault_rate and self._random.random() < self.config.fault_rate:
+            return self._random.choice(FAULTS)
+        return None
+
+    async def get_list(self, request: web.Request) -> web.Response:
+        list_id = request.match_info["id"]
+        if list_id not in self.account.lists:
+            return _errors(404, error(404, "not_found", "Not found.", f"A list with id {list_id} does not exist."))
+        return _json({"data": {"type": "list", "id": list_id, "attributes": {"name": self.account.lists[list_id]}}})
+
+    async def create_job(self, request: web.Request) -> web.Response:
+        if request.content_type != JSONAPI:
+            return _errors(415, error(415, "unsupported_media_type", "Unsupported media type.",
+                                      f"Content-Type must be {JSONAPI}"))
+        if (request.content_length or 0) > MAX_JOB_BYTES:
+            return _errors(413, error(413, "request_too_large", "Request too large.", "at most 5 MB per request"))
+        raw = await request.read()
+        if len(raw) > MAX_JOB_BYTES:
+            return _errors(413, error(413, "request_too_large", "Request too large.", "at most 5 MB per request"))
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return _errors(400, error(400, "parse_error", "Malformed JSON.", "The body is not valid JSON."))
+        problems = check_import_job(body, self.config.request_rejects)
+        if problems:
+            return _errors(400, *problems)
+        list_ids = [item["id"] for item in (((body["data"].get("relationships") or {}).get("lists") or {}).get("data") or [])]
+        unknown = [i for i in list_ids if i not in self.account.lists]
+        if unknown:
+            return _errors(404, error(404, "not_found", "Not found.", f"A list with id {unknown[0]} does not exist.",
+                                      "/data/relationships/lists/data/0/id"))
+        profiles = body["data"]["attributes"]["profiles"]["data"]
+        job = self.account.submit(profiles, list_ids)
+        self.stats.jobs_received += 1
+        self.stats.profiles_received += len(profiles)
+        return _json({"data": job.resource()}, 202)
+
+    async def get_job(self, request: web.Request) -> web.Response:
+        job = self.account.jobs.get(request.match_info["id"])
+        if job is None:
+            return _errors(404, error(404, "not_found", "Not found.", "No such job."))
+        return _json({"data": job.resource()})
+
+    async def list_jobs(self, request: web.Request) -> web.Response:
+        jobs = list(self.account.jobs.values())
+        sort = request.query.get("sort", "created_at")
+        if sort not in ("created_at", "-created_at"):
+            return _errors(400, error(400, "invalid", "Invalid input.", f"cannot sort by {sort}") | {"source": {"parameter": "sort"}})
+        if sort == "-created_at":
+            jobs.reverse()
+        wanted = request.query.get("filter")
+        if wanted:
+            match = _STATUS_FILTER.fullmatch(wanted)
+            if match is None:
+                return _errors(400, error(400, "invalid", "Invalid filter.", "only status equals/any") | {"source": {"parameter": "filter"}})
+            statuses = {s.strip().strip("'\"") for s in match.group(2).split(",")}
+            jobs = [j for j in jobs if j.status in statuses]
+        return self._page(request, [j.resource() for j in jobs])
+
+    async def import_errors(self, request: web.Request) -> web.Response:
+        job = self.account.jobs.get(request.match_info["id"])
+        if job is None:
+            return _errors(404, error(404, "not_found", "Not found.", "No such job."))
+        return self._page(request, job.errors)
+
+    def _page(self, request: web.Request, items: list[dict[str, Any]]) -> web.Response:
+        try:
+            size = int(request.query.get("page[size]", "20"))
+            start = int(request.query.get("page[cursor]", "0"))
+        except ValueError:
+            return _errors(400, error(400, "invalid", "Invalid input.", "bad page parameters"))
+        if not 1 <= size <= PAGE_SIZE_MAX:
+            return _errors(400, error(400, "invalid", "Invalid input.", f"page[size] must be 1-{PAGE_SIZE_MAX}"))
+        links: dict[str, str] = {"self": str(request.url)}
+        if start + size < len(items):
+            links["next"] = str(request.url.update_query({"page[cursor]": str(start + size)}))
+        return _json({"data": items[start:start + size], "links": links})
+
+    async def sim_members(self, request: web.Request) -> web.Response:
+        list_id = request.match_info["id"]
+        if list_id not in self.account.lists:
+            return _json({"error": f"no list {list_id}"}, 404)
+        emails = self.account.member_emails(list_id)
+        return _json({"list_id": list_id, "count": len(emails), "emails": emails})
+
+    async def sim_add_list(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.account.add_list(str(body["id"]), body.get("name"))
+        return _json({"id": body["id"]}, 201)
+
+    async def sim_stats(self, request: web.Request) -> web.Response:
+        return _json(self.stats.__dict__)

@@ -1,0 +1,47 @@
+"""JSON Lines: one object per line; its keys are the columns.
+
+The column set is the first object's keys (a mapped column missing there fails the run
+up front, as a missing CSV header would); later objects are projected onto it.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from exporter.rejects import Reject
+from exporter.sources.rows import RowBlock, has_undecodable
+
+
+class JsonlParser:
+    def __init__(self) -> None:
+        self.columns: list[str] | None = None
+        self._carry = ""
+        self._lines_done = 0
+
+    def feed(self, text: str, final: bool = False) -> RowBlock:
+        buf = self._carry + text
+        cut = len(buf) if final else buf.rfind("\n") + 1
+        head, self._carry = buf[:cut], buf[cut:]
+        block = RowBlock([], [], has_undecodable=has_undecodable(head))
+        line = self._lines_done
+        pieces = head.split("\n")  # not splitlines(): JSON strings may hold U+2028 and friends
+        if head.endswith("\n"):
+            pieces.pop()
+        for raw in pieces:
+            line += 1
+            if not raw.strip():
+                continue
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                block.rejects.append(Reject(line, "", f"invalid JSON: {exc.msg}"))
+                continue
+            if not isinstance(obj, dict):
+                block.rejects.append(Reject(line, "", f"a JSON {type(obj).__name__} where an object was expected"))
+                continue
+            if self.columns is None:
+                self.columns = list(obj)
+            block.lines.append(line)
+            block.rows.append([obj.get(c) for c in self.columns])
+        self._lines_done = line
+        return block
