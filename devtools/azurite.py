@@ -81,7 +81,7 @@ def start_azurite(timeout: float = 30.0) -> Azurite:
          "--blobPort", str(ports[0]), "--queuePort", str(ports[1]), "--tablePort", str(ports[2])],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
-    azurite = Azurite(*ports, process=process, workdir=workdir)
+    azurite = Azurite(ports[0], ports[1], ports[2], process=process, workdir=workdir)
     deadline = time.monotonic() + timeout
     for port in ports:
         while not _listening(port):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import sys
 import time
@@ -26,6 +27,16 @@ from exporter.pipeline import ExportPlan, run_export
 from exporter.rejects import RejectsFile
 from exporter.report import Counts, RunReport, new_run_id
 from exporter.secrets import KEY_ENV, KeyVaultApiKey, api_key_from_environment, key_vault_client
+
+
+def tune_garbage_collector() -> None:
+    """Collect the youngest generation every 50,000 allocations instead of 700.
+
+    A run allocates a few small dicts per row and frees them a job later; at CPython's
+    default threshold, collections that find nothing to free took ~40% of mapping time.
+    Nothing here forms reference cycles that would wait longer for it.
+    """
+    gc.set_threshold(50_000, 20, 20)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--report", type=Path, help="write the JSON run report here")
     export.add_argument("--rejects", type=Path, help="write rejected rows here (default: beside the report)")
     export.add_argument("--key-vault-url", help="read the API key from this Key Vault ...")
-    export.add_argument("--secret-name", help="... secret (instead of $%s)" % KEY_ENV)
+    export.add_argument("--secret-name", help=f"... secret (instead of ${KEY_ENV})")
     export.add_argument("--no-rate-limit", action="store_true", help=argparse.SUPPRESS)  # simulator benchmarks only
 
     simulate = commands.add_parser("simulate-klaviyo", help="serve the Klaviyo simulator on loopback")
@@ -61,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tune_garbage_collector()
     handler = logging.StreamHandler()
     install_redaction(handler)
     logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(levelname)s %(name)s: %(message)s")

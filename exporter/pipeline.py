@@ -37,7 +37,7 @@ class ExportPlan:
 @dataclass(frozen=True)
 class PipelineOptions:
     senders: int = 6
-    queued_jobs: int = 4  # jobs built ahead of the senders; each is at most 5 MB
+    queued_jobs: int = 2  # jobs built ahead of the senders; each is at most 5 MB
     poll_interval: float = 1.0
 
 
@@ -77,9 +77,8 @@ class _Run:
                 await self.queue.put(job)
             self.tick()
             await asyncio.sleep(0)  # let senders and the poller run between blocks
-        last = batcher.flush()
-        if last is not None:
-            await self.queue.put(last)
+        for job in batcher.flush():
+            await self.queue.put(job)
         for _ in range(self.options.senders):
             await self.queue.put(_DONE)
 
@@ -94,16 +93,17 @@ class _Run:
         assert self.klaviyo is not None
         while len(job):
             try:
-                job_id = await self.klaviyo.create_import_job(job.payload(self.plan.list_id))
+                job_id = await self.klaviyo.create_import_job(job.payload)
             except InvalidProfiles as refused:
                 indexes = {p.index for p in refused.problems if p.index < len(job)}
                 if not indexes:
                     raise KlaviyoRequestError("Klaviyo refused a job, pointing at profiles it does not hold") from None
                 self.reject([self._reject_for(job, p.index, p.field, p.reason) for p in refused.problems
                              if p.index < len(job)], by_klaviyo=True)
-                job = job.without(indexes)
+                job = job.without(indexes, self.plan.list_id)
                 continue
             self.report.jobs.append(job_id)
+            job.payload = b""  # accepted: only the line numbers are still needed
             self.pending[job_id] = job
             self.job_accepted.set()
             return

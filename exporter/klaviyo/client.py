@@ -72,7 +72,7 @@ class KlaviyoClient:
         base_url: str = DEFAULT_BASE_URL,
         *,
         session: aiohttp.ClientSession | None = None,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy | None = None,
         rate_limits: tuple[tuple[int, float], ...] | None = BULK_IMPORT_RATE,
         timeout_seconds: float = 60.0,
     ):
@@ -80,12 +80,12 @@ class KlaviyoClient:
         self._base = base_url.rstrip("/")
         self._session = session
         self._owns_session = session is None
-        self._retry = retry
+        self._retry = retry or RetryPolicy()
         self._limiter = AsyncRateLimiter(rate_limits) if rate_limits else None
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=10)
         self.requests_sent = 0
 
-    async def __aenter__(self) -> "KlaviyoClient":
+    async def __aenter__(self) -> KlaviyoClient:
         if self._session is None:
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=32))
         return self

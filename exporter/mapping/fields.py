@@ -52,7 +52,7 @@ class FieldMapping:
             raise ConfigError("the email column name is empty")
 
     @classmethod
-    def from_pairs(cls, email_column: str, pairs: Iterable[str]) -> "FieldMapping":
+    def from_pairs(cls, email_column: str, pairs: Iterable[str]) -> FieldMapping:
         """Parse ``COL=FIELD`` pairs as the CLI's ``--map`` gives them."""
         fields: dict[str, str] = {}
         for pair in pairs:

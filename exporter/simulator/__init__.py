@@ -18,7 +18,7 @@ class RunningSimulator:
         self._runner: web.AppRunner | None = None
         self.url = ""
 
-    async def __aenter__(self) -> "RunningSimulator":
+    async def __aenter__(self) -> RunningSimulator:
         self._runner = web.AppRunner(self.simulator.build_app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)

@@ -13,6 +13,7 @@ import asyncio
 import math
 import random
 import re
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
@@ -25,7 +26,7 @@ from exporter.klaviyo.ratelimit import SlidingWindows
 from exporter.simulator.state import Account
 from exporter.simulator.validation import check_import_job, error
 
-FAULTS = ("500", "503", "drop", "latency")
+FAULTS = ("500", "503", "drop", "latency")  # drawn at --fault-rate; scripted faults may also be "429"
 _REVISION = re.compile(r"\d{4}-\d{2}-\d{2}(\.pre|\.beta)?")
 _STATUS_FILTER = re.compile(r"""(equals|any)\(status,\s*\[?(.*?)\]?\)""")
 
@@ -48,6 +49,7 @@ class Stats:
     faults: int = 0
     jobs_received: int = 0
     profiles_received: int = 0
+    last_job_received_at: float | None = None  # wall clock (epoch seconds), for benchmarks
     by_route: dict[str, int] = field(default_factory=dict)
 
 
@@ -56,6 +58,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type=JSONAPI, headers=headers)
+
+
+def _base(request: web.Request) -> str:
+    return f"{request.scheme}://{request.host}"
+
+
+def _parameter_error(detail: str, parameter: str) -> dict[str, Any]:
+    return error(400, "invalid", "Invalid input.", detail) | {"source": {"parameter": parameter}}
 
 
 def _errors(status: int, *errors: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
@@ -90,7 +100,8 @@ class KlaviyoSimulator:
         if not request.path.startswith("/api/"):
             return await handler(request)
         self.stats.requests += 1
-        route = f"{request.method} {request.match_info.route.resource.canonical if request.match_info.route.resource else request.path}"
+        resource = request.match_info.route.resource
+        route = f"{request.method} {resource.canonical if resource else request.path}"
         self.stats.by_route[route] = self.stats.by_route.get(route, 0) + 1
         refused = self._check_headers(request)
         if refused is not None:
@@ -104,16 +115,22 @@ class KlaviyoSimulator:
                 raise ConnectionResetError("simulated dropped connection")
             if fault == "latency":
                 await asyncio.sleep(self.config.latency_seconds)
+            elif fault == "429":
+                return self._throttled(1.0)
             else:
                 return _errors(int(fault), error(int(fault), "server_error", "Server error.", "Simulated fault."))
         if request.path.startswith("/api/profile-bulk-import-jobs") and self.config.rate_limits:
             wait = self._tier.wait_time()
             if wait > 0:
-                self.stats.throttled += 1
-                return _errors(429, error(429, "throttled", "Request was throttled.",
-                                          "Request was throttled. Expected available in 1 second."),
-                               headers={"Retry-After": str(max(1, math.ceil(wait)))})
+                return self._throttled(wait)
         return await handler(request)
+
+    def _throttled(self, wait: float) -> web.Response:
+        self.stats.throttled += 1
+        seconds = max(1, math.ceil(wait))
+        return _errors(429, error(429, "throttled", "Request was throttled.",
+                                  f"Request was throttled. Expected available in {seconds} second(s)."),
+                       headers={"Retry-After": str(seconds)})
 
     def _check_headers(self, request: web.Request) -> web.Response | None:
         scheme, _, key = request.headers.get("Authorization", "").partition(" ")
@@ -123,8 +140,7 @@ class KlaviyoSimulator:
                                       "Missing or invalid private key."))
         revision = request.headers.get("revision")
         if revision is None or not _REVISION.fullmatch(revision):
-            return _errors(400, error(400, "invalid", "Invalid input.", "A valid 'revision' header is required.",
-                                      None) | {"source": {"parameter": "revision"}})
+            return _errors(400, _parameter_error("A valid 'revision' header is required.", "revision"))
         return None
 
     def _next_fault(self) -> str | None:
@@ -165,29 +181,30 @@ class KlaviyoSimulator:
         job = self.account.submit(profiles, list_ids)
         self.stats.jobs_received += 1
         self.stats.profiles_received += len(profiles)
-        return _json({"data": job.resource()}, 202)
+        self.stats.last_job_received_at = time.time()
+        return _json({"data": job.resource(_base(request))}, 202)
 
     async def get_job(self, request: web.Request) -> web.Response:
         job = self.account.jobs.get(request.match_info["id"])
         if job is None:
             return _errors(404, error(404, "not_found", "Not found.", "No such job."))
-        return _json({"data": job.resource()})
+        return _json({"data": job.resource(_base(request)), "links": {"self": str(request.url)}})
 
     async def list_jobs(self, request: web.Request) -> web.Response:
         jobs = list(self.account.jobs.values())
         sort = request.query.get("sort", "created_at")
         if sort not in ("created_at", "-created_at"):
-            return _errors(400, error(400, "invalid", "Invalid input.", f"cannot sort by {sort}") | {"source": {"parameter": "sort"}})
+            return _errors(400, _parameter_error(f"cannot sort by {sort}", "sort"))
         if sort == "-created_at":
             jobs.reverse()
         wanted = request.query.get("filter")
         if wanted:
             match = _STATUS_FILTER.fullmatch(wanted)
             if match is None:
-                return _errors(400, error(400, "invalid", "Invalid filter.", "only status equals/any") | {"source": {"parameter": "filter"}})
+                return _errors(400, _parameter_error("only equals/any on status can be filtered", "filter"))
             statuses = {s.strip().strip("'\"") for s in match.group(2).split(",")}
             jobs = [j for j in jobs if j.status in statuses]
-        return self._page(request, [j.resource() for j in jobs])
+        return self._page(request, [j.resource(_base(request)) for j in jobs])
 
     async def import_errors(self, request: web.Request) -> web.Response:
         job = self.account.jobs.get(request.match_info["id"])

@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 UNDELIVERABLE_TLDS = (".invalid", ".test")
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 @dataclass
@@ -36,7 +36,8 @@ class SimJob:
     errors: list[dict[str, Any]] = field(default_factory=list)
     profile_ids: list[str] = field(default_factory=list)
 
-    def resource(self) -> dict[str, Any]:
+    def resource(self, base_url: str) -> dict[str, Any]:
+        own = f"{base_url}/api/profile-bulk-import-jobs/{self.job_id}/"
         return {
             "type": "profile-bulk-import-job",
             "id": self.job_id,
@@ -50,7 +51,11 @@ class SimJob:
                 "expires_at": None,
                 "started_at": self.started_at,
             },
-            "relationships": {"lists": {"data": [{"type": "list", "id": i} for i in self.list_ids]}},
+            "relationships": {"lists": {
+                "data": [{"type": "list", "id": i} for i in self.list_ids],
+                "links": {"self": f"{own}relationships/lists/", "related": f"{own}lists/"},
+            }},
+            "links": {"self": own},
         }
 
 

@@ -97,9 +97,11 @@ def _check_profile(index: int, profile: Any, request_rejects: frozenset[str]) ->
     if not (email or phone or attributes.get("external_id")):
         return [error(400, "invalid", "Invalid input.", "a profile needs an email, phone_number or external_id", at)]
     if email is not None and (not _EMAIL.fullmatch(email) or email in request_rejects):
-        problems.append(error(400, "invalid", "Invalid email address.", "email is not a valid address", f"{at}/attributes/email"))
+        problems.append(error(400, "invalid", "Invalid email address.", "email is not a valid address",
+                              f"{at}/attributes/email"))
     if phone is not None and not _E164.fullmatch(phone):
-        problems.append(error(400, "invalid", "Invalid phone number.", "phone_number must be E.164", f"{at}/attributes/phone_number"))
+        problems.append(error(400, "invalid", "Invalid phone number.", "phone_number must be E.164",
+                              f"{at}/attributes/phone_number"))
     return problems
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, AsyncGenerator, AsyncIterator, Protocol
 
 from exporter.errors import SourceError
 from exporter.sources.csv_format import CsvParser
@@ -47,7 +47,7 @@ async def open_segment(source: str, credential: Any = None) -> Segment:
     return Segment(parser.columns, _replay(first, texts, parser), name)
 
 
-async def _replay(first: list[RowBlock], texts: AsyncIterator[str] | None, parser: _Parser) -> AsyncIterator[RowBlock]:
+async def _replay(first: list[RowBlock], texts: AsyncGenerator[str, None] | None, parser: _Parser) -> AsyncIterator[RowBlock]:
     for block in first:
         yield block
     if texts is None:

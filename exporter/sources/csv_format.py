@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+
 from exporter.rejects import Reject
 from exporter.sources.rows import RowBlock, has_undecodable
 

@@ -17,7 +17,7 @@ from azure.storage.blob.aio import BlobClient
 
 from exporter.errors import SourceError
 
-CHUNK_BYTES = 1024 * 1024
+CHUNK_BYTES = 256 * 1024  # bounds memory per block; the first GET is capped too, not 32 MB
 
 
 def is_blob_url(source: str) -> bool:
@@ -39,7 +39,7 @@ def blob_client(url: str, credential: Any = None) -> BlobClient:
     (``AZURE_STORAGE_CONNECTION_STRING``) or, failing that, ``DefaultAzureCredential``."""
     if credential is None:
         credential = _credential_from_environment()
-    return BlobClient.from_blob_url(url, credential=credential, max_chunk_get_size=CHUNK_BYTES)
+    return BlobClient.from_blob_url(url, credential=credential, max_single_get_size=CHUNK_BYTES, max_chunk_get_size=CHUNK_BYTES)
 
 
 async def blob_chunks(url: str, credential: Any = None) -> AsyncIterator[bytes]:

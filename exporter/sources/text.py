@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import codecs
 import zlib
-from typing import AsyncIterator
+from typing import AsyncGenerator, AsyncIterator
 
 from exporter.errors import SourceError
 
@@ -39,7 +39,7 @@ class _GzipInflater:
         return tail
 
 
-async def decoded_text(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+async def decoded_text(chunks: AsyncIterator[bytes]) -> AsyncGenerator[str, None]:
     decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="surrogateescape")
     inflater: _GzipInflater | None = None
     first = True

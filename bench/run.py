@@ -1,0 +1,157 @@
+"""Benchmark: a synthetic segment in Azurite exported to the simulator, limits on and off.
+
+Writes BENCHMARKS.md: wall time, profiles/s, peak RSS of the export process, and the ratio
+of the time to the last accepted job to Klaviyo's rate-limit floor. The exporter runs as
+``python -m exporter export`` in its own process, exactly as a user runs it; the simulator
+runs in another process, so each has a core.
+
+    .venv/bin/python -m bench.run [--rows 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+from azure.storage.blob.aio import BlobServiceClient
+
+from devtools.azurite import Azurite, free_port, start_azurite
+from devtools.demo import wait_for
+from devtools.sample import MAPPING, segment_lines
+from exporter.klaviyo.limits import BULK_IMPORT_RATE, MAX_PROFILES_PER_JOB
+from exporter.klaviyo.ratelimit import SlidingWindows
+
+ROOT = Path(__file__).resolve().parent.parent
+LIST_ID = "Bench"
+
+
+def floor_seconds(jobs: int) -> float:
+    """When the last of ``jobs`` requests may be sent under the tier's windows, sent as early
+    as allowed from t=0, plus one burst interval (0.1 s) for that request's own slot."""
+    clock = [0.0]
+    windows = SlidingWindows(BULK_IMPORT_RATE, clock=lambda: clock[0])
+    for _ in range(jobs):
+        while (wait := windows.wait_time()) > 0:
+            clock[0] += wait
+    return clock[0] + 1 / BULK_IMPORT_RATE[0][0]
+
+
+async def upload_segment(azurite: Azurite, rows: int) -> tuple[str, int]:
+    path = Path(tempfile.mkdtemp(prefix="bench-")) / "segment.csv"
+    with path.open("w") as out:
+        out.writelines(segment_lines(rows))
+    size = path.stat().st_size
+    async with BlobServiceClient.from_connection_string(azurite.connection_string) as service:
+        container = service.get_container_client("segments")
+        if not await container.exists():
+            await container.create_container()
+        with path.open("rb") as data:
+            await container.upload_blob("bench/segment.csv", data, overwrite=True, max_concurrency=4)
+    path.unlink()
+    return azurite.blob_url("segments", "bench/segment.csv"), size
+
+
+def run_case(azurite: Azurite, url: str, rows: int, limits: bool) -> dict[str, object]:
+    port = free_port()
+    simulator = subprocess.Popen([sys.executable, "-m", "exporter", "simulate-klaviyo", "--port", str(port),
+                                  "--list", LIST_ID, "--rate-limits", "klaviyo" if limits else "off"],
+                                 stderr=subprocess.DEVNULL, cwd=ROOT)
+    klaviyo = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(f"{klaviyo}/_sim/stats")
+        command = [sys.executable, "-m", "exporter", "export", "--source", url, "--list-id", LIST_ID,
+                   "--email-column", "email", "--klaviyo-url", klaviyo, "--rejects", os.devnull]
+        for pair in MAPPING:
+            command += ["--map", pair]
+        if not limits:
+            command.append("--no-rate-limit")
+        env = dict(os.environ, KLAVIYO_API_KEY="pk_bench_local_key",
+                   AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)
+        started = time.time()
+        export = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert export.stdout is not None
+        output = export.stdout.read()
+        _, status, usage = os.wait4(export.pid, 0)
+        wall = time.time() - started
+        report = json.loads(output)
+        stats = json.loads(urllib.request.urlopen(f"{klaviyo}/_sim/stats").read())
+        members = json.loads(urllib.request.urlopen(f"{klaviyo}/_sim/lists/{LIST_ID}").read())["count"]
+    finally:
+        simulator.terminate()
+        simulator.wait(10)
+    accepted = stats["last_job_received_at"] - started
+    jobs = math.ceil(rows / MAX_PROFILES_PER_JOB)
+    return {
+        "limits": "klaviyo" if limits else "off",
+        "status": report["status"],
+        "exit": os.waitstatus_to_exitcode(status),
+        "sent": report["counts"]["sent"],
+        "members": members,
+        "jobs": len(report["jobs"]),
+        "throttled": stats["throttled"],
+        "wall_s": wall,
+        "accepted_s": accepted,
+        "profiles_per_s": rows / wall,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "floor_s": floor_seconds(jobs),
+        "ratio": accepted / floor_seconds(jobs),
+    }
+
+
+def write_markdown(rows: int, size: int, results: list[dict[str, object]], path: Path) -> None:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `python -m bench.run --rows {rows}` on this machine "
+        f"({os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}).",
+        f"Segment: {rows:,} synthetic rows ({size / 1e6:.0f} MB CSV, 6 columns, 5 mapped fields) in Azurite; "
+        "exporter and simulator in separate processes, sharing the machine with Azurite.",
+        "",
+        "- *wall*: export process start (Python start-up included) to exit, after Klaviyo finished every job;",
+        "- *accepted*: export process start to the simulator's receipt of the last job;",
+        "- *floor*: the earliest the last of ceil(N/10,000) jobs may be sent under Klaviyo's 10/s burst and "
+        "150/min steady limits, plus that request's 0.1 s slot; *ratio* = accepted / floor (target <= 1.2);",
+        "- *peak RSS*: of the export process (`wait4` rusage; target < 150 MB).",
+        "",
+        "| rate limits | status | sent | list members | jobs | 429s | wall (s) | accepted (s) | profiles/s (wall) "
+        "| peak RSS (MB) | floor (s) | ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['limits']} | {r['status']} | {r['sent']:,} | {r['members']:,} | {r['jobs']} | {r['throttled']} "
+            f"| {r['wall_s']:.2f} | {r['accepted_s']:.2f} | {r['profiles_per_s']:,.0f} | {r['peak_rss_mb']:.0f} "
+            f"| {r['floor_s']:.1f} | {r['ratio']:.2f} |"
+        )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = parser.parse_args()
+    azurite = start_azurite()
+    try:
+        url, size = asyncio.run(upload_segment(azurite, args.rows))
+        results = [run_case(azurite, url, args.rows, limits) for limits in (True, False)]
+    finally:
+        azurite.stop()
+    write_markdown(args.rows, size, results, args.output)
+    print(args.output.read_text())
+    return 0 if all(r["exit"] == 0 for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

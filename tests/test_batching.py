@@ -1,0 +1,63 @@
+"""Batching: jobs close before 10,000 profiles or 5 MB, measured on the bytes we send."""
+
+from __future__ import annotations
+
+import orjson
+
+from exporter.batching import JobBatcher
+from exporter.klaviyo.limits import MAX_JOB_BYTES, MAX_PROFILES_PER_JOB
+from exporter.mapping import FieldMapping, ProfileMapper
+from exporter.mapping.mapper import MappedProfile
+from exporter.sources.rows import RowBlock
+
+
+def profiles(count: int, padding: str = "") -> list[MappedProfile]:
+    mapper = ProfileMapper.for_columns(FieldMapping.from_pairs("email", ["pad=properties.pad"]), ["email", "pad"])
+    mapped, rejects = mapper.map_block(RowBlock([i + 2 for i in range(count)], [[f"u{i}@x.com", padding] for i in range(count)]))
+    assert rejects == []
+    return mapped
+
+
+def batch(items: list[MappedProfile]) -> list:
+    batcher = JobBatcher("L1")
+    return batcher.add(items) + batcher.flush()
+
+
+def emails(job) -> list[str]:
+    return [p["attributes"]["email"] for p in orjson.loads(job.payload)["data"]["attributes"]["profiles"]["data"]]
+
+
+def test_jobs_split_at_ten_thousand_profiles() -> None:
+    jobs = batch(profiles(25_001))
+    assert [len(j) for j in jobs] == [MAX_PROFILES_PER_JOB, MAX_PROFILES_PER_JOB, 5_001]
+    assert [j.sequence for j in jobs] == [0, 1, 2]
+    assert jobs[1].lines[0] == 10_002  # row 10,000 (0-based) sits on line 10,002
+    assert emails(jobs[2])[-1] == "u25000@x.com"
+
+
+def test_jobs_split_before_five_megabytes() -> None:
+    jobs = batch(profiles(200, padding="p" * 60_000))  # ~12 MB in all
+    assert sum(len(j) for j in jobs) == 200 and len(jobs) >= 3
+    for job in jobs:
+        assert len(job.payload) <= MAX_JOB_BYTES
+        body = orjson.loads(job.payload)
+        assert body["data"]["relationships"]["lists"]["data"] == [{"type": "list", "id": "L1"}]
+    assert [e for j in jobs for e in emails(j)] == [f"u{i}@x.com" for i in range(200)]
+
+
+def test_estimates_that_fall_short_are_caught_by_measuring_the_payload() -> None:
+    # every character of this padding serializes as a six-byte \\u escape: estimates say 1/6 of the size
+    jobs = batch(profiles(400, padding="\x01" * 12_000))
+    assert all(len(j.payload) <= MAX_JOB_BYTES for j in jobs)
+    assert sum(len(j) for j in jobs) == 400 and len(jobs) >= 6
+
+
+def test_a_job_without_some_profiles_keeps_the_rest_and_their_lines() -> None:
+    [job] = batch(profiles(5))
+    smaller = job.without({1, 3}, "L1")
+    assert list(smaller.lines) == [2, 4, 6]
+    assert emails(smaller) == ["u0@x.com", "u2@x.com", "u4@x.com"]
+
+
+def test_nothing_to_flush_gives_no_job() -> None:
+    assert JobBatcher("L1").flush() == []

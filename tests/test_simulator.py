@@ -1,0 +1,131 @@
+"""The simulator is strict where Klaviyo is: headers, body shape, limits, async jobs."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import orjson
+import pytest
+
+from exporter.klaviyo.limits import JSONAPI, MAX_JOB_BYTES, REVISION
+from tests.conftest import API_KEY, LIST_ID
+from tests.openapi import validator_for
+
+HEADERS = {"Authorization": f"Klaviyo-API-Key {API_KEY}", "revision": REVISION, "Content-Type": JSONAPI}
+
+
+def job_body(profiles: list[dict], list_id: str = LIST_ID) -> dict:
+    return {"data": {"type": "profile-bulk-import-job",
+                     "attributes": {"profiles": {"data": [{"type": "profile", "attributes": p} for p in profiles]}},
+                     "relationships": {"lists": {"data": [{"type": "list", "id": list_id}]}}}}
+
+
+async def post(sim, body: object, headers: dict | None = None) -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as session:
+        raw = body if isinstance(body, bytes) else orjson.dumps(body)
+        async with session.post(f"{sim.url}/api/profile-bulk-import-jobs", data=raw,
+                                headers=HEADERS if headers is None else headers) as response:
+            return response.status, orjson.loads(await response.read() or b"{}")
+
+
+async def get(sim, path: str) -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as session, session.get(f"{sim.url}{path}", headers=HEADERS) as response:
+        return response.status, orjson.loads(await response.read())
+
+
+@pytest.mark.parametrize("headers, status", [
+    ({"revision": REVISION, "Content-Type": JSONAPI}, 401),
+    ({"Authorization": "Bearer " + API_KEY, "revision": REVISION, "Content-Type": JSONAPI}, 401),
+    ({"Authorization": f"Klaviyo-API-Key {API_KEY}", "Content-Type": JSONAPI}, 400),
+    ({"Authorization": f"Klaviyo-API-Key {API_KEY}", "revision": "latest", "Content-Type": JSONAPI}, 400),
+    ({"Authorization": f"Klaviyo-API-Key {API_KEY}", "revision": REVISION, "Content-Type": "application/json"}, 415),
+])
+async def test_headers_are_required(simulator, headers, status) -> None:
+    code, body = await post(simulator, job_body([{"email": "a@x.com"}]), headers)
+    assert code == status and body["errors"][0]["status"] == status
+    assert simulator.simulator.stats.jobs_received == 0
+
+
+@pytest.mark.parametrize("profile, pointer", [
+    ({"email": 5}, "/data/attributes/profiles/data/1/attributes/email"),
+    ({"email": "no-at-sign"}, "/data/attributes/profiles/data/1/attributes/email"),
+    ({"phone_number": "555-0100"}, "/data/attributes/profiles/data/1/attributes/phone_number"),
+    ({"first_name": "only a name"}, "/data/attributes/profiles/data/1"),
+    ({"email": "b@x.com", "nickname": "B"}, "/data/attributes/profiles/data/1/attributes/nickname"),
+    ({"email": "b@x.com", "location": {"city": 3}}, "/data/attributes/profiles/data/1/attributes/location/city"),
+])
+async def test_one_malformed_profile_fails_the_whole_request_with_a_pointer(simulator, profile, pointer) -> None:
+    status, body = await post(simulator, job_body([{"email": "a@x.com"}, profile]))
+    assert status == 400
+    assert [e["source"]["pointer"] for e in body["errors"]] == [pointer]
+    assert simulator.simulator.stats.jobs_received == 0
+
+
+async def test_job_limits_are_enforced(simulator) -> None:
+    status, body = await post(simulator, job_body([{"email": f"u{i}@x.com"} for i in range(10_001)]))
+    assert status == 400 and "at most 10000" in body["errors"][0]["detail"]
+    status, _ = await post(simulator, b"x" * (MAX_JOB_BYTES + 1))
+    assert status == 413
+    status, body = await post(simulator, job_body([{"email": "a@x.com", "properties": {"p": "x" * 102_400}}]))
+    assert status == 400 and body["errors"][0]["title"] == "Profile too large."
+    status, _ = await post(simulator, job_body([{"email": "a@x.com"}], list_id="NoSuchList"))
+    assert status == 404
+
+
+async def test_jobs_complete_later_and_answers_match_klaviyos_schemas(simulator) -> None:
+    status, created = await post(simulator, job_body([{"email": "a@x.com"}, {"email": "b@x.invalid"}]))
+    assert status == 202 and created["data"]["attributes"]["status"] == "queued"
+    assert list(validator_for("PostProfileImportJobResponse").iter_errors(created)) == []
+    job_id = created["data"]["id"]
+    assert simulator.simulator.account.member_emails(LIST_ID) == []  # accepted is not imported
+    while (await get(simulator, f"/api/profile-bulk-import-jobs/{job_id}"))[1]["data"]["attributes"]["status"] != "complete":
+        await asyncio.sleep(0.01)
+    _, job = await get(simulator, f"/api/profile-bulk-import-jobs/{job_id}")
+    assert list(validator_for("GetProfileImportJobResponseCompoundDocument").iter_errors(job)) == []
+    assert job["data"]["attributes"]["failed_count"] == 1 and job["data"]["attributes"]["completed_count"] == 1
+    _, errors = await get(simulator, f"/api/profile-bulk-import-jobs/{job_id}/import-errors")
+    assert list(validator_for("GetImportErrorResponseCollection").iter_errors(errors)) == []
+    assert errors["data"][0]["attributes"]["source"]["pointer"] == "/data/attributes/profiles/data/1/attributes/email"
+    _, listing = await get(simulator, "/api/profile-bulk-import-jobs?sort=-created_at&filter=equals(status,'complete')")
+    assert list(validator_for("GetProfileImportJobResponseCollectionCompoundDocument").iter_errors(listing)) == []
+    assert [j["id"] for j in listing["data"]] == [job_id]
+    assert simulator.simulator.account.member_emails(LIST_ID) == ["a@x.com"]
+
+
+async def test_rate_limits_answer_429_with_retry_after(simulator) -> None:
+    async with aiohttp.ClientSession() as session:
+        statuses = []
+        for _ in range(12):
+            async with session.get(f"{simulator.url}/api/profile-bulk-import-jobs", headers=HEADERS) as response:
+                statuses.append((response.status, response.headers.get("Retry-After")))
+    assert statuses[:10] == [(200, None)] * 10
+    assert statuses[10] == (429, "1")
+
+
+async def test_rate_limits_can_be_switched_off(start_simulator) -> None:
+    sim = await start_simulator(rate_limits=False)
+    async with aiohttp.ClientSession() as session:
+        for _ in range(25):
+            async with session.get(f"{sim.url}/api/profile-bulk-import-jobs", headers=HEADERS) as response:
+                assert response.status == 200
+
+
+async def test_random_faults_are_injected_at_the_configured_rate(start_simulator) -> None:
+    sim = await start_simulator(fault_rate=0.5, rate_limits=False, latency_seconds=0.01)
+    async with aiohttp.ClientSession() as session:
+        for _ in range(40):
+            try:
+                async with session.get(f"{sim.url}/api/lists/{LIST_ID}", headers=HEADERS) as response:
+                    await response.read()
+            except aiohttp.ClientError:
+                pass
+    assert 8 <= sim.simulator.stats.faults <= 32
+
+
+async def test_list_members_are_visible_for_tests_and_the_demo(simulator) -> None:
+    await post(simulator, job_body([{"email": "a@x.com"}]))
+    while simulator.simulator.account.member_emails(LIST_ID) == []:
+        await asyncio.sleep(0.01)
+    status, members = await get(simulator, f"/_sim/lists/{LIST_ID}")
+    assert status == 200 and members == {"list_id": LIST_ID, "count": 1, "emails": ["a@x.com"]}

@@ -1,0 +1,127 @@
+"""Sources: every format and delimiter, BOM, quoted newlines, gzip, chunk boundaries."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from exporter.errors import SourceError
+from exporter.sources import open_segment
+from exporter.sources.csv_format import CsvParser
+from tests.conftest import write
+
+
+async def read_all(source: str, credential: object = None) -> tuple[list[str], list[int], list[list[object]], list]:
+    segment = await open_segment(source, credential)
+    lines, rows, rejects = [], [], []
+    async for block in segment.blocks:
+        lines += block.lines
+        rows += [list(r) for r in block.rows]
+        rejects += block.rejects
+    return segment.columns, lines, rows, rejects
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t", "|"])
+async def test_csv_delimiters_are_detected(tmp_path: Path, delimiter: str) -> None:
+    text = delimiter.join(["email", "name", "city"]) + "\n" + delimiter.join(["a@x.com", "Ann", "Oslo"]) + "\n"
+    columns, lines, rows, _ = await read_all(write(tmp_path, "s.csv", text.encode()))
+    assert columns == ["email", "name", "city"]
+    assert rows == [["a@x.com", "Ann", "Oslo"]]
+    assert lines == [2]
+
+
+async def test_bom_is_stripped_from_the_first_column(tmp_path: Path) -> None:
+    columns, _, rows, _ = await read_all(write(tmp_path, "s.csv", b"\xef\xbb\xbfemail,name\r\na@x.com,Ann\r\n"))
+    assert columns == ["email", "name"]
+    assert rows == [["a@x.com", "Ann"]]
+
+
+async def test_quoted_fields_with_newlines_keep_their_starting_line(tmp_path: Path) -> None:
+    data = b'email,note\na@x.com,"one\ntwo\nthree"\nb@x.com,"say ""hi"""\nc@x.com,plain\n'
+    _, lines, rows, _ = await read_all(write(tmp_path, "s.csv", data))
+    assert rows == [["a@x.com", "one\ntwo\nthree"], ["b@x.com", 'say "hi"'], ["c@x.com", "plain"]]
+    assert lines == [2, 5, 6]
+
+
+def test_chunk_boundaries_inside_quoted_fields_do_not_split_records() -> None:
+    text = 'email,note\n' + "".join(f'u{i}@x.com,"line one\nline ""two"", {i}"\n' for i in range(50))
+    whole = CsvParser()
+    expected = whole.feed(text, final=True)
+    for size in (1, 2, 3, 7, 64):
+        parser = CsvParser()
+        lines, rows = [], []
+        for start in range(0, len(text), size):
+            block = parser.feed(text[start:start + size])
+            lines += block.lines
+            rows += block.rows
+        block = parser.feed("", final=True)
+        lines += block.lines
+        rows += block.rows
+        assert rows == expected.rows and lines == expected.lines, size
+    assert len(expected.rows) == 50 and expected.lines[1] == 4
+
+
+async def test_gzip_csv_is_read_like_plain_csv(tmp_path: Path) -> None:
+    data = b"email;name\na@x.com;Ann\nb@x.com;Bob\n"
+    plain = await read_all(write(tmp_path, "s.csv", data))
+    zipped = await read_all(write(tmp_path, "s.csv.gz", gzip.compress(data)))
+    assert zipped == plain and len(plain[2]) == 2
+
+
+async def test_concatenated_gzip_members_are_all_read(tmp_path: Path) -> None:
+    data = gzip.compress(b"email\na@x.com\n") + gzip.compress(b"b@x.com\n")
+    _, _, rows, _ = await read_all(write(tmp_path, "s.csv.gz", data))
+    assert rows == [["a@x.com"], ["b@x.com"]]
+
+
+async def test_truncated_gzip_is_a_clear_error(tmp_path: Path) -> None:
+    data = gzip.compress(b"email\n" + b"a@x.com\n" * 1000)
+    with pytest.raises(SourceError, match="truncated"):
+        await read_all(write(tmp_path, "s.csv.gz", data[: len(data) // 2]))
+
+
+@pytest.mark.parametrize("name", ["s.jsonl", "s.jsonl.gz"])
+async def test_json_lines(tmp_path: Path, name: str) -> None:
+    records = [{"email": "a@x.com", "score": 3}, {"email": "b@x.com", "score": 4.5, "extra": True}]
+    text = "\n".join(json.dumps(r) for r in records) + "\n\n[1,2]\n{broken\n"
+    data = gzip.compress(text.encode()) if name.endswith(".gz") else text.encode()
+    columns, lines, rows, rejects = await read_all(write(tmp_path, name, data))
+    assert columns == ["email", "score"]
+    assert rows == [["a@x.com", 3], ["b@x.com", 4.5]]
+    assert lines == [1, 2]
+    assert [(r.line, r.reason.split(":")[0]) for r in rejects] == [(4, "a JSON list where an object was expected"),
+                                                                    (5, "invalid JSON")]
+
+
+async def test_undecodable_bytes_are_flagged_on_their_row(tmp_path: Path) -> None:
+    data = b"email,name\na@x.com,Ann\nb@x.com,\xff\xfe\nc@x.com,Cy\n"
+    segment = await open_segment(write(tmp_path, "s.csv", data))
+    blocks = [b async for b in segment.blocks]
+    assert any(b.has_undecodable for b in blocks)
+
+
+async def test_empty_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="empty"):
+        await open_segment(write(tmp_path, "s.csv", b""))
+
+
+async def test_missing_local_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="cannot read"):
+        await read_all(str(tmp_path / "nope.csv"))
+
+
+async def test_blob_source_streams_from_azurite(azurite, upload, tmp_path: Path) -> None:
+    data = "email,name\n" + "".join(f"u{i}@x.com,N{i}\n" for i in range(30_000))
+    url = await upload("dir/seg.csv.gz", gzip.compress(data.encode()))
+    columns, lines, rows, _ = await read_all(url, azurite.credential)
+    assert columns == ["email", "name"]
+    assert len(rows) == 30_000 and rows[-1] == ["u29999@x.com", "N29999"] and lines[-1] == 30_001
+
+
+async def test_missing_blob_is_a_clear_error(azurite, upload) -> None:
+    url = await upload("present.csv", b"email\n")
+    with pytest.raises(SourceError, match="blob not found"):
+        await read_all(url.replace("present", "absent"), azurite.credential)
