@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lark.exceptions import LarkError
 from pycep import BicepParser
 
 from exporter.settings import SETTINGS
@@ -134,5 +135,5 @@ def test_the_checks_catch_a_broken_template(tmp_path: Path) -> None:
 def test_a_syntax_error_fails_the_parse(tmp_path: Path) -> None:
     broken = tmp_path / "broken.bicep"
     broken.write_text("resource x 'Microsoft.Web/sites@2024-04-01' = {\n  name: 'a'\n")
-    with pytest.raises(Exception):
+    with pytest.raises(LarkError):
         parse(broken)
