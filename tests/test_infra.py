@@ -113,7 +113,7 @@ def test_storage_and_key_vault_security_defaults() -> None:
 def mutated(tmp_path: Path, source: Path, old: str, new: str) -> dict[str, Any]:
     text = source.read_text()
     assert old in text
-    copy = tmp_path / source.name
+    copy = tmp_path / f"{len(list(tmp_path.iterdir()))}-{source.name}"  # a new path: parse() caches by path
     copy.write_text(text.replace(old, new, 1))
     return parse(copy)
 
