@@ -5,6 +5,10 @@ CPU-bound, so it yields after every block), a few senders (submit jobs under the
 limiter, resending without the profiles a 400 points at), and the poller (watches
 accepted jobs until Klaviyo has finished them and collects per-profile import errors).
 A bounded queue between reader and senders keeps memory flat whatever the segment size.
+
+A run given a deadline stops reading once it passes (after at least one new job, so
+every leg makes progress), lets the jobs already built be accepted, and ends with status
+``continuing``; the caller resumes it later with the same ledger.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ from typing import Any, Callable
 from exporter.batching import ImportJob, JobBatcher
 from exporter.errors import ExportError, KlaviyoRequestError
 from exporter.klaviyo.client import InvalidProfiles, JobStatus, KlaviyoClient
+from exporter.ledger import Accepted, JobLedger, MemoryLedger, Settled
 from exporter.mapping import Deduplicator, FieldMapping, ProfileMapper
 from exporter.rejects import Reject, RejectsFile
 from exporter.report import Counts, RunReport, new_run_id, utc_now
-from exporter.sources import open_segment
+from exporter.sources import Segment, open_segment
 
 _DONE = None
 
@@ -39,19 +44,21 @@ class PipelineOptions:
     senders: int = 6
     queued_jobs: int = 2  # jobs built ahead of the senders; each is at most 5 MB
     poll_interval: float = 1.0
+    deadline: float | None = None  # event-loop time after which the run hands over
 
 
 class _Run:
-    def __init__(self, plan: ExportPlan, klaviyo: KlaviyoClient | None, rejects: RejectsFile,
-                 report: RunReport, options: PipelineOptions, progress: Callable[[Counts], None] | None):
+    def __init__(self, plan: ExportPlan, klaviyo: KlaviyoClient | None, rejects: RejectsFile, report: RunReport,
+                 options: PipelineOptions, progress: Callable[[Counts], None] | None, ledger: JobLedger):
         self.plan, self.klaviyo, self.rejects, self.report = plan, klaviyo, rejects, report
-        self.options, self.progress = options, progress
+        self.options, self.progress, self.ledger = options, progress, ledger
         self.counts = report.counts
         self.queue: asyncio.Queue[ImportJob | None] = asyncio.Queue(options.queued_jobs)
         self.pending: dict[str, ImportJob] = {}
         self.sending_done = asyncio.Event()
         self.job_accepted = asyncio.Event()
-        self.columns = {target: column for target, column in plan.mapping.fields.items()}
+        self.cut = False  # the deadline passed: the rest of the segment is for the next leg
+        self.columns = dict(plan.mapping.fields)
         self.columns["email"] = plan.mapping.email_column
 
     def reject(self, rejects: list[Reject], by_klaviyo: bool = False) -> None:
@@ -64,9 +71,14 @@ class _Run:
         if self.progress is not None:
             self.progress(self.counts)
 
-    async def read(self, segment: Any, mapper: ProfileMapper) -> None:
+    def past_deadline(self) -> bool:
+        deadline = self.options.deadline
+        return deadline is not None and asyncio.get_running_loop().time() > deadline
+
+    async def read(self, segment: Segment, mapper: ProfileMapper) -> None:
         dedupe = Deduplicator()
         batcher = JobBatcher(self.plan.list_id)
+        new_jobs = 0
         async for block in segment.blocks:
             self.counts.rows_read += len(block.rows) + len(block.rejects)
             profiles, rejects = mapper.map_block(block)
@@ -74,11 +86,16 @@ class _Run:
             unique = dedupe.unique(profiles)
             self.counts.duplicates += len(profiles) - len(unique)
             for job in batcher.add(unique):
+                new_jobs += self.ledger.accepted(job.sequence) is None
                 await self.queue.put(job)
             self.tick()
+            if new_jobs and self.past_deadline():
+                self.cut = True
+                break
             await asyncio.sleep(0)  # let senders and the poller run between blocks
-        for job in batcher.flush():
-            await self.queue.put(job)
+        else:
+            for job in batcher.flush():
+                await self.queue.put(job)
         for _ in range(self.options.senders):
             await self.queue.put(_DONE)
 
@@ -86,40 +103,61 @@ class _Run:
         while (job := await self.queue.get()) is not _DONE:
             if self.klaviyo is None:  # dry run: validated and batched, counted as would-send
                 self.counts.sent += len(job)
-                continue
-            await self._submit(job)
+            elif (known := self.ledger.accepted(job.sequence)) is not None:
+                self._replay(job, known)
+            else:
+                await self._submit(job)
+
+    def _replay(self, job: ImportJob, known: Accepted) -> None:
+        """A job an earlier leg got accepted: account for it without sending it again."""
+        if known.removed:
+            job = job.without(set(known.removed), self.plan.list_id)
+        self.reject(known.refused, by_klaviyo=True)
+        self._accepted(job, known.job_id)
+        settled = self.ledger.settled(known.job_id)
+        if settled is not None:
+            self._apply(self.pending.pop(known.job_id), settled)
 
     async def _submit(self, job: ImportJob) -> None:
         assert self.klaviyo is not None
+        removed: list[int] = []
+        refused: list[Reject] = []
         while len(job):
             try:
                 job_id = await self.klaviyo.create_import_job(job.payload)
-            except InvalidProfiles as refused:
-                indexes = {p.index for p in refused.problems if p.index < len(job)}
-                if not indexes:
+            except InvalidProfiles as error:
+                problems = [p for p in error.problems if p.index < len(job)]
+                if not problems:
                     raise KlaviyoRequestError("Klaviyo refused a job, pointing at profiles it does not hold") from None
-                self.reject([self._reject_for(job, p.index, p.field, p.reason) for p in refused.problems
-                             if p.index < len(job)], by_klaviyo=True)
-                job = job.without(indexes, self.plan.list_id)
+                bad = {p.index for p in problems}
+                refused += [self._reject_for(job, p.index, p.field, p.reason) for p in problems]
+                removed += _original_indexes(len(job) + len(removed), removed, bad)
+                job = job.without(bad, self.plan.list_id)
                 continue
-            self.report.jobs.append(job_id)
-            job.payload = b""  # accepted: only the line numbers are still needed
-            self.pending[job_id] = job
-            self.job_accepted.set()
+            self.ledger.record_accepted(job.sequence, Accepted(job_id, sorted(removed), refused))
+            self.reject(refused, by_klaviyo=True)
+            self._accepted(job, job_id)
             return
+        self.reject(refused, by_klaviyo=True)  # every profile of the job was refused
+
+    def _accepted(self, job: ImportJob, job_id: str) -> None:
+        self.report.jobs.append(job_id)
+        job.payload = b""  # accepted: only the line numbers are still needed
+        self.pending[job_id] = job
+        self.job_accepted.set()
 
     def _reject_for(self, job: ImportJob, index: int, field: str, reason: str) -> Reject:
         return Reject(job.lines[index], self.columns.get(field, ""), reason)
 
     async def poll(self) -> None:
         assert self.klaviyo is not None
-        while not (self.sending_done.is_set() and not self.pending):
+        while not (self.sending_done.is_set() and (not self.pending or self.cut)):
             if not self.pending:
                 self.job_accepted.clear()
-                waiter = asyncio.ensure_future(self.job_accepted.wait())
+                accepted = asyncio.ensure_future(self.job_accepted.wait())
                 done = asyncio.ensure_future(self.sending_done.wait())
-                await asyncio.wait({waiter, done}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel(), done.cancel()
+                await asyncio.wait({accepted, done}, return_when=asyncio.FIRST_COMPLETED)
+                accepted.cancel(), done.cancel()
                 continue
             await asyncio.sleep(self.options.poll_interval)
             statuses = await self.klaviyo.job_statuses(set(self.pending))
@@ -130,16 +168,28 @@ class _Run:
 
     async def _settle(self, status: JobStatus) -> None:
         assert self.klaviyo is not None
-        job = self.pending.pop(status.job_id)
         if status.status == "cancelled":
             raise KlaviyoRequestError(f"Klaviyo cancelled import job {status.job_id}")
+        job = self.pending[status.job_id]
+        refused = []
         if status.failed:
-            problems = [self._reject_for(job, p.index, p.field, p.reason)
-                        async for p in self.klaviyo.import_errors(status.job_id) if p.index < len(job)]
-            missing = status.failed - len(problems)
-            problems += [Reject(0, "", f"Klaviyo reported a failure in job {status.job_id} without details")] * max(0, missing)
-            self.reject(problems[: max(status.failed, len(problems))], by_klaviyo=True)
-        self.counts.sent += len(job) - status.failed
+            refused = [self._reject_for(job, p.index, p.field, p.reason)
+                       async for p in self.klaviyo.import_errors(status.job_id) if p.index < len(job)]
+            unexplained = status.failed - len(refused)
+            refused += [Reject(0, "", f"Klaviyo reported a failure in job {status.job_id} without details")] * unexplained
+        settled = Settled(len(job) - status.failed, status.failed, refused)
+        self.ledger.record_settled(status.job_id, settled)
+        self._apply(self.pending.pop(status.job_id), settled)
+
+    def _apply(self, job: ImportJob, settled: Settled) -> None:
+        self.reject(settled.refused, by_klaviyo=True)
+        self.counts.sent += settled.sent
+
+
+def _original_indexes(original_size: int, removed: list[int], bad: set[int]) -> list[int]:
+    """Map indexes in a job already shrunk by ``removed`` back to the original job's."""
+    remaining = [i for i in range(original_size) if i not in set(removed)]
+    return [remaining[i] for i in bad]
 
 
 async def run_export(
@@ -148,15 +198,16 @@ async def run_export(
     rejects: RejectsFile,
     *,
     run_id: str | None = None,
-    options: PipelineOptions = PipelineOptions(),
+    options: PipelineOptions | None = None,
     progress: Callable[[Counts], None] | None = None,
     credential: Any = None,
+    ledger: JobLedger | None = None,
 ) -> RunReport:
-    """Run one export; ``klaviyo=None`` is a dry run. Never raises for an export failure:
-    the report says ``failed`` with the reason."""
+    """Run (or resume) one export; ``klaviyo=None`` is a dry run. An export failure does
+    not raise: the report says ``failed`` and why."""
     report = RunReport(run_id or new_run_id(), plan.name, plan.source, plan.list_id, utc_now(),
                        dry_run=klaviyo is None)
-    run = _Run(plan, klaviyo, rejects, report, options, progress)
+    run = _Run(plan, klaviyo, rejects, report, options or PipelineOptions(), progress, ledger or MemoryLedger())
     try:
         segment = await open_segment(plan.source, credential)
         report.source = segment.description
@@ -167,7 +218,10 @@ async def run_export(
     except ExportError as exc:
         report.finish(error=str(exc))
     else:
-        report.finish()
+        if run.cut:
+            report.status = "continuing"
+        else:
+            report.finish()
     finally:
         rejects.close()
     if rejects.count:
@@ -176,7 +230,7 @@ async def run_export(
     return report
 
 
-async def _run_stages(run: _Run, segment: Any, mapper: ProfileMapper) -> None:
+async def _run_stages(run: _Run, segment: Segment, mapper: ProfileMapper) -> None:
     async def senders() -> None:
         try:
             async with asyncio.TaskGroup() as group:

@@ -74,14 +74,17 @@ class KlaviyoClient:
         session: aiohttp.ClientSession | None = None,
         retry: RetryPolicy | None = None,
         rate_limits: tuple[tuple[int, float], ...] | None = BULK_IMPORT_RATE,
+        limiter: AsyncRateLimiter | None = None,
         timeout_seconds: float = 60.0,
     ):
+        """``limiter``: share one between clients of the same Klaviyo account (its limits are
+        per account); otherwise each client keeps ``rate_limits`` on its own."""
         self._api_key = api_key
         self._base = base_url.rstrip("/")
         self._session = session
         self._owns_session = session is None
         self._retry = retry or RetryPolicy()
-        self._limiter = AsyncRateLimiter(rate_limits) if rate_limits else None
+        self._limiter = limiter or (AsyncRateLimiter(rate_limits) if rate_limits else None)
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=10)
         self.requests_sent = 0
 

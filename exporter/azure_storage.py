@@ -1,0 +1,68 @@
+"""Clients for the app's own storage account, from the same settings the Functions host uses.
+
+Locally ``AzureWebJobsStorage`` is a connection string (Azurite); in Azure it is
+identity-based (``AzureWebJobsStorage__accountName`` or ``__blobServiceUri`` /
+``__queueServiceUri`` with the user-assigned identity in ``AZURE_CLIENT_ID``), so no key
+is ever in the app's settings. One set of clients per process, shared by every call.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from azure.storage.blob.aio import BlobServiceClient
+from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
+from azure.storage.queue.aio import QueueClient
+
+from exporter.errors import ConfigError
+
+CONNECTION = "AzureWebJobsStorage"
+
+
+@dataclass
+class StorageClients:
+    blobs: BlobServiceClient
+    queue_url: str
+    credential: Any  # also used to read segment blobs by URL
+    owned_credential: Any = None
+
+    def queue(self, name: str) -> QueueClient:
+        """Base64 messages, as the Functions queue trigger expects by default."""
+        return QueueClient(self.queue_url, name, credential=self.credential,
+                           message_encode_policy=TextBase64EncodePolicy(),
+                           message_decode_policy=TextBase64DecodePolicy())
+
+    def segment_url(self, container: str, path: str) -> str:
+        return f"{self.blobs.url.rstrip('/')}/{container}/{path}"
+
+    async def close(self) -> None:
+        await self.blobs.close()
+        if self.owned_credential is not None:
+            await self.owned_credential.close()
+
+
+def storage_from_environment(environ: dict[str, str] | None = None) -> StorageClients:
+    env = os.environ if environ is None else environ
+    connection_string = env.get(CONNECTION, "")
+    if connection_string:
+        parts = dict(p.split("=", 1) for p in connection_string.split(";") if "=" in p)
+        if "AccountName" not in parts or "AccountKey" not in parts:
+            raise ConfigError(f"{CONNECTION} must be a connection string with AccountName and AccountKey")
+        account = parts["AccountName"]
+        scheme, suffix = parts.get("DefaultEndpointsProtocol", "https"), parts.get("EndpointSuffix", "core.windows.net")
+        blob_uri = parts.get("BlobEndpoint") or f"{scheme}://{account}.blob.{suffix}"
+        queue_uri = parts.get("QueueEndpoint") or f"{scheme}://{account}.queue.{suffix}"
+        key = {"account_name": account, "account_key": parts["AccountKey"]}
+        return StorageClients(BlobServiceClient(blob_uri, credential=key), queue_uri, key)
+    account = env.get(f"{CONNECTION}__accountName", "")
+    blob_uri = env.get(f"{CONNECTION}__blobServiceUri") or (f"https://{account}.blob.core.windows.net" if account else "")
+    queue_uri = env.get(f"{CONNECTION}__queueServiceUri") or (f"https://{account}.queue.core.windows.net" if account else "")
+    if not (blob_uri and queue_uri):
+        raise ConfigError(f"storage is not configured: set {CONNECTION} (connection string) or {CONNECTION}__accountName")
+    from azure.identity.aio import DefaultAzureCredential
+
+    credential = DefaultAzureCredential(managed_identity_client_id=env.get("AZURE_CLIENT_ID") or None)
+    return StorageClients(BlobServiceClient(blob_uri, credential=credential), queue_uri, credential,
+                          owned_credential=credential)

@@ -1,0 +1,193 @@
+"""Export definitions: connections (where a Klaviyo key lives) and exports (segment ->
+list, with the data mapping), validated in full at load.
+
+Every problem in the document is reported at once, by export name, so a marketing team
+fixes its file in one go; a document with any problem starts no run at all.
+
+    {"connections": [{"name": "main", "display_name": "Klaviyo EU", "key_vault_secret": "klaviyo-api-key"}],
+     "exports": [{"name": "vip", "connection": "main", "source": "vip/", "list_id": "Ab12Cd",
+                  "mapping": {"email": "Email", "phone_number": "Phone", "properties.tier": "Tier"},
+                  "enabled": true}]}
+
+``source`` is a blob path in the segments container, or a prefix ending in ``/`` (a
+scheduled or on-demand run then takes the newest blob under it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from exporter.errors import ConfigError
+from exporter.mapping.fields import FieldMapping, canonical_target
+
+
+@dataclass(frozen=True)
+class Connection:
+    name: str
+    display_name: str
+    key_vault_secret: str | None  # secret name in the app's Key Vault
+    env: str | None  # or an environment variable holding the key (local runs)
+
+
+@dataclass(frozen=True)
+class ExportDefinition:
+    name: str
+    connection: Connection
+    source: str
+    list_id: str
+    mapping: FieldMapping
+    enabled: bool = True
+
+    @property
+    def is_prefix(self) -> bool:
+        return self.source.endswith("/")
+
+    def claims(self, blob_path: str) -> bool:
+        """Is a blob at this path (inside the segments container) this export's segment?"""
+        return blob_path.startswith(self.source) if self.is_prefix else blob_path == self.source
+
+
+class UnknownExport(ConfigError):
+    def __init__(self, name: str, known: list[str]):
+        self.known = known
+        super().__init__(f"no export named {name!r}; known exports: {', '.join(known) or 'none'}")
+
+
+class ConfigProblems(ConfigError):
+    def __init__(self, origin: str, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"exports config {origin} has {len(problems)} problem(s): " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class ExportsConfig:
+    connections: dict[str, Connection]
+    exports: dict[str, ExportDefinition]
+
+    def export(self, name: str) -> ExportDefinition:
+        try:
+            return self.exports[name]
+        except KeyError:
+            raise UnknownExport(name, sorted(self.exports)) from None
+
+    def export_for_blob(self, blob_path: str) -> ExportDefinition | None:
+        return next((e for e in self.exports.values() if e.claims(blob_path)), None)
+
+    def enabled(self) -> list[ExportDefinition]:
+        return [e for e in self.exports.values() if e.enabled]
+
+
+def load_config_file(path: Path) -> ExportsConfig:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read exports config {path}: {exc.strerror}") from None
+    return parse_config(raw, str(path))
+
+
+def parse_config(raw: bytes, origin: str) -> ExportsConfig:
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigProblems(origin, [f"not valid JSON ({exc})"]) from None
+    problems: list[str] = []
+    if not isinstance(document, dict):
+        raise ConfigProblems(origin, ["the document must be a JSON object with 'connections' and 'exports'"])
+    connections = _connections(document.get("connections"), problems)
+    exports = _exports(document.get("exports"), connections, problems)
+    if problems:
+        raise ConfigProblems(origin, problems)
+    return ExportsConfig(connections, exports)
+
+
+def _connections(items: Any, problems: list[str]) -> dict[str, Connection]:
+    if not isinstance(items, list) or not items:
+        problems.append("'connections' must be a non-empty list")
+        return {}
+    connections: dict[str, Connection] = {}
+    for position, item in enumerate(items):
+        where = f"connection #{position + 1}"
+        if not isinstance(item, dict) or not _text(item.get("name")):
+            problems.append(f"{where}: needs a 'name'")
+            continue
+        name = item["name"]
+        where = f"connection {name!r}"
+        if name in connections:
+            problems.append(f"{where}: defined twice")
+        secret, env = item.get("key_vault_secret"), item.get("env")
+        if bool(_text(secret)) == bool(_text(env)):
+            problems.append(f"{where}: give exactly one of 'key_vault_secret' (Azure) or 'env' (local runs)")
+        connections[name] = Connection(name, str(item.get("display_name") or name), secret or None, env or None)
+    return connections
+
+
+def _exports(items: Any, connections: dict[str, Connection], problems: list[str]) -> dict[str, ExportDefinition]:
+    if not isinstance(items, list):
+        problems.append("'exports' must be a list")
+        return {}
+    exports: dict[str, ExportDefinition] = {}
+    for position, item in enumerate(items):
+        if not isinstance(item, dict) or not _text(item.get("name")):
+            problems.append(f"export #{position + 1}: needs a 'name'")
+            continue
+        name = item["name"]
+        where = f"export {name!r}"
+        before = len(problems)
+        if name in exports:
+            problems.append(f"{where}: defined twice")
+        connection = connections.get(item.get("connection"))  # type: ignore[arg-type]
+        if connection is None:
+            known = ", ".join(sorted(connections)) or "none"
+            problems.append(f"{where}: unknown connection {item.get('connection')!r} (known: {known})")
+        source = item.get("source")
+        if not isinstance(source, str) or not source.strip() or source.startswith("/"):
+            problems.append(f"{where}: 'source' must be a blob path or prefix inside the segments container")
+        list_id = item.get("list_id")
+        if not isinstance(list_id, str) or not list_id.strip():
+            problems.append(f"{where}: 'list_id' must be a non-empty string (got {type(list_id).__name__})")
+        enabled = item.get("enabled", True)
+        if not isinstance(enabled, bool):
+            problems.append(f"{where}: 'enabled' must be true or false")
+        mapping = _mapping(item.get("mapping"), where, problems)
+        if len(problems) == before and connection is not None and mapping is not None:
+            exports[name] = ExportDefinition(name, connection, str(source), str(list_id), mapping, enabled)
+    _overlapping_sources(exports, problems)
+    return exports
+
+
+def _mapping(value: Any, where: str, problems: list[str]) -> FieldMapping | None:
+    if not isinstance(value, dict) or not _text(value.get("email")):
+        problems.append(f"{where}: 'mapping' must name the email column, e.g. {{\"email\": \"Email\"}}")
+        return None
+    fields: dict[str, str] = {}
+    ok = True
+    for target, column in value.items():
+        if target == "email":
+            continue
+        if not _text(column):
+            problems.append(f"{where}: mapping for {target!r} must be a column name")
+            ok = False
+            continue
+        try:
+            fields[canonical_target(target)] = column
+        except ConfigError as exc:
+            problems.append(f"{where}: {exc}")
+            ok = False
+    return FieldMapping(value["email"], fields) if ok else None
+
+
+def _overlapping_sources(exports: dict[str, ExportDefinition], problems: list[str]) -> None:
+    """Two exports must never claim the same file: a drop would run both, racing."""
+    items = list(exports.values())
+    for i, first in enumerate(items):
+        for second in items[i + 1:]:
+            if first.claims(second.source) or second.claims(first.source) or first.source == second.source:
+                problems.append(f"exports {first.name!r} and {second.name!r} are both bound to {second.source!r}")
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())

@@ -1,0 +1,58 @@
+"""What Klaviyo has already accepted in a run, so a resumed run never sends a job twice.
+
+Batching is deterministic (same segment + mapping -> same jobs, same sequence numbers),
+so a run that resumes re-reads its segment and, job by job, asks the ledger whether that
+job was accepted before; if so it is skipped, and if Klaviyo already finished it, its
+outcome is replayed from here instead of being polled again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from exporter.rejects import Reject
+
+
+@dataclass
+class Accepted:
+    job_id: str
+    removed: list[int] = field(default_factory=list)  # indexes Klaviyo's 400 pointed at, taken out before acceptance
+    refused: list[Reject] = field(default_factory=list)  # the rejects those removals produced
+
+
+@dataclass
+class Settled:
+    sent: int
+    failed: int
+    refused: list[Reject] = field(default_factory=list)  # per-profile import errors
+
+
+class JobLedger(Protocol):
+    def accepted(self, sequence: int) -> Accepted | None: ...
+
+    def settled(self, job_id: str) -> Settled | None: ...
+
+    def record_accepted(self, sequence: int, accepted: Accepted) -> None: ...
+
+    def record_settled(self, job_id: str, settled: Settled) -> None: ...
+
+
+class MemoryLedger:
+    """A ledger for one uninterrupted run (the CLI); the function app persists its own."""
+
+    def __init__(self) -> None:
+        self.accepted_jobs: dict[int, Accepted] = {}
+        self.settled_jobs: dict[str, Settled] = {}
+
+    def accepted(self, sequence: int) -> Accepted | None:
+        return self.accepted_jobs.get(sequence)
+
+    def settled(self, job_id: str) -> Settled | None:
+        return self.settled_jobs.get(job_id)
+
+    def record_accepted(self, sequence: int, accepted: Accepted) -> None:
+        self.accepted_jobs[sequence] = accepted
+
+    def record_settled(self, job_id: str, settled: Settled) -> None:
+        self.settled_jobs[job_id] = settled

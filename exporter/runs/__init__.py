@@ -1,0 +1,1 @@
+"""Runs in Azure Storage: state, reports, checkpoints, the one-run-per-export lock, the queue."""

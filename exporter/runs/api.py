@@ -1,0 +1,85 @@
+"""The HTTP API's logic as plain data in, plain data out (the trigger layer adapts it).
+
+POST /api/exports/{name}/runs[?dryRun=true]  -> 202 + Location, 400, 404, 409
+GET  /api/exports/{name}/runs/{run_id}       -> 200 state (+ report when finished), 404
+GET  /api/exports                            -> 200 exports and the last run of each
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import orjson
+
+from exporter.config import ConfigProblems, UnknownExport
+from exporter.errors import ExportError
+from exporter.runs.service import ExportService
+
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+@dataclass
+class ApiResponse:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> bytes:
+        return orjson.dumps(self.body)
+
+
+def _error(status: int, message: str, **extra: Any) -> ApiResponse:
+    return ApiResponse(status, {"error": message, **extra})
+
+
+async def start_run(service: ExportService, name: str, query: Mapping[str, str], body: bytes,
+                    base_url: str) -> ApiResponse:
+    flag = query.get("dryRun", "false").strip().lower()
+    if flag not in _BOOLEANS:
+        return _error(400, f"dryRun must be true or false, got {query.get('dryRun')!r}")
+    unknown = sorted(set(query) - {"dryRun", "code"})
+    if unknown:
+        return _error(400, f"unknown query parameter(s): {', '.join(unknown)}; only dryRun is accepted")
+    source = None
+    if body.strip():
+        try:
+            options = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return _error(400, f"the body is not valid JSON: {exc}")
+        if not isinstance(options, dict) or set(options) - {"source"} or not isinstance(options.get("source", ""), str):
+            return _error(400, 'the body may only be {"source": "<blob path in the segments container>"}')
+        source = options.get("source") or None
+    try:
+        result = await service.start(name, dry_run=_BOOLEANS[flag], source=source)
+    except ConfigProblems as exc:
+        return _error(500, "the exports configuration is invalid; no run was started", problems=exc.problems)
+    except UnknownExport as exc:
+        return _error(404, str(exc), known_exports=exc.known)
+    except ExportError as exc:
+        return _error(400, str(exc))
+    if not result.started:
+        return _error(409, f"export {name!r} already has an active run", run_id=result.run_id)
+    status_url = f"{base_url.rstrip('/')}/api/exports/{name}/runs/{result.run_id}"
+    return ApiResponse(202, {"run_id": result.run_id, "export": name, "status": "queued", "status_url": status_url},
+                       {"Location": status_url})
+
+
+async def run_status(service: ExportService, name: str, run_id: str) -> ApiResponse:
+    try:
+        state = await service.status(name, run_id)
+    except ConfigProblems as exc:
+        return _error(500, "the exports configuration is invalid", problems=exc.problems)
+    except UnknownExport as exc:
+        return _error(404, str(exc), known_exports=exc.known)
+    if state is None:
+        return _error(404, f"export {name!r} has no run {run_id!r}")
+    return ApiResponse(200, state)
+
+
+async def list_exports(service: ExportService) -> ApiResponse:
+    try:
+        return ApiResponse(200, {"exports": await service.overview()})
+    except ConfigProblems as exc:
+        return _error(500, "the exports configuration is invalid", problems=exc.problems)
+

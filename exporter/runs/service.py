@@ -1,0 +1,327 @@
+"""The function app's behaviour, free of ``azure.functions``: start runs, carry them out
+leg by leg from the queue, and answer for them.
+
+Every start (HTTP, timer, blob drop) becomes a message on the runs queue; a queue
+worker runs it under the export's lock with a time budget, checkpointing as Klaviyo
+accepts jobs, and hands what is left to a continuation message when the budget runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+import orjson
+
+from exporter.azure_storage import StorageClients
+from exporter.config import ConfigError, ExportDefinition, ExportsConfig
+from exporter.errors import ExportError
+from exporter.klaviyo.auth import ApiKeySource, StaticApiKey
+from exporter.klaviyo.client import KlaviyoClient
+from exporter.klaviyo.limits import BULK_IMPORT_RATE
+from exporter.klaviyo.ratelimit import AsyncRateLimiter
+from exporter.pipeline import ExportPlan, PipelineOptions, run_export
+from exporter.rejects import RejectsFile
+from exporter.report import Counts, RunReport, new_run_id
+from exporter.runs.checkpoint import Checkpoint
+from exporter.runs.lock import ExportLock
+from exporter.runs.store import RunState, RunStore
+
+log = logging.getLogger("exporter.runs")
+
+MAX_WAITS = 60  # a start that finds its export busy retries every WAIT_SECONDS, up to an hour
+WAIT_SECONDS = 60
+MAX_DEQUEUE = 5  # host.json maxDequeueCount: the last attempt marks the run failed
+
+
+@dataclass(frozen=True)
+class RunMessage:
+    run_id: str
+    export: str
+    source: str
+    dry_run: bool = False
+    leg: int = 0
+    waits: int = 0
+
+    def encode(self) -> str:
+        return orjson.dumps(asdict(self)).decode()
+
+    @classmethod
+    def decode(cls, text: str) -> RunMessage:
+        data = orjson.loads(text)
+        return cls(**{k: data[k] for k in ("run_id", "export", "source", "dry_run", "leg", "waits") if k in data})
+
+
+@dataclass(frozen=True)
+class StartResult:
+    started: bool
+    run_id: str  # the new run's id, or the id of the run that holds the export
+    export: str
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    segments_container: str = "segments"
+    reports_container: str = "reports"
+    runs_queue: str = "export-runs"
+    klaviyo_base_url: str = "https://a.klaviyo.com"
+    time_budget_seconds: float = 1500.0
+    poll_interval: float = 1.0
+
+
+KeySourceFactory = Callable[[ExportDefinition], Awaitable[ApiKeySource]]
+
+
+class ExportService:
+    def __init__(self, storage: StorageClients, load_config: Callable[[], Awaitable[ExportsConfig]],
+                 key_source: KeySourceFactory, settings: ServiceSettings):
+        self.storage = storage
+        self.settings = settings
+        self._load_config = load_config
+        self._key_source = key_source
+        self.store = RunStore(storage.blobs.get_container_client(settings.reports_container))
+        self.queue = storage.queue(settings.runs_queue)
+        self._session: aiohttp.ClientSession | None = None
+        self._limiters: dict[str, AsyncRateLimiter] = {}  # per connection: Klaviyo limits are per account
+        self._ready = False
+
+    async def config(self) -> ExportsConfig:
+        return await self._load_config()
+
+    async def _prepare(self) -> None:
+        if not self._ready:
+            await self.store.ensure_container()
+            with contextlib.suppress(Exception):
+                await self.queue.create_queue()
+            self._ready = True
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    # ---- starting runs -------------------------------------------------------------
+
+    async def start(self, name: str, *, dry_run: bool = False, source: str | None = None,
+                    trigger: str = "http", wait_if_busy: bool = False) -> StartResult:
+        """Queue a run of one export. Busy export: refused, or (``wait_if_busy``) queued to
+        start once the current run ends, so a dropped file is never lost."""
+        await self._prepare()
+        export = (await self.config()).export(name)
+        path = source or await self._resolve_source(export)
+        run_id = new_run_id()
+        lock = ExportLock(self.store.container, export.name)
+        message = RunMessage(run_id, export.name, path, dry_run)
+        if not await lock.acquire(run_id):
+            holder = await lock.holder()
+            if not wait_if_busy:
+                return StartResult(False, holder or "unknown", export.name)
+            await self.store.save_state(RunState(run_id, export.name, path, dry_run, trigger, status="waiting"))
+            await self.queue.send_message(message.encode(), visibility_timeout=WAIT_SECONDS)
+            return StartResult(True, run_id, export.name)
+        await self.store.save_state(RunState(run_id, export.name, path, dry_run, trigger))
+        await self.queue.send_message(message.encode())
+        log.info("export run queued: export=%s run_id=%s trigger=%s", export.name, run_id, trigger)
+        return StartResult(True, run_id, export.name)
+
+    async def run_scheduled(self) -> list[StartResult]:
+        results = []
+        for export in (await self.config()).enabled():
+            try:
+                result = await self.start(export.name, trigger="timer")
+            except ExportError as exc:
+                log.error("scheduled export not started: export=%s reason=%s", export.name, exc)
+                continue
+            if not result.started:
+                log.info("scheduled export skipped, still running: export=%s run_id=%s", export.name, result.run_id)
+            results.append(result)
+        return results
+
+    async def segment_dropped(self, blob_name: str) -> StartResult | None:
+        """``blob_name`` as the trigger gives it: ``{container}/{path}``."""
+        container, _, path = blob_name.partition("/")
+        if container != self.settings.segments_container or not path:
+            log.warning("blob outside the segments container ignored: %s", blob_name)
+            return None
+        export = (await self.config()).export_for_blob(path)
+        if export is None:
+            log.info("segment file claimed by no export, ignored: %s", path)
+            return None
+        if not export.enabled:
+            log.info("segment file for disabled export ignored: export=%s", export.name)
+            return None
+        return await self.start(export.name, source=path, trigger="blob", wait_if_busy=True)
+
+    async def _resolve_source(self, export: ExportDefinition) -> str:
+        if not export.is_prefix:
+            return export.source
+        container = self.storage.blobs.get_container_client(self.settings.segments_container)
+        newest = None
+        async for blob in container.list_blobs(name_starts_with=export.source):
+            if newest is None or blob.last_modified > newest.last_modified:
+                newest = blob
+        if newest is None:
+            raise ExportError(f"no segment file under {self.settings.segments_container}/{export.source}")
+        return str(newest.name)
+
+    # ---- carrying runs out ---------------------------------------------------------
+
+    async def process(self, text: str, dequeue_count: int = 1) -> None:
+        """Handle one runs-queue message: a first leg, a continuation, or a waiting start."""
+        await self._prepare()
+        message = RunMessage.decode(text)
+        state = await self.store.load_state(message.export, message.run_id) or RunState(
+            message.run_id, message.export, message.source, message.dry_run, "queue")
+        if state.finished:
+            return  # a duplicate delivery of a run already done
+        lock = ExportLock(self.store.container, message.export)
+        if not await lock.acquire(message.run_id):
+            await self._wait_for_turn(message, state)
+            return
+        lock.keep_alive(message.run_id)
+        try:
+            await self._run_leg(message, state, lock)
+        except Exception as exc:
+            state.error = f"attempt {dequeue_count} failed: {exc.__class__.__name__}: {exc}"
+            if dequeue_count >= MAX_DEQUEUE:
+                await self._fail(state, lock, f"gave up after {dequeue_count} attempts; {state.error}")
+            else:
+                await self.store.save_state(state)
+                await lock.stop_renewing()
+            raise
+
+    async def poisoned(self, text: str) -> None:
+        """A message the host gave up on: make sure its run reads as failed."""
+        message = RunMessage.decode(text)
+        state = await self.store.load_state(message.export, message.run_id)
+        if state is not None and not state.finished:
+            lock = ExportLock(self.store.container, message.export)
+            await self._fail(state, lock, f"the run's queue message was poisoned; last error: {state.error or 'unknown'}")
+
+    async def _wait_for_turn(self, message: RunMessage, state: RunState) -> None:
+        if message.waits >= MAX_WAITS:
+            state.status, state.error = "failed", f"export stayed busy for {MAX_WAITS * WAIT_SECONDS // 60} minutes"
+            await self.store.save_state(state)
+            log.error("export run failed: export=%s run_id=%s reason=%s", state.export, state.run_id, state.error)
+            return
+        state.status = "waiting"
+        await self.store.save_state(state)
+        await self.queue.send_message(replace(message, waits=message.waits + 1).encode(), visibility_timeout=WAIT_SECONDS)
+
+    async def _run_leg(self, message: RunMessage, state: RunState, lock: ExportLock) -> None:
+        export = (await self.config()).export(message.export)
+        checkpoint = await self.store.load_checkpoint(export.name, message.run_id)
+        state.status, state.legs, state.error = "running", state.legs + 1, None
+        await self.store.save_state(state)
+        loop = asyncio.get_running_loop()
+        options = PipelineOptions(deadline=loop.time() + self.settings.time_budget_seconds,
+                                  poll_interval=self.settings.poll_interval)
+        plan = ExportPlan(export.name, self.storage.segment_url(self.settings.segments_container, message.source),
+                          export.list_id, export.mapping)
+        with tempfile.TemporaryDirectory(prefix="exporter-run-") as workdir:
+            rejects = RejectsFile(Path(workdir) / "rejects.csv")
+            saver = asyncio.create_task(self._save_while_running(state, checkpoint))
+            try:
+                async with self._klaviyo(export, message.dry_run) as klaviyo:
+                    report = await run_export(plan, klaviyo, rejects, run_id=message.run_id, options=options,
+                                              progress=lambda counts: _remember(state, counts),
+                                              credential=self.storage.credential, ledger=checkpoint)
+            finally:
+                saver.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await saver
+            await self.store.save_checkpoint(export.name, message.run_id, checkpoint)
+            if rejects.count:
+                report.rejects = await self.store.save_rejects(export.name, message.run_id, rejects.path)
+        report.started_at = state.created_at
+        state.counts = asdict(report.counts)
+        if report.status == "continuing":
+            state.status = "continuing"
+            await self.store.save_state(state)
+            await self.queue.send_message(replace(message, leg=message.leg + 1).encode())
+            await lock.stop_renewing()  # the continuation takes the same lease (same run id)
+            log.info("export run continues in a new leg: export=%s run_id=%s leg=%d", export.name,
+                     message.run_id, message.leg + 1)
+            return
+        await self._finish(state, report, lock)
+
+    async def _finish(self, state: RunState, report: RunReport, lock: ExportLock) -> None:
+        await self.store.save_report(report)
+        state.status, state.error = report.status, report.error
+        await self.store.save_state(state)
+        await lock.release(state.run_id)
+        if report.status == "failed":
+            log.error("export run failed: export=%s run_id=%s reason=%s", state.export, state.run_id, report.error)
+        else:
+            c = report.counts
+            log.info("export run %s: export=%s run_id=%s rows=%d sent=%d rejected=%d duplicates=%d", report.status,
+                     state.export, state.run_id, c.rows_read, c.sent, c.rejected, c.duplicates)
+
+    async def _fail(self, state: RunState, lock: ExportLock, reason: str) -> None:
+        report = RunReport(state.run_id, state.export, state.source, "", state.created_at, dry_run=state.dry_run)
+        with contextlib.suppress(ConfigError):
+            report.list_id = (await self.config()).export(state.export).list_id
+        if state.counts:
+            report.counts = Counts(**state.counts)
+        report.finish(error=reason)
+        await self._finish(state, report, lock)
+
+    async def _save_while_running(self, state: RunState, checkpoint: Checkpoint) -> None:
+        """Persist the checkpoint at most once a second, and progress every few seconds."""
+        ticks = 0
+        while True:
+            await asyncio.sleep(1)
+            ticks += 1
+            if checkpoint.dirty:
+                await self.store.save_checkpoint(state.export, state.run_id, checkpoint)
+            if ticks % 5 == 0:
+                await self.store.save_state(state)
+
+    @contextlib.asynccontextmanager
+    async def _klaviyo(self, export: ExportDefinition, dry_run: bool) -> Any:
+        if dry_run:
+            yield None
+            return
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
+        limiter = self._limiters.setdefault(export.connection.name, AsyncRateLimiter(BULK_IMPORT_RATE))
+        key = await self._key_source(export)
+        async with KlaviyoClient(key, self.settings.klaviyo_base_url, session=self._session, limiter=limiter) as client:
+            yield client
+
+    # ---- answering for runs --------------------------------------------------------
+
+    async def status(self, name: str, run_id: str) -> dict[str, Any] | None:
+        (await self.config()).export(name)
+        state = await self.store.load_state(name, run_id)
+        if state is None:
+            return None
+        answer: dict[str, Any] = asdict(state)
+        if state.finished:
+            answer["report"] = await self.store.load_report(name, run_id)
+        return answer
+
+    async def overview(self) -> list[dict[str, Any]]:
+        exports = []
+        for export in (await self.config()).exports.values():
+            exports.append({"name": export.name, "connection": export.connection.display_name,
+                            "source": export.source, "list_id": export.list_id, "enabled": export.enabled,
+                            "last_run": await self.store.latest(export.name)})
+        return exports
+
+
+def _remember(state: RunState, counts: Counts) -> None:
+    state.counts = asdict(counts)
+
+
+def environment_key_source(variable: str) -> ApiKeySource:
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        raise ConfigError(f"environment variable {variable} holds no Klaviyo API key")
+    return StaticApiKey(value)

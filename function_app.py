@@ -1,0 +1,66 @@
+"""Azure Functions entry points (Python v2 model). Thin on purpose: each function adapts
+its trigger to one call into ``exporter``; all behaviour lives there."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+import azure.functions as func
+
+from exporter.logsafe import RedactingFilter
+from exporter.runs import api
+from exporter.runs.runtime import AppRuntime
+
+for _handler in logging.getLogger().handlers:
+    _handler.addFilter(RedactingFilter())
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+RUNTIME = AppRuntime()
+
+
+def _respond(answer: api.ApiResponse) -> func.HttpResponse:
+    return func.HttpResponse(answer.json(), status_code=answer.status, headers=answer.headers,
+                             mimetype="application/json")
+
+
+def _base_url(req: func.HttpRequest) -> str:
+    parts = urlsplit(req.url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+@app.timer_trigger(arg_name="timer", schedule="%EXPORT_SCHEDULE%", run_on_startup=False, use_monitor=True)
+async def scheduled_exports(timer: func.TimerRequest) -> None:
+    await RUNTIME.service().run_scheduled()
+
+
+@app.route(route="exports/{name}/runs", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+async def start_run(req: func.HttpRequest) -> func.HttpResponse:
+    return _respond(await api.start_run(RUNTIME.service(), req.route_params["name"], dict(req.params),
+                                        req.get_body(), _base_url(req)))
+
+
+@app.route(route="exports/{name}/runs/{run_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def run_status(req: func.HttpRequest) -> func.HttpResponse:
+    return _respond(await api.run_status(RUNTIME.service(), req.route_params["name"], req.route_params["run_id"]))
+
+
+@app.route(route="exports", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def list_exports(req: func.HttpRequest) -> func.HttpResponse:
+    return _respond(await api.list_exports(RUNTIME.service()))
+
+
+@app.blob_trigger(arg_name="segment", path="%SEGMENTS_CONTAINER%/{name}", connection="AzureWebJobsStorage",
+                  source=func.BlobSource.EVENT_GRID)
+async def segment_dropped(segment: func.InputStream) -> None:
+    await RUNTIME.service().segment_dropped(segment.name or "")
+
+
+@app.queue_trigger(arg_name="message", queue_name="%RUNS_QUEUE%", connection="AzureWebJobsStorage")
+async def run_worker(message: func.QueueMessage) -> None:
+    await RUNTIME.service().process(message.get_body().decode(), message.dequeue_count or 1)
+
+
+@app.queue_trigger(arg_name="message", queue_name="%RUNS_QUEUE%-poison", connection="AzureWebJobsStorage")
+async def run_poisoned(message: func.QueueMessage) -> None:
+    await RUNTIME.service().poisoned(message.get_body().decode())
