@@ -65,12 +65,14 @@ class KeyVaultApiKey:
         return f"KeyVaultApiKey(secret={self._name!r})"
 
 
-def key_vault_client(vault_url: str, credential: Any = None) -> SecretClient:
+def key_vault_client(vault_url: str, credential: Any = None, **client_options: Any) -> SecretClient:
+    """``client_options`` go to ``SecretClient`` (tests pass a CA bundle and relax the
+    challenge's resource check for a vault on 127.0.0.1)."""
     if credential is None:
         from azure.identity.aio import DefaultAzureCredential
 
         credential = DefaultAzureCredential()
-    return SecretClient(vault_url=vault_url, credential=credential)
+    return SecretClient(vault_url=vault_url, credential=credential, **client_options)
 
 
 def api_key_from_environment(variable: str = KEY_ENV) -> ApiKeySource | None:

@@ -1,0 +1,77 @@
+"""The real async Key Vault client against a local HTTPS vault: challenge, cache, rotation."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from exporter.errors import ConfigError
+from exporter.klaviyo.client import KlaviyoClient
+from exporter.mapping import FieldMapping
+from exporter.pipeline import ExportPlan, PipelineOptions, run_export
+from exporter.rejects import RejectsFile
+from exporter.secrets import KeyVaultApiKey, key_vault_client
+from tests.conftest import FAST_RETRY, LIST_ID
+from tests.keyvault_server import TOKEN, FakeVault, StaticTokenCredential, serve_vault
+
+OLD_KEY, NEW_KEY = "pk_old_key_before_rotation", "pk_new_key_after_rotation"
+
+
+@pytest.fixture
+async def vault(tmp_path: Path):
+    fake = FakeVault({"klaviyo-api-key": OLD_KEY})
+    runner, url, ca = await serve_vault(fake, tmp_path)
+    credential = StaticTokenCredential()
+    client = key_vault_client(url, credential, connection_verify=ca, verify_challenge_resource=False)
+    yield fake, client, credential
+    await client.close()
+    await runner.cleanup()
+
+
+async def test_the_key_is_read_after_the_bearer_challenge_and_cached(vault) -> None:
+    fake, client, credential = vault
+    key = KeyVaultApiKey(client, "klaviyo-api-key")
+    assert await key.get() == OLD_KEY
+    assert await key.get() == OLD_KEY
+    assert [auth for _, auth in fake.requests] == [None, f"Bearer {TOKEN}"]  # challenged once, then one read
+    assert credential.scopes == [("https://vault.azure.net/.default",)]
+
+
+async def test_a_missing_secret_is_a_clear_error(vault) -> None:
+    _, client, _ = vault
+    with pytest.raises(ConfigError, match="Key Vault has no secret named 'nope'"):
+        await KeyVaultApiKey(client, "nope").get()
+
+
+async def test_a_401_from_klaviyo_refetches_the_rotated_key_once(vault, start_simulator, tmp_path, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake, client, _ = vault
+    key = KeyVaultApiKey(client, "klaviyo-api-key")
+    assert await key.get() == OLD_KEY  # cached before the rotation
+    fake.secrets["klaviyo-api-key"] = NEW_KEY  # rotated in Key Vault...
+    sim = await start_simulator(api_keys={NEW_KEY})  # ...and the old key revoked at Klaviyo
+    source = tmp_path / "s.csv"
+    source.write_text("email\na@x.com\nb@x.com\n")
+    plan = ExportPlan("t", str(source), LIST_ID, FieldMapping("email"))
+    async with KlaviyoClient(key, sim.url, retry=FAST_RETRY) as klaviyo:
+        report = await run_export(plan, klaviyo, RejectsFile(tmp_path / "r.csv"), options=PipelineOptions(poll_interval=0.02))
+    assert report.status == "succeeded", report.error
+    assert sim.simulator.account.member_emails(LIST_ID) == ["a@x.com", "b@x.com"]
+    assert len([p for p, auth in fake.requests if auth]) == 2  # the first read and one refetch
+    assert OLD_KEY not in caplog.text and NEW_KEY not in caplog.text
+
+
+async def test_a_key_that_stays_refused_fails_the_run_without_a_storm(vault, start_simulator, tmp_path) -> None:
+    fake, client, _ = vault
+    sim = await start_simulator(api_keys={"pk_something_else"})
+    source = tmp_path / "s.csv"
+    source.write_text("email\na@x.com\n")
+    key = KeyVaultApiKey(client, "klaviyo-api-key")
+    async with KlaviyoClient(key, sim.url, retry=FAST_RETRY) as klaviyo:
+        report = await run_export(ExportPlan("t", str(source), LIST_ID, FieldMapping("email")), klaviyo,
+                                  RejectsFile(tmp_path / "r.csv"))
+    assert report.status == "failed" and "refused the API key (401)" in (report.error or "")
+    assert len([p for p, auth in fake.requests if auth]) == 2  # Key Vault was asked again after the 401...
+    assert sim.simulator.stats.requests == 1  # ...but gave the same key, so Klaviyo was not asked again
