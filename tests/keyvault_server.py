@@ -39,7 +39,8 @@ class FakeVault:
                                              'resource="https://vault.azure.net"'})
         name = request.match_info["name"]
         if name not in self.secrets:
-            return web.json_response({"error": {"code": "SecretNotFound", "message": f"A secret with (name/id) {name} was not found in this key vault."}}, status=404)
+            message = f"A secret with (name/id) {name} was not found in this key vault."
+            return web.json_response({"error": {"code": "SecretNotFound", "message": message}}, status=404)
         now = int(time.time())
         return web.json_response({
             "value": self.secrets[name],
