@@ -105,6 +105,7 @@ class ExportService:
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+        await self.queue.close()
 
     # ---- starting runs -------------------------------------------------------------
 
@@ -187,7 +188,9 @@ class ExportService:
         lock.keep_alive(message.run_id)
         try:
             await self._run_leg(message, state, lock)
-        except Exception as exc:
+        except ExportError as exc:  # bad config, missing key: retrying cannot help
+            await self._fail(state, lock, str(exc))
+        except Exception as exc:  # anything else: let the host retry, then poison
             state.error = f"attempt {dequeue_count} failed: {exc.__class__.__name__}: {exc}"
             if dequeue_count >= MAX_DEQUEUE:
                 await self._fail(state, lock, f"gave up after {dequeue_count} attempts; {state.error}")

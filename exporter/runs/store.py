@@ -53,7 +53,9 @@ class RunStore:
         state.updated_at = utc_now()
         body = orjson.dumps(asdict(state))
         await self._put(f"{state.export}/{state.run_id}/state.json", body)
-        await self._put(f"{state.export}/latest.json", body)
+        latest = await self.latest(state.export)
+        if latest is None or latest["run_id"] == state.run_id or latest["created_at"] <= state.created_at:
+            await self._put(f"{state.export}/latest.json", body)  # the newest run, not the last one saved
 
     async def load_state(self, export: str, run_id: str) -> RunState | None:
         raw = await self._get(f"{export}/{run_id}/state.json")

@@ -1,0 +1,260 @@
+"""The function app end to end: real azure.functions objects into the decorated functions,
+Azurite for blobs and queues, the Klaviyo simulator. The test plays the Functions host's
+part of delivering queue messages (``deliver``) and nothing else."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import azure.functions as func
+import orjson
+import pytest
+from azure.functions.queue import QueueMessage
+from azure.functions.timer import TimerRequest
+from azure.storage.blob.aio import BlobServiceClient
+
+import function_app
+from devtools.sample import segment_bytes
+from exporter.runs.runtime import AppRuntime
+from tests.conftest import API_KEY, LIST_ID
+
+SECOND_LIST = "Lst002"
+
+
+def config(**overrides: Any) -> dict[str, Any]:
+    document = {
+        "connections": [{"name": "local", "display_name": "Local Klaviyo", "env": "TEST_KLAVIYO_KEY"}],
+        "exports": [
+            {"name": "vip", "connection": "local", "source": "vip/", "list_id": LIST_ID,
+             "mapping": {"email": "email", "first_name": "first_name", "properties.tier": "tier"}},
+            {"name": "lapsed", "connection": "local", "source": "lapsed/customers.csv", "list_id": SECOND_LIST,
+             "mapping": {"email": "email"}},
+            {"name": "paused", "connection": "local", "source": "paused/", "list_id": LIST_ID,
+             "mapping": {"email": "email"}, "enabled": False},
+        ],
+    }
+    document.update(overrides)
+    return document
+
+
+class App:
+    """The function app wired to one test's Azurite containers, queue and simulator."""
+
+    def __init__(self, azurite, sim, budget: float, monkeypatch):
+        suffix = uuid.uuid4().hex[:10]
+        self.azurite, self.sim = azurite, sim
+        self.segments, self.reports, self.queue_name = f"seg{suffix}", f"rep{suffix}", f"runs{suffix}"
+        self.config_url = azurite.blob_url(f"cfg{suffix}", "exports.json")
+        self.env = {
+            "AzureWebJobsStorage": azurite.connection_string, "EXPORTS_CONFIG_URL": self.config_url,
+            "KLAVIYO_BASE_URL": sim.url, "KLAVIYO_POLL_SECONDS": "0.02", "SEGMENTS_CONTAINER": self.segments,
+            "REPORTS_CONTAINER": self.reports, "RUNS_QUEUE": self.queue_name, "RUN_TIME_BUDGET_SECONDS": str(budget),
+        }
+        monkeypatch.setenv("TEST_KLAVIYO_KEY", API_KEY)
+        self.runtime = AppRuntime(self.env)
+        monkeypatch.setattr(function_app, "RUNTIME", self.runtime)
+        sim.simulator.account.add_list(SECOND_LIST)
+
+    async def put(self, container: str, name: str, data: bytes) -> None:
+        async with BlobServiceClient.from_connection_string(self.azurite.connection_string) as service:
+            client = service.get_container_client(container)
+            if not await client.exists():
+                await client.create_container()
+            await client.upload_blob(name, data, overwrite=True)
+
+    async def set_config(self, document: Any) -> None:
+        await self.put(self.config_url.rsplit("/", 2)[1], "exports.json", orjson.dumps(document))
+
+    async def deliver(self, max_messages: int = 50) -> int:
+        """Hand every visible runs-queue message to run_worker, as the host would."""
+        queue = self.runtime.service().queue
+        worker = function_app.run_worker.build().get_user_function()
+        handled = 0
+        while handled < max_messages:
+            batch = [m async for m in queue.receive_messages(max_messages=1, visibility_timeout=30)]
+            if not batch:
+                return handled
+            message = batch[0]
+            await worker(QueueMessage(id=message.id, body=message.content.encode(), dequeue_count=message.dequeue_count))
+            await queue.delete_message(message)
+            handled += 1
+        raise AssertionError("the queue did not drain")
+
+
+@pytest.fixture
+async def app(azurite, simulator, monkeypatch):
+    instance = App(azurite, simulator, 1500, monkeypatch)
+    await instance.set_config(config())
+    yield instance
+    await instance.runtime.aclose()
+
+
+def call(function_builder: Any, *args: Any) -> Any:
+    return function_builder.build().get_user_function()(*args)
+
+
+def post(name: str, params: dict[str, str] | None = None, body: bytes = b"") -> func.HttpRequest:
+    return func.HttpRequest("POST", f"https://exporter.example/api/exports/{name}/runs", params=params or {},
+                            route_params={"name": name}, body=body)
+
+
+def get(route: str, **route_params: str) -> func.HttpRequest:
+    return func.HttpRequest("GET", f"https://exporter.example/api/{route}", route_params=route_params, body=b"")
+
+
+async def status_of(name: str, run_id: str) -> dict[str, Any]:
+    response = await call(function_app.run_status, get(f"exports/{name}/runs/{run_id}", name=name, run_id=run_id))
+    assert response.status_code == 200
+    return orjson.loads(response.get_body())
+
+
+def expected(data: bytes) -> list[str]:
+    return [line.split(",")[0] for line in data.decode().splitlines()[1:]]
+
+
+async def test_post_answers_202_and_the_status_url_later_shows_the_report(app) -> None:
+    data = segment_bytes(1_200)
+    await app.put(app.segments, "vip/2026-11-25.csv", data)
+    response = await call(function_app.start_run, post("vip"))
+    assert response.status_code == 202
+    answer = orjson.loads(response.get_body())
+    assert response.headers["Location"] == answer["status_url"] == \
+        f"https://exporter.example/api/exports/vip/runs/{answer['run_id']}"
+    assert (await status_of("vip", answer["run_id"]))["status"] == "queued"
+    assert await app.deliver() == 1
+    state = await status_of("vip", answer["run_id"])
+    assert state["status"] == "succeeded"
+    report = state["report"]
+    assert report["counts"]["rows_read"] == 1_200 and report["counts"]["sent"] == 1_200
+    assert report["source"].endswith("/vip/2026-11-25.csv") and len(report["jobs"]) == 1
+    assert app.sim.simulator.account.member_emails(LIST_ID) == expected(data)
+    listing = orjson.loads((await call(function_app.list_exports, get("exports"))).get_body())
+    assert {e["name"]: e["last_run"] and e["last_run"]["status"] for e in listing["exports"]} == {
+        "vip": "succeeded", "lapsed": None, "paused": None}
+
+
+async def test_a_second_post_during_a_run_gets_409_with_the_active_run(app) -> None:
+    await app.put(app.segments, "vip/a.csv", segment_bytes(10))
+    first = orjson.loads((await call(function_app.start_run, post("vip"))).get_body())
+    second = await call(function_app.start_run, post("vip"))
+    assert second.status_code == 409
+    assert orjson.loads(second.get_body())["run_id"] == first["run_id"]
+    await app.deliver()
+    assert (await call(function_app.start_run, post("vip"))).status_code == 202  # free again once finished
+
+
+async def test_dry_run_counts_but_sends_nothing(app) -> None:
+    await app.put(app.segments, "vip/a.csv", segment_bytes(500, bad_every=50))
+    answer = orjson.loads((await call(function_app.start_run, post("vip", {"dryRun": "true"}))).get_body())
+    await app.deliver()
+    report = (await status_of("vip", answer["run_id"]))["report"]
+    assert report["dry_run"] is True and report["counts"]["rows_read"] == 500 and report["status"] == "partial"
+    assert app.sim.simulator.stats.requests == 0
+
+
+@pytest.mark.parametrize("request_, status, fragment", [
+    (post("nope"), 404, "no export named 'nope'; known exports: lapsed, paused, vip"),
+    (post("vip", {"dryRun": "maybe"}), 400, "dryRun must be true or false"),
+    (post("vip", {"dry": "1"}), 400, "unknown query parameter(s): dry"),
+    (post("vip", body=b"{not json"), 400, "the body is not valid JSON"),
+    (post("vip", body=b'{"list_id": "x"}'), 400, 'the body may only be {"source"'),
+])
+async def test_bad_requests_get_specific_errors(app, request_, status, fragment) -> None:
+    response = await call(function_app.start_run, request_)
+    assert response.status_code == status
+    assert fragment in orjson.loads(response.get_body())["error"]
+
+
+async def test_unknown_export_404_lists_the_known_ones_and_unknown_run_is_404(app) -> None:
+    body = orjson.loads((await call(function_app.start_run, post("nope"))).get_body())
+    assert body["known_exports"] == ["lapsed", "paused", "vip"]
+    missing = await call(function_app.run_status, get("exports/vip/runs/x", name="vip", run_id="x"))
+    assert missing.status_code == 404
+
+
+async def test_bad_config_is_reported_whole_and_starts_nothing(app) -> None:
+    broken = config()
+    broken["exports"][1]["list_id"] = 42
+    broken["exports"][2]["connection"] = "ghost"
+    await app.set_config(broken)
+    response = await call(function_app.start_run, post("vip"))
+    assert response.status_code == 500
+    assert orjson.loads(response.get_body())["problems"] == [
+        "export 'lapsed': 'list_id' must be a non-empty string (got int)",
+        "export 'paused': unknown connection 'ghost' (known: local)"]
+    assert await app.deliver() == 0
+
+
+async def test_a_dropped_blob_exports_that_file_and_unclaimed_files_are_ignored(app) -> None:
+    data = segment_bytes(300)
+    await app.put(app.segments, "lapsed/customers.csv", data)
+    await call(function_app.segment_dropped, func.blob.InputStream(data=b"", name=f"{app.segments}/lapsed/customers.csv"))
+    await call(function_app.segment_dropped, func.blob.InputStream(data=b"", name=f"{app.segments}/unclaimed/x.csv"))
+    await call(function_app.segment_dropped, func.blob.InputStream(data=b"", name=f"{app.segments}/paused/x.csv"))
+    assert await app.deliver() == 1
+    assert app.sim.simulator.account.member_emails(SECOND_LIST) == expected(data)
+    assert app.sim.simulator.account.member_emails(LIST_ID) == []
+
+
+async def test_a_drop_while_its_export_runs_waits_its_turn(app) -> None:
+    await app.put(app.segments, "vip/first.csv", segment_bytes(20))
+    first = orjson.loads((await call(function_app.start_run, post("vip"))).get_body())
+    await app.put(app.segments, "vip/second.csv", segment_bytes(30))
+    await call(function_app.segment_dropped, func.blob.InputStream(data=b"", name=f"{app.segments}/vip/second.csv"))
+    assert await app.deliver() == 1  # the first run; the drop's message stays invisible for a while
+    assert (await status_of("vip", first["run_id"]))["status"] == "succeeded"
+    latest = orjson.loads((await call(function_app.list_exports, get("exports"))).get_body())["exports"][0]["last_run"]
+    assert latest["status"] == "waiting" and latest["source"] == "vip/second.csv"
+
+
+async def test_the_timer_runs_every_enabled_export(app) -> None:
+    vip, lapsed = segment_bytes(40), segment_bytes(60, seed=9)
+    await app.put(app.segments, "vip/a.csv", vip)
+    await app.put(app.segments, "lapsed/customers.csv", lapsed)
+    await app.put(app.segments, "paused/a.csv", segment_bytes(5))
+    await call(function_app.scheduled_exports, TimerRequest(past_due=False))
+    assert await app.deliver() == 2
+    assert app.sim.simulator.account.member_emails(LIST_ID) == expected(vip)
+    assert app.sim.simulator.account.member_emails(SECOND_LIST) == expected(lapsed)
+
+
+async def test_a_run_cut_at_its_time_budget_continues_through_the_queue(azurite, simulator, monkeypatch) -> None:
+    app = App(azurite, simulator, budget=0, monkeypatch=monkeypatch)  # every leg hands over after one new job
+    await app.set_config(config())
+    data = segment_bytes(34_000, bad_every=1_000)
+    await app.put(app.segments, "vip/big.csv", data)
+    answer = orjson.loads((await call(function_app.start_run, post("vip"))).get_body())
+    handled = await app.deliver()
+    state = await status_of("vip", answer["run_id"])
+    await app.runtime.aclose()
+    assert handled >= 2 and state["legs"] == handled
+    report = state["report"]
+    assert state["status"] == report["status"] == "partial"
+    assert len(report["jobs"]) == len(set(report["jobs"])) == simulator.simulator.stats.jobs_received == 4
+    members = simulator.simulator.account.member_emails(LIST_ID)
+    valid = [e for e in expected(data) if "@" in e and not e.endswith(".invalid")]
+    assert sorted(members) == sorted(dict.fromkeys(valid))
+    c = report["counts"]
+    assert c["rows_read"] == 34_000 == c["sent"] + c["rejected"] + c["duplicates"] + c["unchanged"]
+
+
+async def test_a_missing_key_fails_the_run_with_the_reason(app, monkeypatch) -> None:
+    await app.put(app.segments, "vip/a.csv", segment_bytes(10))
+    answer = orjson.loads((await call(function_app.start_run, post("vip"))).get_body())
+    monkeypatch.delenv("TEST_KLAVIYO_KEY")
+    await app.deliver()
+    state = await status_of("vip", answer["run_id"])
+    assert state["status"] == "failed"
+    assert state["report"]["error"] == "environment variable TEST_KLAVIYO_KEY holds no Klaviyo API key"
+    assert (await call(function_app.start_run, post("vip"))).status_code == 202  # the lock was released
+
+
+async def test_a_poisoned_message_marks_its_run_failed(app) -> None:
+    await app.put(app.segments, "vip/a.csv", segment_bytes(10))
+    answer = orjson.loads((await call(function_app.start_run, post("vip"))).get_body())
+    queue = app.runtime.service().queue
+    [message] = [m async for m in queue.receive_messages(max_messages=1)]
+    await call(function_app.run_poisoned, QueueMessage(id=message.id, body=message.content.encode(), dequeue_count=5))
+    state = await status_of("vip", answer["run_id"])
+    assert state["status"] == "failed" and "poisoned" in state["report"]["error"]
