@@ -196,3 +196,19 @@ async def test_json_lines_segments_export_too(azurite, upload, simulator, tmp_pa
             for p in simulator.simulator.account.members[LIST_ID]] == ["gold", 2]
     assert report.counts.rejected == 1
     assert_conserved(report)
+
+
+async def test_cli_runs_an_export_from_a_config_file(tmp_path) -> None:
+    segment = tmp_path / "vip.csv"
+    segment.write_bytes(segment_bytes(30))
+    config = {"connections": [{"name": "c", "env": "KLAVIYO_API_KEY"}],
+              "exports": [{"name": "vip", "connection": "c", "source": "vip/", "list_id": "L1",
+                           "mapping": {"email": "email", "first_name": "first_name"}}]}
+    (tmp_path / "exports.json").write_bytes(orjson.dumps(config))
+    result = await _in_thread(run_cli, "export", "--config", str(tmp_path / "exports.json"), "--export", "vip",
+                              "--source", str(segment), "--dry-run", "--rejects", str(tmp_path / "r.csv"))
+    assert result.returncode == 0, result.stderr
+    report = orjson.loads(result.stdout)
+    assert (report["export"], report["list_id"], report["counts"]["sent"]) == ("vip", "L1", 30)
+    unknown = await _in_thread(run_cli, "export", "--config", str(tmp_path / "exports.json"), "--export", "nope")
+    assert unknown.returncode == 1 and "no export named 'nope'; known exports: vip" in unknown.stderr
