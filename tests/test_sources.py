@@ -125,3 +125,15 @@ async def test_missing_blob_is_a_clear_error(azurite, upload) -> None:
     url = await upload("present.csv", b"email\n")
     with pytest.raises(SourceError, match="blob not found"):
         await read_all(url.replace("present", "absent"), azurite.credential)
+
+
+@pytest.mark.parametrize("text", [
+    "email,name\r\na@x.com,Ann\r\n\r\nb@x.com, Bob \r\n",
+    "email;name\na@x.com;Ann\n\nb@x.com;\nc@x.com\n",
+    "email|name|x\na@x.com||\n",
+])
+def test_the_quote_free_fast_path_matches_the_csv_module(text: str) -> None:
+    fast = CsvParser().feed(text, final=True)
+    with_quote = CsvParser().feed(text + 'z@x.com,"q"\n', final=True)  # a quote forces the csv module
+    assert fast.rows == with_quote.rows[:-1] and fast.lines == with_quote.lines[:-1]
+    assert fast.rows  # the text did hold rows
