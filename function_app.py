@@ -7,6 +7,7 @@ import logging
 from urllib.parse import urlsplit
 
 import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob_binding
 
 from exporter.logsafe import RedactingFilter
 from exporter.runs import api
@@ -52,8 +53,10 @@ async def list_exports(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.blob_trigger(arg_name="segment", path="%SEGMENTS_CONTAINER%/{name}", connection="AzureWebJobsStorage",
                   source=func.BlobSource.EVENT_GRID)
-async def segment_dropped(segment: func.InputStream) -> None:
-    await RUNTIME.service().segment_dropped(segment.name or "")
+async def segment_dropped(segment: blob_binding.BlobClient) -> None:
+    """An SDK-type binding: the host hands over a client for the blob, not its content, so
+    a segment of any size costs nothing here; the exporter streams it itself."""
+    await RUNTIME.service().segment_dropped(f"{segment.container_name}/{segment.blob_name}")
 
 
 @app.queue_trigger(arg_name="message", queue_name="%RUNS_QUEUE%", connection="AzureWebJobsStorage")

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
+from azure.storage.blob import BlobClient as SyncBlobClient
 from azure.storage.blob.aio import BlobServiceClient
 
 import function_app
@@ -62,6 +63,10 @@ class App:
             if not await client.exists():
                 await client.create_container()
             await client.upload_blob(name, data, overwrite=True)
+
+    def blob_client(self, path: str) -> SyncBlobClient:
+        """What the SDK-type blob binding hands the function: a client for the dropped blob."""
+        return SyncBlobClient.from_connection_string(self.azurite.connection_string, self.segments, path)
 
     async def set_config(self, document: Any) -> None:
         await self.put(self.config_url.rsplit("/", 2)[1], "exports.json", orjson.dumps(document))
@@ -189,9 +194,9 @@ async def test_bad_config_is_reported_whole_and_starts_nothing(app) -> None:
 async def test_a_dropped_blob_exports_that_file_and_unclaimed_files_are_ignored(app) -> None:
     data = segment_bytes(300)
     await app.put(app.segments, "lapsed/customers.csv", data)
-    await call(function_app.segment_dropped, func.blob.InputStream(data=b"", name=f"{app.segments}/lapsed/customers.csv"))
-    await call(function_app.segment_dropped, func.blob.InputStream(data=b"", name=f"{app.segments}/unclaimed/x.csv"))
-    await call(function_app.segment_dropped, func.blob.InputStream(data=b"", name=f"{app.segments}/paused/x.csv"))
+    await call(function_app.segment_dropped, app.blob_client("lapsed/customers.csv"))
+    await call(function_app.segment_dropped, app.blob_client("unclaimed/x.csv"))
+    await call(function_app.segment_dropped, app.blob_client("paused/x.csv"))
     assert await app.deliver() == 1
     assert app.sim.simulator.account.member_emails(SECOND_LIST) == expected(data)
     assert app.sim.simulator.account.member_emails(LIST_ID) == []
@@ -201,7 +206,7 @@ async def test_a_drop_while_its_export_runs_waits_its_turn(app) -> None:
     await app.put(app.segments, "vip/first.csv", segment_bytes(20))
     first = orjson.loads((await call(function_app.start_run, post("vip"))).get_body())
     await app.put(app.segments, "vip/second.csv", segment_bytes(30))
-    await call(function_app.segment_dropped, func.blob.InputStream(data=b"", name=f"{app.segments}/vip/second.csv"))
+    await call(function_app.segment_dropped, app.blob_client("vip/second.csv"))
     assert await app.deliver() == 1  # the first run; the drop's message stays invisible for a while
     assert (await status_of("vip", first["run_id"]))["status"] == "succeeded"
     latest = orjson.loads((await call(function_app.list_exports, get("exports"))).get_body())["exports"][0]["last_run"]

@@ -59,6 +59,7 @@ def test_blob_trigger_uses_event_grid_on_the_segments_container(functions) -> No
     blob = trigger(functions["segment_dropped"])
     assert (blob["type"], blob["path"], blob["source"], blob["connection"]) == (
         "blobTrigger", "%SEGMENTS_CONTAINER%/{name}", "EventGrid", "AzureWebJobsStorage")
+    assert blob["properties"] == {"SupportsDeferredBinding": True}  # a client for the blob, not its bytes
 
 
 def test_queue_triggers_carry_runs_and_their_poison(functions) -> None:
@@ -70,7 +71,7 @@ def test_queue_triggers_carry_runs_and_their_poison(functions) -> None:
 
 @pytest.mark.parametrize("old, new", [
     ('arg_name="timer"', 'arg_name="tick"'),  # the parameter is still called timer
-    ("segment: func.InputStream", "segment: int"),  # a blob trigger cannot bind to int
+    ("segment: blob_binding.BlobClient", "segment: int"),  # a blob trigger cannot bind to int
     ("async def list_exports(", "async def run_status("),  # two functions with one name
 ])
 def test_a_broken_binding_fails_indexing(tmp_path: Path, old: str, new: str) -> None:
