@@ -1,7 +1,7 @@
-#!/usr/bin/env bash
+#!/bin/sh
 # azd postdeploy hook: subscribe the blob trigger to BlobCreated events, now that the
 # code is deployed and the blobs_extension key exists. Idempotent.
-set -euo pipefail
+set -eu
 : "${AZURE_RESOURCE_GROUP:?run through azd, or export AZURE_RESOURCE_GROUP}"
 : "${AZURE_FUNCTION_APP_NAME:?}" "${EVENT_GRID_SYSTEM_TOPIC:?}"
 key=""
