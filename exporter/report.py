@@ -35,10 +35,6 @@ class Counts:
     def settle_unsent(self) -> None:
         self.unsent = self.rows_read - (self.sent + self.rejected + self.duplicates + self.unchanged)
 
-    @property
-    def conserved(self) -> bool:
-        return self.rows_read == self.sent + self.rejected + self.duplicates + self.unchanged + self.unsent
-
 
 @dataclass
 class RunReport:

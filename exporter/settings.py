@@ -6,7 +6,6 @@ so a setting added here and forgotten there fails CI instead of failing in Azure
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 
@@ -31,8 +30,3 @@ SETTINGS = (
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 
-
-def setting(name: str) -> str:
-    """The value of a known setting, or its default."""
-    known = BY_NAME[name]
-    return os.environ.get(name) or (known.default or "")

@@ -86,7 +86,6 @@ class KlaviyoClient:
         self._retry = retry or RetryPolicy()
         self._limiter = limiter or (AsyncRateLimiter(rate_limits) if rate_limits else None)
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=10)
-        self.requests_sent = 0
 
     async def __aenter__(self) -> KlaviyoClient:
         if self._session is None:
@@ -160,7 +159,6 @@ class KlaviyoClient:
                 headers["Content-Type"] = JSONAPI
             retry_after: float | None = None
             try:
-                self.requests_sent += 1
                 async with self._session.request(method, url, data=payload, headers=headers, timeout=self._timeout) as response:
                     status = response.status
                     raw = await response.read()

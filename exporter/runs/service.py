@@ -29,7 +29,7 @@ from exporter.klaviyo.limits import BULK_IMPORT_RATE
 from exporter.klaviyo.ratelimit import AsyncRateLimiter
 from exporter.pipeline import ExportPlan, PipelineOptions, run_export
 from exporter.rejects import RejectsFile
-from exporter.report import Counts, RunReport, new_run_id
+from exporter.report import Counts, RunReport, new_run_id, utc_now
 from exporter.runs.checkpoint import Checkpoint
 from exporter.runs.lock import ExportLock
 from exporter.runs.store import RunState, RunStore
@@ -221,6 +221,7 @@ class ExportService:
         export = (await self.config()).export(message.export)
         checkpoint = await self.store.load_checkpoint(export.name, message.run_id)
         state.status, state.legs, state.error = "running", state.legs + 1, None
+        state.started_at = state.started_at or utc_now()
         await self.store.save_state(state)
         loop = asyncio.get_running_loop()
         options = PipelineOptions(deadline=loop.time() + self.settings.time_budget_seconds,
@@ -242,7 +243,7 @@ class ExportService:
             await self.store.save_checkpoint(export.name, message.run_id, checkpoint)
             if rejects.count:
                 report.rejects = await self.store.save_rejects(export.name, message.run_id, rejects.path)
-        report.started_at = state.created_at
+        report.started_at = state.started_at
         state.counts = asdict(report.counts)
         if report.status == "continuing":
             state.status = "continuing"
@@ -267,7 +268,8 @@ class ExportService:
                      state.export, state.run_id, c.rows_read, c.sent, c.rejected, c.duplicates)
 
     async def _fail(self, state: RunState, lock: ExportLock, reason: str) -> None:
-        report = RunReport(state.run_id, state.export, state.source, "", state.created_at, dry_run=state.dry_run)
+        report = RunReport(state.run_id, state.export, state.source, "", state.started_at or state.created_at,
+                           dry_run=state.dry_run)
         with contextlib.suppress(ConfigError):
             report.list_id = (await self.config()).export(state.export).list_id
         if state.counts:

@@ -29,6 +29,7 @@ class RunState:
     trigger: str  # http | timer | blob
     status: str = "queued"  # queued | waiting | running | continuing | succeeded | partial | failed
     created_at: str = field(default_factory=utc_now)
+    started_at: str | None = None  # when its first leg began
     updated_at: str = field(default_factory=utc_now)
     legs: int = 0
     counts: dict[str, int] | None = None
