@@ -45,6 +45,7 @@ class PipelineOptions:
     queued_jobs: int = 2  # jobs built ahead of the senders; each is at most 5 MB
     poll_interval: float = 1.0
     deadline: float | None = None  # event-loop time after which the run hands over
+    job_timeout: float = 3600.0  # a job Klaviyo has not finished by then fails the run
 
 
 class _Run:
@@ -55,6 +56,7 @@ class _Run:
         self.counts = report.counts
         self.queue: asyncio.Queue[ImportJob | None] = asyncio.Queue(options.queued_jobs)
         self.pending: dict[str, ImportJob] = {}
+        self.accepted_at: dict[str, float] = {}
         self.sending_done = asyncio.Event()
         self.job_accepted = asyncio.Event()
         self.cut = False  # the deadline passed: the rest of the segment is for the next leg
@@ -144,6 +146,7 @@ class _Run:
         self.report.jobs.append(job_id)
         job.payload = b""  # accepted: only the line numbers are still needed
         self.pending[job_id] = job
+        self.accepted_at[job_id] = asyncio.get_running_loop().time()
         self.job_accepted.set()
 
     def _reject_for(self, job: ImportJob, index: int, field: str, reason: str) -> Reject:
@@ -159,12 +162,23 @@ class _Run:
                 await asyncio.wait({accepted, done}, return_when=asyncio.FIRST_COMPLETED)
                 accepted.cancel(), done.cancel()
                 continue
+            if self.sending_done.is_set() and self.past_deadline():
+                self.cut = True  # only waiting for Klaviyo now: the next leg polls on
+                return
             await asyncio.sleep(self.options.poll_interval)
             statuses = await self.klaviyo.job_statuses(set(self.pending))
             for status in statuses.values():
                 if status.finished:
                     await self._settle(status)
+            self._check_stuck()
             self.tick()
+
+    def _check_stuck(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for job_id in self.pending:
+            if now - self.accepted_at[job_id] > self.options.job_timeout:
+                minutes = self.options.job_timeout / 60
+                raise KlaviyoRequestError(f"Klaviyo has not finished import job {job_id} after {minutes:.0f} minutes")
 
     async def _settle(self, status: JobStatus) -> None:
         assert self.klaviyo is not None

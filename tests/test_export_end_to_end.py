@@ -212,3 +212,15 @@ async def test_cli_runs_an_export_from_a_config_file(tmp_path) -> None:
     assert (report["export"], report["list_id"], report["counts"]["sent"]) == ("vip", "L1", 30)
     unknown = await _in_thread(run_cli, "export", "--config", str(tmp_path / "exports.json"), "--export", "nope")
     assert unknown.returncode == 1 and "no export named 'nope'; known exports: vip" in unknown.stderr
+
+
+async def test_a_job_klaviyo_never_finishes_fails_the_run_instead_of_hanging(start_simulator, tmp_path) -> None:
+    sim = await start_simulator(job_delay=60)
+    source = tmp_path / "s.csv"
+    source.write_text("email\na@x.com\n")
+    options = PipelineOptions(poll_interval=0.02, job_timeout=0.3)
+    async with client_for(sim) as client:
+        report = await run_export(plan(str(source)), client, RejectsFile(tmp_path / "r.csv"), options=options)
+    assert report.status == "failed"
+    assert report.error == f"Klaviyo has not finished import job {report.jobs[0]} after 0 minutes"
+    assert report.counts.unsent == 1  # read and accepted, but not known to be imported

@@ -263,3 +263,22 @@ async def test_a_poisoned_message_marks_its_run_failed(app) -> None:
     await call(function_app.run_poisoned, QueueMessage(id=message.id, body=message.content.encode(), dequeue_count=5))
     state = await status_of("vip", answer["run_id"])
     assert state["status"] == "failed" and "poisoned" in state["report"]["error"]
+
+
+async def test_a_post_may_name_the_file_which_must_exist(app) -> None:
+    data = segment_bytes(25)
+    await app.put(app.segments, "vip/chosen.csv", data)
+    await app.put(app.segments, "vip/newer.csv", segment_bytes(5, seed=3))
+    missing = await call(function_app.start_run, post("vip", body=b'{"source": "vip/absent.csv"}'))
+    assert missing.status_code == 400
+    assert orjson.loads(missing.get_body())["error"] == f"no segment file at {app.segments}/vip/absent.csv"
+    chosen = await call(function_app.start_run, post("vip", body=b'{"source": "vip/chosen.csv"}'))
+    assert chosen.status_code == 202
+    await app.deliver()
+    assert app.sim.simulator.account.member_emails(LIST_ID) == expected(data)
+
+
+async def test_a_malformed_queue_message_is_dropped_not_retried(app, caplog) -> None:
+    worker = function_app.run_worker.build().get_user_function()
+    await worker(QueueMessage(id="m1", body=b"not json at all", dequeue_count=1))
+    assert "malformed runs-queue message dropped" in caplog.text

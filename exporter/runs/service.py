@@ -19,6 +19,7 @@ from typing import Any, Awaitable, Callable
 
 import aiohttp
 import orjson
+from azure.core.exceptions import ResourceExistsError
 
 from exporter.azure_storage import StorageClients
 from exporter.config import ConfigError, ExportDefinition, ExportsConfig
@@ -98,7 +99,7 @@ class ExportService:
     async def _prepare(self) -> None:
         if not self._ready:
             await self.store.ensure_container()
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(ResourceExistsError):
                 await self.queue.create_queue()
             self._ready = True
 
@@ -115,7 +116,7 @@ class ExportService:
         start once the current run ends, so a dropped file is never lost."""
         await self._prepare()
         export = (await self.config()).export(name)
-        path = source or await self._resolve_source(export)
+        path = await self._check_source(source) if source else await self._resolve_source(export)
         run_id = new_run_id()
         lock = ExportLock(self.store.container, export.name)
         message = RunMessage(run_id, export.name, path, dry_run)
@@ -159,6 +160,12 @@ class ExportService:
             return None
         return await self.start(export.name, source=path, trigger="blob", wait_if_busy=True)
 
+    async def _check_source(self, path: str) -> str:
+        blob = self.storage.blobs.get_blob_client(self.settings.segments_container, path)
+        if not await blob.exists():
+            raise ExportError(f"no segment file at {self.settings.segments_container}/{path}")
+        return path
+
     async def _resolve_source(self, export: ExportDefinition) -> str:
         if not export.is_prefix:
             return export.source
@@ -176,7 +183,11 @@ class ExportService:
     async def process(self, text: str, dequeue_count: int = 1) -> None:
         """Handle one runs-queue message: a first leg, a continuation, or a waiting start."""
         await self._prepare()
-        message = RunMessage.decode(text)
+        try:
+            message = RunMessage.decode(text)
+        except (orjson.JSONDecodeError, TypeError, KeyError):
+            log.error("malformed runs-queue message dropped (%d characters)", len(text))
+            return
         state = await self.store.load_state(message.export, message.run_id) or RunState(
             message.run_id, message.export, message.source, message.dry_run, "queue")
         if state.finished:
@@ -201,7 +212,11 @@ class ExportService:
 
     async def poisoned(self, text: str) -> None:
         """A message the host gave up on: make sure its run reads as failed."""
-        message = RunMessage.decode(text)
+        try:
+            message = RunMessage.decode(text)
+        except (orjson.JSONDecodeError, TypeError, KeyError):
+            log.error("malformed poison message dropped (%d characters)", len(text))
+            return
         state = await self.store.load_state(message.export, message.run_id)
         if state is not None and not state.finished:
             lock = ExportLock(self.store.container, message.export)
