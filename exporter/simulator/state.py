@@ -67,7 +67,8 @@ class Account:
         self.profiles: dict[str, dict[str, Any]] = {}  # profile id -> attributes
         self.profile_by_email: dict[str, str] = {}
         self.jobs: dict[str, SimJob] = {}
-        self._ids = itertools.count(1)
+        self._job_ids = itertools.count(1)
+        self._profile_ids = itertools.count(1)
 
     def add_list(self, list_id: str, name: str | None = None) -> None:
         self.lists[list_id] = name or list_id
@@ -77,7 +78,7 @@ class Account:
         return [self.profiles[p].get("email") or "" for p in self.members.get(list_id, {})]
 
     def submit(self, profiles: list[dict[str, Any]], list_ids: list[str]) -> SimJob:
-        job = SimJob(f"sim-job-{next(self._ids)}", list_ids, profiles, len(profiles), _now())
+        job = SimJob(f"sim-job-{next(self._job_ids)}", list_ids, profiles, len(profiles), _now())
         self.jobs[job.job_id] = job
         asyncio.get_running_loop().call_later(self.job_delay / 2, self._start, job)
         return job
@@ -116,7 +117,7 @@ class Account:
         key = (attributes.get("email") or attributes.get("phone_number") or attributes.get("external_id") or "").lower()
         profile_id = self.profile_by_email.get(key)
         if profile_id is None:
-            profile_id = f"sim-profile-{next(self._ids)}"
+            profile_id = f"sim-profile-{next(self._profile_ids)}"
             self.profile_by_email[key] = profile_id
             self.profiles[profile_id] = {}
         current = self.profiles[profile_id]
