@@ -22,6 +22,7 @@ from exporter.errors import ExportError, KlaviyoRequestError
 from exporter.klaviyo.client import InvalidProfiles, JobStatus, KlaviyoClient
 from exporter.ledger import Accepted, JobLedger, MemoryLedger, Settled
 from exporter.mapping import Deduplicator, FieldMapping, ProfileMapper
+from exporter.mapping.chunks import map_chunk
 from exporter.rejects import Reject, RejectsFile
 from exporter.report import Counts, RunReport, new_run_id, utc_now
 from exporter.sources import Segment, open_segment
@@ -82,12 +83,12 @@ class _Run:
         batcher = JobBatcher(self.plan.list_id)
         new_jobs = 0
         async for block in segment.blocks:
-            self.counts.rows_read += len(block.rows) + len(block.rejects)
-            profiles, rejects = mapper.map_block(block)
-            self.reject(rejects)
-            unique = dedupe.unique(profiles)
-            self.counts.duplicates += len(profiles) - len(unique)
-            for job in batcher.add(unique):
+            chunk = map_chunk(mapper, block)
+            self.counts.rows_read += chunk.rows
+            self.reject(chunk.rejects)
+            keep = dedupe.unique(chunk.keys)
+            self.counts.duplicates += len(chunk) - len(keep)
+            for job in batcher.add(chunk, keep):
                 new_jobs += self.ledger.accepted(job.sequence) is None
                 await self.queue.put(job)
             self.tick()

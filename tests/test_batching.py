@@ -7,20 +7,20 @@ import orjson
 from exporter.batching import JobBatcher
 from exporter.klaviyo.limits import MAX_JOB_BYTES, MAX_PROFILES_PER_JOB
 from exporter.mapping import FieldMapping, ProfileMapper
-from exporter.mapping.mapper import MappedProfile
+from exporter.mapping.chunks import MappedChunk, map_chunk
 from exporter.sources.rows import RowBlock
 
 
-def profiles(count: int, padding: str = "") -> list[MappedProfile]:
+def profiles(count: int, padding: str = "") -> MappedChunk:
     mapper = ProfileMapper.for_columns(FieldMapping.from_pairs("email", ["pad=properties.pad"]), ["email", "pad"])
-    mapped, rejects = mapper.map_block(RowBlock([i + 2 for i in range(count)], [[f"u{i}@x.com", padding] for i in range(count)]))
-    assert rejects == []
-    return mapped
+    chunk = map_chunk(mapper, RowBlock([i + 2 for i in range(count)], [[f"u{i}@x.com", padding] for i in range(count)]))
+    assert chunk.rejects == [] and len(chunk) == count
+    return chunk
 
 
-def batch(items: list[MappedProfile]) -> list:
+def batch(chunk: MappedChunk, keep: list[int] | None = None) -> list:
     batcher = JobBatcher("L1")
-    return batcher.add(items) + batcher.flush()
+    return batcher.add(chunk, list(range(len(chunk))) if keep is None else keep) + batcher.flush()
 
 
 def emails(job) -> list[str]:
@@ -45,11 +45,16 @@ def test_jobs_split_before_five_megabytes() -> None:
     assert [e for j in jobs for e in emails(j)] == [f"u{i}@x.com" for i in range(200)]
 
 
-def test_estimates_that_fall_short_are_caught_by_measuring_the_payload() -> None:
-    # every character of this padding serializes as a six-byte \\u escape: estimates say 1/6 of the size
+def test_sizes_are_the_serialized_bytes_escapes_included() -> None:
+    # every character of this padding serializes as a six-byte \u escape
     jobs = batch(profiles(400, padding="\x01" * 12_000))
     assert all(len(j.payload) <= MAX_JOB_BYTES for j in jobs)
-    assert sum(len(j) for j in jobs) == 400 and len(jobs) >= 6
+    assert sum(len(j) for j in jobs) == 400 and len(jobs) == 6  # 72 KB per profile: 69 fit in 5 MB
+
+
+def test_only_the_kept_positions_are_batched() -> None:
+    [job] = batch(profiles(6), keep=[0, 2, 5])
+    assert emails(job) == ["u0@x.com", "u2@x.com", "u5@x.com"] and list(job.lines) == [2, 4, 7]
 
 
 def test_a_job_without_some_profiles_keeps_the_rest_and_their_lines() -> None:

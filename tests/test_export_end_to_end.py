@@ -224,3 +224,4 @@ async def test_a_job_klaviyo_never_finishes_fails_the_run_instead_of_hanging(sta
     assert report.status == "failed"
     assert report.error == f"Klaviyo has not finished import job {report.jobs[0]} after 0 minutes"
     assert report.counts.unsent == 1  # read and accepted, but not known to be imported
+

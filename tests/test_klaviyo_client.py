@@ -12,15 +12,17 @@ from exporter.errors import KlaviyoAuthError, KlaviyoRequestError
 from exporter.klaviyo.client import InvalidProfiles
 from exporter.klaviyo.limits import BULK_IMPORT_RATE
 from exporter.mapping import FieldMapping, ProfileMapper
-from exporter.mapping.mapper import MappedProfile
+from exporter.mapping.chunks import map_chunk
 from exporter.sources.rows import RowBlock
 from tests.conftest import LIST_ID, client_for
 from tests.openapi import validator_for
 
 
 def payload(emails: list[str], list_id: str = LIST_ID) -> bytes:
+    mapper = ProfileMapper.for_columns(FieldMapping("email"), ["email"])
+    chunk = map_chunk(mapper, RowBlock([i + 2 for i in range(len(emails))], [[e] for e in emails]))
     batcher = JobBatcher(list_id)
-    [job] = batcher.add(MappedProfile(i + 2, e.lower(), {"email": e}, 40) for i, e in enumerate(emails)) + batcher.flush()
+    [job] = batcher.add(chunk, list(range(len(chunk)))) + batcher.flush()
     return job.payload
 
 
@@ -129,10 +131,10 @@ def test_what_the_client_sends_matches_klaviyos_official_schema() -> None:
     mapping = FieldMapping.from_pairs("email", ["tel=phone_number", "fn=first_name", "town=city", "lat=latitude",
                                                 "tier=properties.tier", "cid=external_id"])
     mapper = ProfileMapper.for_columns(mapping, ["email", "tel", "fn", "town", "lat", "tier", "cid"])
-    profiles, rejects = mapper.map_block(RowBlock([2], [["a@x.com", "+14155550100", "Ann", "Oslo", "59.9", "gold", "7"]]))
+    chunk = map_chunk(mapper, RowBlock([2], [["a@x.com", "+14155550100", "Ann", "Oslo", "59.9", "gold", "7"]]))
     batcher = JobBatcher(LIST_ID)
-    [job] = batcher.add(profiles) + batcher.flush()
-    assert rejects == []
+    [job] = batcher.add(chunk, [0]) + batcher.flush()
+    assert chunk.rejects == []
     body = orjson.loads(job.payload)
     assert list(validator.iter_errors(body)) == []
     body["data"]["type"] = "profile-import-job"  # a wrong type must be caught, or the check checks nothing

@@ -6,6 +6,7 @@ import pytest
 
 from exporter.errors import ConfigError, SourceError
 from exporter.mapping import Deduplicator, FieldMapping, ProfileMapper
+from exporter.mapping.chunks import map_chunk
 from exporter.mapping.validate import normalize_email, normalize_phone
 from exporter.sources.rows import RowBlock
 
@@ -89,8 +90,10 @@ def test_bad_rows_are_rejected_with_line_column_and_reason() -> None:
 
 def test_oversized_profile_is_rejected_before_klaviyo_sees_it() -> None:
     mapper = ProfileMapper.for_columns(FieldMapping.from_pairs("email", ["blob=properties.blob"]), ["email", "blob"])
-    profiles, rejects = mapper.map_block(RowBlock([2], [["a@x.com", "x" * 110_000]]))
-    assert profiles == [] and "bytes; Klaviyo allows 102400" in rejects[0].reason
+    chunk = map_chunk(mapper, RowBlock([2, 3], [["a@x.com", "x" * 110_000], ["b@x.com", "small"]]))
+    assert list(chunk.lines) == [3] and chunk.rows == 2
+    assert chunk.rejects[0].line == 2 and "bytes; Klaviyo allows 102400" in chunk.rejects[0].reason
+    assert bytes(chunk.body(0)) == b'{"type":"profile","attributes":{"email":"b@x.com","properties":{"blob":"small"}}}'
 
 
 def test_undecodable_row_is_rejected_and_others_are_kept() -> None:
@@ -103,15 +106,15 @@ def test_undecodable_row_is_rejected_and_others_are_kept() -> None:
 
 def test_duplicates_are_case_insensitive_and_the_first_row_wins() -> None:
     mapper = ProfileMapper.for_columns(FieldMapping.from_pairs("email", []), ["email"])
-    profiles, _ = mapper.map_block(RowBlock([2, 3, 4], [["A@x.com"], ["b@x.com"], [" a@X.COM "]]))
+    chunk = map_chunk(mapper, RowBlock([2, 3, 4], [["A@x.com"], ["b@x.com"], [" a@X.COM "]]))
     dedupe = Deduplicator()
-    assert [p.line for p in dedupe.unique(profiles)] == [2, 3]
-    assert dedupe.unique(profiles) == []  # remembered across blocks
+    assert [chunk.lines[i] for i in dedupe.unique(chunk.keys)] == [2, 3]
+    assert dedupe.unique(chunk.keys) == []  # remembered across blocks
 
 
 def test_dedupe_table_keeps_every_key_as_it_grows() -> None:
     mapper = ProfileMapper.for_columns(FieldMapping.from_pairs("email", []), ["email"])
-    profiles, _ = mapper.map_block(RowBlock(list(range(150_000)), [[f"u{i}@x.com"] for i in range(150_000)]))
+    chunk = map_chunk(mapper, RowBlock(list(range(150_000)), [[f"u{i}@x.com"] for i in range(150_000)]))
     dedupe = Deduplicator(capacity=8)
-    assert len(dedupe.unique(profiles)) == 150_000
-    assert dedupe.unique(profiles[::7]) == []
+    assert len(dedupe.unique(chunk.keys)) == 150_000
+    assert dedupe.unique(chunk.keys[::7]) == []

@@ -1,24 +1,27 @@
-"""Packs profiles into bulk import jobs that Klaviyo will accept.
+"""Packs serialized profiles into bulk import jobs that Klaviyo will accept.
 
-A job closes at 10,000 profiles or when its estimated size reaches a target below 5 MB;
-it is then serialized in one ``orjson`` call (per-profile calls cost more and each left a
-4 KB buffer behind) and its exact byte size checked: a job that came out over 5 MB is
-split in half until every part fits. What is sent is measured before it is sent, so no
-job ever draws a 413.
+Profiles arrive already serialized (``MappedChunk``), so each one's exact size is known:
+a job closes before it would pass 10,000 profiles or 5 MB of request body, envelope and
+commas included. What is sent is measured before it is sent, so no job draws a 413.
 """
 
 from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 
 from exporter.klaviyo.limits import MAX_JOB_BYTES, MAX_PROFILES_PER_JOB
-from exporter.mapping.mapper import MappedProfile
+from exporter.mapping.chunks import MappedChunk
 
-TARGET_FRACTION = 0.9  # estimates run a little under the real size (escapes, non-ASCII)
+_PREFIX = b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":['
+
+
+def _suffix(list_id: str) -> bytes:
+    lists = orjson.dumps({"lists": {"data": [{"type": "list", "id": list_id}]}})
+    return b']}},"relationships":' + lists + b"}}"
 
 
 def job_body(profiles: list[dict[str, Any]], list_id: str) -> bytes:
@@ -52,41 +55,36 @@ class JobBatcher:
     """Accumulates profiles; hands back each job as soon as it is full."""
 
     def __init__(self, list_id: str, max_profiles: int = MAX_PROFILES_PER_JOB, max_bytes: int = MAX_JOB_BYTES):
-        self._list_id = list_id
+        self._prefix, self._suffix = _PREFIX, _suffix(list_id)
+        self._room = max_bytes - len(self._prefix) - len(self._suffix)
         self._max_profiles = max_profiles
-        self._max_bytes = max_bytes
-        self._target = int(max_bytes * TARGET_FRACTION) - len(job_body([], list_id))
         self._sequence = 0
         self._start()
 
     def _start(self) -> None:
-        self._profiles: list[dict[str, Any]] = []
+        self._bodies: list[memoryview] = []
         self._lines = array("L")
-        self._size = 0
+        self._bytes = -1  # n bodies need n-1 commas
 
-    def add(self, profiles: Iterable[MappedProfile]) -> list[ImportJob]:
+    def add(self, chunk: MappedChunk, keep: list[int]) -> list[ImportJob]:
+        """Take the profiles of ``chunk`` at positions ``keep``; return the jobs that filled."""
         full: list[ImportJob] = []
-        for profile in profiles:
-            if self._profiles and (self._size + profile.size > self._target or len(self._profiles) >= self._max_profiles):
-                full += self._close()
-            self._profiles.append({"type": "profile", "attributes": profile.attributes})
-            self._lines.append(profile.line)
-            self._size += profile.size
+        lines, room, limit = chunk.lines, self._room, self._max_profiles
+        for i in keep:
+            body = chunk.body(i)
+            size = len(body) + 1
+            if self._bodies and (self._bytes + size > room or len(self._bodies) >= limit):
+                full.append(self._close())
+            self._bodies.append(body)
+            self._lines.append(lines[i])
+            self._bytes += size
         return full
 
     def flush(self) -> list[ImportJob]:
-        return self._close() if self._profiles else []
+        return [self._close()] if self._bodies else []
 
-    def _close(self) -> list[ImportJob]:
-        jobs = self._serialize(self._profiles, self._lines)
+    def _close(self) -> ImportJob:
+        job = ImportJob(self._sequence, self._prefix + b",".join(self._bodies) + self._suffix, self._lines)
+        self._sequence += 1
         self._start()
-        return jobs
-
-    def _serialize(self, profiles: list[dict[str, Any]], lines: array) -> list[ImportJob]:
-        payload = job_body(profiles, self._list_id)
-        if len(payload) <= self._max_bytes or len(profiles) == 1:
-            job = ImportJob(self._sequence, payload, lines)
-            self._sequence += 1
-            return [job]
-        half = len(profiles) // 2
-        return self._serialize(profiles[:half], lines[:half]) + self._serialize(profiles[half:], lines[half:])
+        return job

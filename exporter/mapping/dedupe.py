@@ -10,8 +10,7 @@ be counted as a duplicate, never dropped without a count.
 from __future__ import annotations
 
 from array import array
-
-from exporter.mapping.mapper import MappedProfile
+from typing import Iterable
 
 _EMPTY = 0
 
@@ -22,12 +21,10 @@ class Deduplicator:
         self._mask = capacity - 1
         self._count = 0
 
-    def unique(self, profiles: list[MappedProfile]) -> list[MappedProfile]:
-        kept = []
-        for profile in profiles:
-            if self._insert(hash(profile.email_key) or 1):
-                kept.append(profile)
-        return kept
+    def unique(self, hashes: Iterable[int]) -> list[int]:
+        """Positions of the hashes not seen before (in this call or an earlier one)."""
+        insert = self._insert
+        return [i for i, key in enumerate(hashes) if insert(key or 1)]
 
     def _insert(self, key: int) -> bool:
         """Add ``key``; False if it was already there. Linear probing, grown at half full."""

@@ -10,31 +10,22 @@ from __future__ import annotations
 import re
 from typing import Any, NamedTuple, Sequence
 
-import orjson
-
 from exporter.errors import SourceError
-from exporter.klaviyo.limits import MAX_PROFILE_BYTES
 from exporter.mapping.fields import LOCATION_PREFIX, PROPERTY_PREFIX, FieldMapping
 from exporter.mapping.validate import normalize_email, normalize_phone
 from exporter.rejects import Reject
 from exporter.sources.rows import UNDECODABLE, RowBlock
 
 MAX_ATTRIBUTE_CHARS = 1_000  # for names, titles, ids: longer values are data errors, not names
-# JSON escaping and UTF-8 make a profile at most ~6 bytes per character: below this many
-# characters it cannot pass Klaviyo's per-profile limit, above it we measure exactly.
-_SURELY_SMALL_CHARS = MAX_PROFILE_BYTES // 6 - 512
-_KEY_OVERHEAD = 8  # quotes, colon, comma around each attribute name
-_PROFILE_OVERHEAD = 40  # {"type":"profile","attributes":{...}} and the comma between profiles
 _UNDECODABLE = re.compile(f"[{UNDECODABLE}]")
 
 
 class MappedProfile(NamedTuple):
-    """One profile ready to batch; ``size`` estimates its JSON bytes for job packing."""
+    """One valid profile: its source line, identity for de-duplication, and attributes."""
 
     line: int
     email_key: str  # lower-cased email: Klaviyo matches profiles case-insensitively
     attributes: dict[str, Any]
-    size: int
 
 
 class ProfileMapper:
@@ -96,7 +87,6 @@ class ProfileMapper:
         if email is None:
             return Reject(line, self._email_column, "email is not a valid address")
         attributes: dict[str, Any] = {"email": email}
-        size = _PROFILE_OVERHEAD + len(email) + 16
         for i, name, column in self._text:
             value = row[i]
             if value:
@@ -107,7 +97,6 @@ class ProfileMapper:
                     return Reject(line, column, f"{name} is {len(text)} characters; at most {MAX_ATTRIBUTE_CHARS} allowed")
                 if text:
                     attributes[name] = text
-                    size += len(name) + len(text) + _KEY_OVERHEAD
         if self._phone is not None:
             value = row[self._phone[0]]
             if value:
@@ -115,7 +104,6 @@ class ProfileMapper:
                 if phone is None:
                     return Reject(line, self._phone[1], "phone_number is not a valid international (E.164) number")
                 attributes["phone_number"] = phone
-                size += len(phone) + 24
         if self._location:
             location = {}
             for i, name, column in self._location:
@@ -126,25 +114,17 @@ class ProfileMapper:
                         return Reject(line, column, f"location.{name} must be text of at most {MAX_ATTRIBUTE_CHARS} characters")
                     if text:
                         location[name] = text
-                        size += len(name) + len(text) + _KEY_OVERHEAD
             if location:
                 attributes["location"] = location
-                size += 16
         if self._properties:
             properties = {}
             for i, name, _ in self._properties:
                 value = row[i]
                 if value is not None and value != "":
                     properties[name] = value
-                    size += len(name) + _KEY_OVERHEAD + (len(value) if type(value) is str else _json_size(value))
             if properties:
                 attributes["properties"] = properties
-                size += 16
-        if size > _SURELY_SMALL_CHARS:
-            exact = len(orjson.dumps({"type": "profile", "attributes": attributes}))
-            if exact > MAX_PROFILE_BYTES:
-                return Reject(line, "", f"profile is {exact} bytes; Klaviyo allows {MAX_PROFILE_BYTES}")
-        return MappedProfile(line, email.lower(), attributes, size)
+        return MappedProfile(line, email.lower(), attributes)
 
 
 def _as_text(value: Any) -> str | None:
@@ -152,10 +132,6 @@ def _as_text(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return str(value)
-
-
-def _json_size(value: Any) -> int:
-    return len(orjson.dumps(value))
 
 
 def _row_is_undecodable(row: Sequence[Any]) -> bool:

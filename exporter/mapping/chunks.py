@@ -1,0 +1,57 @@
+"""A block of rows, mapped and serialized: what the batcher packs into jobs.
+
+Profiles are serialized here, one block at a time, back to back in one ``bytes`` with
+their end offsets: the batcher then knows each profile's exact size (so the 5 MB job and
+100 KB profile limits are checked on the bytes Klaviyo would receive), and a job's
+payload is a join of slices, with no second serialization and no per-profile objects
+kept alive. Each profile also carries its line and a 64-bit hash of its lower-cased
+email for de-duplication.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass
+
+import orjson
+
+from exporter.klaviyo.limits import MAX_PROFILE_BYTES
+from exporter.mapping.mapper import ProfileMapper
+from exporter.rejects import Reject
+from exporter.sources.rows import RowBlock
+
+
+@dataclass(slots=True)
+class MappedChunk:
+    rows: int  # rows this chunk accounts for: profiles + rejects
+    lines: array  # array('L'): source line of each profile
+    keys: array  # array('q'): hash of each profile's lower-cased email
+    bodies: bytes  # the profiles' JSON, back to back
+    ends: array  # array('L'): where each profile's JSON ends in ``bodies``
+    rejects: list[Reject]
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def body(self, index: int) -> memoryview:
+        start = self.ends[index - 1] if index else 0
+        return memoryview(self.bodies)[start:self.ends[index]]
+
+
+def map_chunk(mapper: ProfileMapper, block: RowBlock) -> MappedChunk:
+    """Map and serialize one block."""
+    profiles, rejects = mapper.map_block(block)
+    parts: list[bytes] = []
+    lines, keys, ends = array("L"), array("q"), array("L")
+    total = 0
+    for profile in profiles:
+        body = orjson.dumps({"type": "profile", "attributes": profile.attributes})
+        if len(body) > MAX_PROFILE_BYTES:
+            rejects.append(Reject(profile.line, "", f"profile is {len(body)} bytes; Klaviyo allows {MAX_PROFILE_BYTES}"))
+            continue
+        parts.append(body)
+        total += len(body)
+        ends.append(total)
+        lines.append(profile.line)
+        keys.append(hash(profile.email_key))
+    return MappedChunk(len(block.rows) + len(block.rejects), lines, keys, b"".join(parts), ends, rejects)
