@@ -11,6 +11,7 @@ from exporter.batching import JobBatcher
 from exporter.errors import KlaviyoAuthError, KlaviyoRequestError
 from exporter.klaviyo.client import InvalidProfiles
 from exporter.klaviyo.limits import BULK_IMPORT_RATE
+from exporter.klaviyo.ratelimit import AsyncRateLimiter, SlidingWindows
 from exporter.mapping import FieldMapping, ProfileMapper
 from exporter.mapping.chunks import map_chunk
 from exporter.sources.rows import RowBlock
@@ -139,3 +140,18 @@ def test_what_the_client_sends_matches_klaviyos_official_schema() -> None:
     assert list(validator.iter_errors(body)) == []
     body["data"]["type"] = "profile-import-job"  # a wrong type must be caught, or the check checks nothing
     assert list(validator.iter_errors(body))
+
+
+def test_the_limiter_keeps_both_windows_and_widens_them_after_a_429() -> None:
+    clock = [0.0]
+    windows = SlidingWindows(BULK_IMPORT_RATE, clock=lambda: clock[0])
+    admitted = []
+    for _ in range(160):
+        while (wait := windows.wait_time()) > 0:
+            clock[0] += wait
+        admitted.append(clock[0])
+    assert admitted[9] == 0.0 and admitted[10] == 1.0  # 10 per second...
+    assert admitted[149] == 14.0 and admitted[150] == 60.0  # ...and 150 per minute
+    limiter = AsyncRateLimiter(BULK_IMPORT_RATE, margin=0.05, max_margin=0.15)
+    limiter.throttled(), limiter.throttled(), limiter.throttled()
+    assert limiter.margin == 0.15

@@ -180,6 +180,8 @@ class KlaviyoClient:
                     raise InvalidProfiles(problems)
             if status == 404:
                 raise NotFound(f"Klaviyo has no {_path_only(url)} (404)")
+            if status == 429 and limited and self._limiter is not None:
+                self._limiter.throttled()
             if status and status != 429 and status < 500:
                 raise KlaviyoRequestError(f"Klaviyo refused {method} {_path_only(url)}: {_error_summary(status, raw)}")
             wait = self._retry.delay(attempt, retry_after)

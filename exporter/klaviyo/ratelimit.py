@@ -22,18 +22,19 @@ class SlidingWindows:
         self._times: deque[float] = deque()
         self._clock = clock
 
-    def wait_time(self) -> float:
-        """Seconds until a request would be admitted (0 if now); records it when 0."""
+    def wait_time(self, margin: float = 0.0) -> float:
+        """Seconds until a request would be admitted (0 if now); records it when 0.
+        ``margin`` widens every window by that many seconds."""
         now = self._clock()
         times = self._times
-        while times and now - times[0] >= self._longest:
+        while times and now - times[0] >= self._longest + margin:
             times.popleft()
         wait = 0.0
         for limit, window in self._limits:
             if len(times) >= limit:
                 # The request `limit` places back must leave the window before one more fits.
                 oldest_in_way = times[-limit]
-                wait = max(wait, oldest_in_way + window - now)
+                wait = max(wait, oldest_in_way + window + margin - now)
         if wait <= 0:
             times.append(now)
             return 0.0
@@ -41,17 +42,24 @@ class SlidingWindows:
 
 
 class AsyncRateLimiter:
-    """Makes callers wait their turn, in arrival order, so requests never draw a 429.
+    """Makes callers wait their turn, in arrival order, so requests rarely draw a 429.
 
-    ``margin`` widens every window a little: the server measures arrival times, which
-    trail our send times by network and queueing delay.
+    ``margin`` widens every window a little: the server times arrivals, which trail our
+    send times by network and queueing jitter. Each 429 that gets through widens it a
+    little more (up to ``max_margin``): the jitter this server shows is the one to allow.
     """
 
-    def __init__(self, limits: Sequence[tuple[int, float]], margin: float = 0.05):
-        self._windows = SlidingWindows([(n, w + margin) for n, w in limits])
+    def __init__(self, limits: Sequence[tuple[int, float]], margin: float = 0.05, max_margin: float = 0.3):
+        self._windows = SlidingWindows(limits)
         self._lock = asyncio.Lock()
+        self.margin = margin
+        self._max_margin = max_margin
 
     async def acquire(self) -> None:
         async with self._lock:
-            while (wait := self._windows.wait_time()) > 0:
+            while (wait := self._windows.wait_time(self.margin)) > 0:
                 await asyncio.sleep(wait)
+
+    def throttled(self) -> None:
+        """The server refused a request we admitted: allow for more jitter from now on."""
+        self.margin = min(self._max_margin, self.margin + 0.05)
