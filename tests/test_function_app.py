@@ -282,3 +282,16 @@ async def test_a_malformed_queue_message_is_dropped_not_retried(app, caplog) -> 
     worker = function_app.run_worker.build().get_user_function()
     await worker(QueueMessage(id="m1", body=b"not json at all", dequeue_count=1))
     assert "malformed runs-queue message dropped" in caplog.text
+
+
+async def test_a_second_delivery_of_a_leg_in_progress_does_not_run_it_twice(app) -> None:
+    await app.put(app.segments, "vip/a.csv", segment_bytes(10))
+    answer = orjson.loads((await call(function_app.start_run, post("vip"))).get_body())
+    service = app.runtime.service()
+    state = await service.store.load_state("vip", answer["run_id"])
+    assert state is not None
+    state.status, state.legs = "running", 1  # as a worker that has just started the first leg leaves it
+    await service.store.save_state(state)
+    assert await app.deliver() == 1  # the duplicate: put back for later, not run
+    assert app.sim.simulator.stats.requests == 0
+    assert (await status_of("vip", answer["run_id"]))["status"] == "running"

@@ -14,6 +14,7 @@ import logging
 import os
 import tempfile
 from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -40,6 +41,7 @@ log = logging.getLogger("exporter.runs")
 MAX_WAITS = 60  # a start that finds its export busy retries every WAIT_SECONDS, up to an hour
 WAIT_SECONDS = 60
 MAX_DEQUEUE = 5  # host.json maxDequeueCount: the last attempt marks the run failed
+HEARTBEAT_STALE_SECONDS = 30  # a running leg saves its state every 5 s
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,12 @@ class ExportService:
             message.run_id, message.export, message.source, message.dry_run, "queue")
         if state.finished:
             return  # a duplicate delivery of a run already done
+        if _leg_in_progress(state, message):
+            # The queue delivered this message again while a worker still carries the leg.
+            # The lease cannot tell (same run, same lease id); the leg's heartbeat can. Look
+            # again later, and take over then if that worker has died.
+            await self.queue.send_message(message.encode(), visibility_timeout=WAIT_SECONDS)
+            return
         lock = ExportLock(self.store.container, message.export)
         if not await lock.acquire(message.run_id):
             await self._wait_for_turn(message, state)
@@ -334,6 +342,14 @@ class ExportService:
                             "source": export.source, "list_id": export.list_id, "enabled": export.enabled,
                             "last_run": await self.store.latest(export.name)})
         return exports
+
+
+def _leg_in_progress(state: RunState, message: RunMessage) -> bool:
+    """Is another worker carrying this very leg right now (its state saved recently)?"""
+    if state.status != "running" or state.legs != message.leg + 1:
+        return False
+    age = datetime.now(UTC) - datetime.fromisoformat(state.updated_at)
+    return age.total_seconds() < HEARTBEAT_STALE_SECONDS
 
 
 def _remember(state: RunState, counts: Counts) -> None:

@@ -48,7 +48,7 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
   }
 }
 
-// The app logs one line per failed run, starting "export run failed" (exporter/runs/worker.py).
+// The app logs one line per failed run, starting "export run failed" (exporter/runs/service.py).
 resource failedRunsAlert 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
   name: '${appInsightsName}-failed-export-runs'
   location: location
