@@ -16,7 +16,7 @@ from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
-from exporter.errors import ConfigError
+from exporter.errors import ConfigError, ExportError
 
 CONNECTION = "AzureWebJobsStorage"
 
@@ -66,3 +66,17 @@ def storage_from_environment(environ: dict[str, str] | None = None) -> StorageCl
     credential = DefaultAzureCredential(managed_identity_client_id=env.get("AZURE_CLIENT_ID") or None)
     return StorageClients(BlobServiceClient(blob_uri, credential=credential), queue_uri, credential,
                           owned_credential=credential)
+
+
+async def segment_path(blobs: BlobServiceClient, container: str, source: str) -> str:
+    """An export's source as one blob path: the path itself, or the newest blob under a
+    prefix (a source ending in ``/``), since segment refreshes drop new files."""
+    if not source.endswith("/"):
+        return source
+    newest = None
+    async for blob in blobs.get_container_client(container).list_blobs(name_starts_with=source):
+        if newest is None or blob.last_modified > newest.last_modified:
+            newest = blob
+    if newest is None:
+        raise ExportError(f"no segment file under {container}/{source}")
+    return str(newest.name)

@@ -12,11 +12,14 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import AsyncIterator, Sequence
 
+from exporter.azure_storage import segment_path, storage_from_environment
 from exporter.errors import ConfigError, ExportError
 from exporter.klaviyo.auth import ApiKeySource
 from exporter.klaviyo.client import DEFAULT_BASE_URL, KlaviyoClient
@@ -27,6 +30,7 @@ from exporter.pipeline import ExportPlan, run_export
 from exporter.rejects import RejectsFile
 from exporter.report import Counts, RunReport, new_run_id
 from exporter.secrets import KEY_ENV, KeyVaultApiKey, api_key_from_environment, key_vault_client
+from exporter.sources import is_blob_url
 
 
 def tune_garbage_collector() -> None:
@@ -94,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _export(args: argparse.Namespace) -> RunReport:
     plan = _plan(args)
+    if args.config and not args.source:
+        plan = replace(plan, source=await _config_source(plan.source))
     run_id = new_run_id()
     report_dir = args.report.parent if args.report else Path(".")
     rejects = RejectsFile(args.rejects or report_dir / f"rejects-{run_id}.csv")
@@ -121,6 +127,27 @@ def _plan(args: argparse.Namespace) -> ExportPlan:
     if missing:
         raise ConfigError(f"missing {', '.join(missing)} (or use --config with --export)")
     return ExportPlan("cli", args.source, args.list_id, FieldMapping.from_pairs(args.email_column, args.map))
+
+
+async def _config_source(source: str) -> str:
+    """A config export's source is a path in the segments container (as the app reads it),
+    unless it is a URL or a local file: find it in the storage account the environment
+    names (AZURE_STORAGE_CONNECTION_STRING, or the app's AzureWebJobsStorage settings)."""
+    if is_blob_url(source) or Path(source).exists():
+        return source
+    environ = dict(os.environ)
+    if environ.get("AZURE_STORAGE_CONNECTION_STRING"):
+        environ["AzureWebJobsStorage"] = environ["AZURE_STORAGE_CONNECTION_STRING"]
+    try:
+        storage = storage_from_environment(environ)
+    except ConfigError:
+        raise ConfigError(f"source {source!r} is neither a file nor a URL; set AZURE_STORAGE_CONNECTION_STRING "
+                          "to read it from the segments container, or pass --source") from None
+    container = environ.get("SEGMENTS_CONTAINER") or "segments"
+    try:
+        return storage.segment_url(container, await segment_path(storage.blobs, container, source))
+    finally:
+        await storage.close()
 
 
 @contextlib.asynccontextmanager

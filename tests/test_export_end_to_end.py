@@ -225,3 +225,26 @@ async def test_a_job_klaviyo_never_finishes_fails_the_run_instead_of_hanging(sta
     assert report.error == f"Klaviyo has not finished import job {report.jobs[0]} after 0 minutes"
     assert report.counts.unsent == 1  # read and accepted, but not known to be imported
 
+
+
+async def test_cli_finds_a_config_exports_newest_segment_in_the_segments_container(azurite, tmp_path) -> None:
+    from azure.storage.blob.aio import BlobServiceClient
+
+    container = f"seg{tmp_path.name[-8:].lower().replace('_', '')}"
+    async with BlobServiceClient.from_connection_string(azurite.connection_string) as service:
+        await service.create_container(container)
+        await service.get_blob_client(container, "vip/old.csv").upload_blob(segment_bytes(5))
+        await service.get_blob_client(container, "vip/new.csv").upload_blob(segment_bytes(7))
+    config = {"connections": [{"name": "c", "env": "KLAVIYO_API_KEY"}],
+              "exports": [{"name": "vip", "connection": "c", "source": "vip/", "list_id": "L1",
+                           "mapping": {"email": "email"}}]}
+    (tmp_path / "exports.json").write_bytes(orjson.dumps(config))
+    args = ("export", "--config", str(tmp_path / "exports.json"), "--export", "vip", "--dry-run",
+            "--rejects", str(tmp_path / "r.csv"))
+    found = await _in_thread(run_cli, *args, env={"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string,
+                                                  "SEGMENTS_CONTAINER": container})
+    assert found.returncode == 0, found.stderr
+    report = orjson.loads(found.stdout)
+    assert report["source"].endswith(f"/{container}/vip/new.csv") and report["counts"]["sent"] == 7
+    lost = await _in_thread(run_cli, *args, env={"AZURE_STORAGE_CONNECTION_STRING": "", "AzureWebJobsStorage": ""})
+    assert lost.returncode == 1 and "neither a file nor a URL" in lost.stderr

@@ -22,7 +22,7 @@ import aiohttp
 import orjson
 from azure.core.exceptions import ResourceExistsError
 
-from exporter.azure_storage import StorageClients
+from exporter.azure_storage import StorageClients, segment_path
 from exporter.config import ConfigError, ExportDefinition, ExportsConfig
 from exporter.errors import ExportError
 from exporter.klaviyo.auth import ApiKeySource, StaticApiKey
@@ -118,7 +118,10 @@ class ExportService:
         start once the current run ends, so a dropped file is never lost."""
         await self._prepare()
         export = (await self.config()).export(name)
-        path = await self._check_source(source) if source else await self._resolve_source(export)
+        if source:
+            path = await self._check_source(source)
+        else:
+            path = await segment_path(self.storage.blobs, self.settings.segments_container, export.source)
         run_id = new_run_id()
         lock = ExportLock(self.store.container, export.name)
         message = RunMessage(run_id, export.name, path, dry_run)
@@ -167,18 +170,6 @@ class ExportService:
         if not await blob.exists():
             raise ExportError(f"no segment file at {self.settings.segments_container}/{path}")
         return path
-
-    async def _resolve_source(self, export: ExportDefinition) -> str:
-        if not export.is_prefix:
-            return export.source
-        container = self.storage.blobs.get_container_client(self.settings.segments_container)
-        newest = None
-        async for blob in container.list_blobs(name_starts_with=export.source):
-            if newest is None or blob.last_modified > newest.last_modified:
-                newest = blob
-        if newest is None:
-            raise ExportError(f"no segment file under {self.settings.segments_container}/{export.source}")
-        return str(newest.name)
 
     # ---- carrying runs out ---------------------------------------------------------
 
