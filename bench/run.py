@@ -25,9 +25,7 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-from azure.storage.blob.aio import BlobServiceClient
-
-from devtools.azurite import Azurite, free_port, start_azurite
+from devtools.azurite import Azurite, free_port, start_azurite, upload
 from devtools.demo import wait_for
 from devtools.sample import MAPPING, segment_lines
 from exporter.klaviyo.limits import BULK_IMPORT_RATE, MAX_PROFILES_PER_JOB
@@ -82,14 +80,10 @@ async def upload_segment(azurite: Azurite, rows: int) -> tuple[str, int]:
     with path.open("w") as out:
         out.writelines(segment_lines(rows))
     size = path.stat().st_size
-    async with BlobServiceClient.from_connection_string(azurite.connection_string) as service:
-        container = service.get_container_client("segments")
-        if not await container.exists():
-            await container.create_container()
-        with path.open("rb") as data:
-            await container.upload_blob("bench/segment.csv", data, overwrite=True, max_concurrency=4)
+    with path.open("rb") as data:
+        url = await upload(azurite, "segments", "bench/segment.csv", data)
     path.unlink()
-    return azurite.blob_url("segments", "bench/segment.csv"), size
+    return url, size
 
 
 def run_case(azurite: Azurite, url: str, rows: int, limits: bool) -> dict[str, object]:

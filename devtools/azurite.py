@@ -15,6 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = "devstoreaccount1"
@@ -97,3 +98,15 @@ def _listening(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.2)
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def upload(azurite: Azurite, container: str, name: str, data: bytes | BinaryIO) -> str:
+    """Put a segment into Azurite (creating the container); returns its blob URL."""
+    from azure.storage.blob.aio import BlobServiceClient
+
+    async with BlobServiceClient.from_connection_string(azurite.connection_string) as service:
+        client = service.get_container_client(container)
+        if not await client.exists():
+            await client.create_container()
+        await client.upload_blob(name, data, overwrite=True, max_concurrency=4)
+    return azurite.blob_url(container, name)

@@ -17,21 +17,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from azure.storage.blob.aio import BlobServiceClient
-
-from devtools.azurite import free_port, start_azurite
+from devtools.azurite import free_port, start_azurite, upload
 from devtools.sample import MAPPING, segment_bytes
 
 LIST_ID = "DemoVIP"
 ROWS = 25_000
-
-
-async def upload(connection_string: str, data: bytes) -> None:
-    async with BlobServiceClient.from_connection_string(connection_string) as service:
-        container = service.get_container_client("segments")
-        if not await container.exists():
-            await container.create_container()
-        await container.upload_blob("demo/vip-customers.csv", data, overwrite=True)
 
 
 def wait_for(url: str, timeout: float = 15.0) -> None:
@@ -54,14 +44,14 @@ def main() -> int:
     try:
         klaviyo = f"http://127.0.0.1:{port}"
         wait_for(f"{klaviyo}/_sim/stats")
-        asyncio.run(upload(azurite.connection_string, segment_bytes(ROWS, bad_every=500)))
+        url = asyncio.run(upload(azurite, "segments", "demo/vip-customers.csv", segment_bytes(ROWS, bad_every=500)))
         print(f"Azurite on port {azurite.blob_port}, Klaviyo simulator on {klaviyo}; "
               f"uploaded a {ROWS:,}-row segment to segments/demo/vip-customers.csv", flush=True)
         out = Path(tempfile.mkdtemp(prefix="exporter-demo-"))
         env = dict(os.environ, AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string,
                    KLAVIYO_API_KEY="pk_demo_local_simulator_key")
         command = [sys.executable, "-m", "exporter", "export",
-                   "--source", azurite.blob_url("segments", "demo/vip-customers.csv"),
+                   "--source", url,
                    "--list-id", LIST_ID, "--email-column", "email", "--klaviyo-url", klaviyo,
                    "--report", str(out / "report.json"), "--rejects", str(out / "rejects.csv")]
         for pair in MAPPING:

@@ -43,18 +43,26 @@ class StorageClients:
             await self.owned_credential.close()
 
 
+def account_key(connection_string: str) -> dict[str, str] | None:
+    """The shared-key credential in a connection string (Azurite's, locally), if it has one."""
+    parts = dict(item.split("=", 1) for item in connection_string.split(";") if "=" in item)
+    if "AccountName" in parts and "AccountKey" in parts:
+        return {"account_name": parts["AccountName"], "account_key": parts["AccountKey"]}
+    return None
+
+
 def storage_from_environment(environ: dict[str, str] | None = None) -> StorageClients:
     env = os.environ if environ is None else environ
     connection_string = env.get(CONNECTION, "")
     if connection_string:
-        parts = dict(p.split("=", 1) for p in connection_string.split(";") if "=" in p)
-        if "AccountName" not in parts or "AccountKey" not in parts:
+        key = account_key(connection_string)
+        if key is None:
             raise ConfigError(f"{CONNECTION} must be a connection string with AccountName and AccountKey")
-        account = parts["AccountName"]
+        parts = dict(item.split("=", 1) for item in connection_string.split(";") if "=" in item)
+        account = key["account_name"]
         scheme, suffix = parts.get("DefaultEndpointsProtocol", "https"), parts.get("EndpointSuffix", "core.windows.net")
         blob_uri = parts.get("BlobEndpoint") or f"{scheme}://{account}.blob.{suffix}"
         queue_uri = parts.get("QueueEndpoint") or f"{scheme}://{account}.queue.{suffix}"
-        key = {"account_name": account, "account_key": parts["AccountKey"]}
         return StorageClients(BlobServiceClient(blob_uri, credential=key), queue_uri, key)
     account = env.get(f"{CONNECTION}__accountName", "")
     blob_uri = env.get(f"{CONNECTION}__blobServiceUri") or (f"https://{account}.blob.core.windows.net" if account else "")

@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.blob.aio import BlobClient
 
+from exporter.azure_storage import account_key
 from exporter.errors import SourceError
 
 CHUNK_BYTES = 256 * 1024  # bounds memory per block; the first GET is capped too, not 32 MB
@@ -60,13 +61,9 @@ def redact_url(url: str) -> str:
 
 
 def _credential_from_environment() -> Any:
-    connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
-    if connection_string:
-        parts = dict(
-            item.split("=", 1) for item in connection_string.split(";") if "=" in item
-        )
-        if "AccountName" in parts and "AccountKey" in parts:
-            return {"account_name": parts["AccountName"], "account_key": parts["AccountKey"]}
+    key = account_key(os.environ.get("AZURE_STORAGE_CONNECTION_STRING", ""))
+    if key is not None:
+        return key
     from azure.identity.aio import DefaultAzureCredential
 
     return DefaultAzureCredential()
