@@ -11,6 +11,8 @@ import pytest
 from exporter.errors import SourceError
 from exporter.sources import open_segment
 from exporter.sources.csv_format import CsvParser
+from exporter.sources.lines import LineSplitter
+from exporter.sources.rows import RowBlock
 from tests.conftest import write
 
 
@@ -22,6 +24,14 @@ async def read_all(source: str, credential: object = None) -> tuple[list[str], l
         rows += [list(r) for r in block.rows]
         rejects += block.rejects
     return segment.columns, lines, rows, rejects
+
+
+def parse_whole(text: str) -> RowBlock:
+    """One CSV text through the line splitter and the parser, as ``open_segment`` does."""
+    lines, rejects = LineSplitter().feed(text, final=True)
+    block = CsvParser().feed(lines, final=True)
+    block.rejects[:0] = rejects
+    return block
 
 
 @pytest.mark.parametrize("delimiter", [",", ";", "\t", "|"])
@@ -51,13 +61,13 @@ def test_chunk_boundaries_inside_quoted_fields_do_not_split_records() -> None:
     whole = CsvParser()
     expected = whole.feed(text, final=True)
     for size in (1, 2, 3, 7, 64):
-        parser = CsvParser()
+        parser, splitter = CsvParser(), LineSplitter()
         lines, rows = [], []
         for start in range(0, len(text), size):
-            block = parser.feed(text[start:start + size])
+            block = parser.feed(splitter.feed(text[start:start + size])[0])
             lines += block.lines
             rows += block.rows
-        block = parser.feed("", final=True)
+        block = parser.feed(splitter.feed("", final=True)[0], final=True)
         lines += block.lines
         rows += block.rows
         assert rows == expected.rows and lines == expected.lines, size
@@ -133,7 +143,7 @@ async def test_missing_blob_is_a_clear_error(azurite, upload) -> None:
     "email|name|x\na@x.com||\n",
 ])
 def test_the_quote_free_fast_path_matches_the_csv_module(text: str) -> None:
-    fast = CsvParser().feed(text, final=True)
-    with_quote = CsvParser().feed(text + 'z@x.com,"q"\n', final=True)  # a quote forces the csv module
+    fast = parse_whole(text)
+    with_quote = parse_whole(text + 'z@x.com,"q"\n')  # a quote forces the csv module
     assert fast.rows == with_quote.rows[:-1] and fast.lines == with_quote.lines[:-1]
     assert fast.rows  # the text did hold rows

@@ -1,8 +1,11 @@
-"""CSV with a header row, parsed incrementally from text chunks.
+"""CSV with a header row, parsed incrementally from whole lines.
 
-A chunk boundary can fall inside a quoted field that spans lines, so each chunk is cut at
-the last newline with an even number of quote characters before it (RFC 4180 quotes come
-in pairs), and the rest waits for the next chunk. ``csv`` then does the real parsing.
+A quoted field may span lines, so lines are grouped into records by quote parity (RFC
+4180 quotes come in pairs) before ``csv`` does the real parsing. A record whose quote is
+still open after ``MAX_RECORD_LINES`` lines or ``MAX_LINE_CHARS`` characters is taken
+for a stray quote: its first line is rejected as "unclosed quote" and reading resumes on
+the next line, so one bad row costs one row, and every line is looked at a bounded
+number of times (parsing stays linear).
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ import csv
 import io
 
 from exporter.rejects import Reject
+from exporter.sources.lines import MAX_LINE_CHARS
 from exporter.sources.rows import RowBlock, has_undecodable
 
 DELIMITERS = ",;\t|"
-MAX_CARRY_CHARS = 32 * 1024 * 1024  # a stray quote must not make us buffer the whole file
-csv.field_size_limit(MAX_CARRY_CHARS)
+MAX_RECORD_LINES = 100  # a quoted field (an address, a note) may span this many lines
+csv.field_size_limit(2 * MAX_LINE_CHARS)  # lines are capped upstream; this is a backstop
 
 
 def detect_delimiter(header_line: str) -> str:
@@ -25,36 +29,67 @@ def detect_delimiter(header_line: str) -> str:
     return best if counts[best] else ","
 
 
+def unclosed_quote(line: int) -> Reject:
+    return Reject(line, "", f"unclosed quote: a quoted field runs past {MAX_RECORD_LINES} lines "
+                            f"or {MAX_LINE_CHARS:,} characters; the row is skipped")
+
+
 class CsvParser:
-    """Feed text chunks; get blocks of rows with their starting line numbers."""
+    """Feed whole lines (``LineSplitter``'s output); get blocks of rows with their line numbers."""
 
     def __init__(self) -> None:
         self.columns: list[str] | None = None
         self._delimiter = ","
-        self._carry = ""
+        self._carry: list[str] = []  # the lines of a record whose quote is still open
         self._lines_done = 0  # physical lines fully consumed so far
 
     def feed(self, text: str, final: bool = False) -> RowBlock:
-        buf = self._carry + text
-        cut = len(buf) if final else _record_boundary(buf)
-        if cut < 0 and len(buf) > MAX_CARRY_CHARS:
-            cut = buf.rfind("\n") + 1
-        if cut <= 0:
-            self._carry = buf
-            return RowBlock([], [])
-        head, self._carry = buf[:cut], buf[cut:]
-        return self._parse(head)
+        if not self._carry and '"' not in text:
+            return self._parse_plain(text)
+        carried = "\n".join(self._carry)
+        lines = self._carry + text.split("\n")
+        lines.pop()  # whole lines: the text ends in "\n", so the last piece is empty
+        self._carry = []
+        block = RowBlock([], [], has_undecodable=has_undecodable(text) or has_undecodable(carried))
+        self._records(lines, final, block)
+        return block
 
-    def _parse(self, head: str) -> RowBlock:
+    def _records(self, lines: list[str], final: bool, block: RowBlock) -> None:
+        """Hand runs of complete records to ``csv``; reject stray quotes; keep an open tail."""
+        run_start = 0  # first line of the run not yet parsed
+        record_start, record_chars, open_quote = 0, 0, False
+        i, count = 0, len(lines)
+        while True:
+            while i < count:
+                line = lines[i]
+                if not open_quote:
+                    record_start, record_chars = i, 0
+                record_chars += len(line) + 1
+                if line.count('"') & 1:
+                    open_quote = not open_quote
+                i += 1
+                if open_quote and (i - record_start >= MAX_RECORD_LINES or record_chars > MAX_LINE_CHARS):
+                    break
+            if not open_quote:
+                self._parse_run(lines[run_start:count], block)
+                return
+            if i < count or final:  # a stray quote: skip its line and read on from the next one
+                self._parse_run(lines[run_start:record_start], block)
+                self._lines_done += 1
+                block.rejects.append(unclosed_quote(self._lines_done))
+                run_start = i = record_start + 1
+                open_quote = False
+                continue
+            self._parse_run(lines[run_start:record_start], block)  # the rest may close in the next piece
+            self._carry = lines[record_start:]
+            return
+
+    def _parse_run(self, lines: list[str], block: RowBlock) -> None:
+        if not lines:
+            return
         if self.columns is None:
-            first_line = head.split("\n", 1)[0]
-            self._delimiter = detect_delimiter(first_line)
-        if '"' not in head:
-            plain = head.replace("\r\n", "\n") if "\r" in head else head
-            if "\r" not in plain:
-                return self._parse_plain(plain)
-        reader = csv.reader(io.StringIO(head, newline=""), delimiter=self._delimiter)
-        block = RowBlock([], [], has_undecodable=has_undecodable(head))
+            self._delimiter = detect_delimiter(_first_nonblank(lines))
+        reader = csv.reader(io.StringIO("\n".join(lines) + "\n", newline=""), delimiter=self._delimiter)
         base = self._lines_done
         previous = 0
         while True:
@@ -75,41 +110,29 @@ class CsvParser:
                 continue
             block.lines.append(start)
             block.rows.append(row)
-        self._lines_done = base + reader.line_num
-        return block
+        self._lines_done = base + len(lines)
 
-
-    def _parse_plain(self, head: str) -> RowBlock:
-        """Text without quotes or bare CRs: ``str.split`` gives exactly what ``csv`` would,
-        about four times faster, and most segment exports look like this."""
-        block = RowBlock([], [], has_undecodable=has_undecodable(head))
-        lines = head.split("\n")
-        if head.endswith("\n"):
-            lines.pop()
+    def _parse_plain(self, text: str) -> RowBlock:
+        """Lines without quotes: ``str.split`` gives exactly what ``csv`` would, about four
+        times faster, and most segment exports look like this."""
+        block = RowBlock([], [], has_undecodable=has_undecodable(text))
+        lines = text.split("\n")
+        lines.pop()
+        if self.columns is None:
+            self._delimiter = detect_delimiter(_first_nonblank(lines))
         delimiter, line = self._delimiter, self._lines_done
-        for text in lines:
+        for row in lines:
             line += 1
-            if not text:
+            if not row:
                 continue  # blank line: not a row
             if self.columns is None:
-                self.columns = [name.strip() for name in text.split(delimiter)]
+                self.columns = [name.strip() for name in row.split(delimiter)]
                 continue
             block.lines.append(line)
-            block.rows.append(text.split(delimiter))
+            block.rows.append(row.split(delimiter))
         self._lines_done = line
         return block
 
 
-def _record_boundary(buf: str) -> int:
-    """Index just past the last newline that ends a record, or -1 if none does yet."""
-    quotes_after = 0
-    end = len(buf)
-    total = buf.count('"')
-    pos = buf.rfind("\n")
-    while pos >= 0:
-        quotes_after += buf.count('"', pos, end)
-        if (total - quotes_after) % 2 == 0:
-            return pos + 1
-        end = pos
-        pos = buf.rfind("\n", 0, pos)
-    return -1
+def _first_nonblank(lines: list[str]) -> str:
+    return next((line for line in lines if line), "")

@@ -9,16 +9,39 @@ from logs or the URL.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob.aio import BlobClient
 
 from exporter.azure_storage import account_key
 from exporter.errors import SourceError
 
 CHUNK_BYTES = 256 * 1024  # bounds memory per block; the first GET is capped too, not 32 MB
+
+
+@dataclass(frozen=True)
+class BlobLocation:
+    """A blob by account, container and name, never by a URL joined from strings: the SDK
+    quotes the name, so ``#``, ``?``, ``%25``, spaces and non-ASCII letters reach exactly
+    that blob. ``etag`` pins one version: every read is conditional on it."""
+
+    account_url: str
+    container: str
+    name: str
+    credential: Any = None
+    etag: str | None = None
+
+    @property
+    def description(self) -> str:
+        return f"{self.account_url.rstrip('/')}/{self.container}/{self.name}"
+
+    def client(self) -> BlobClient:
+        return BlobClient(self.account_url, self.container, self.name, credential=self.credential,
+                          max_single_get_size=CHUNK_BYTES, max_chunk_get_size=CHUNK_BYTES)
 
 
 def is_blob_url(source: str) -> bool:
@@ -43,16 +66,24 @@ def blob_client(url: str, credential: Any = None) -> BlobClient:
     return BlobClient.from_blob_url(url, credential=credential, max_single_get_size=CHUNK_BYTES, max_chunk_get_size=CHUNK_BYTES)
 
 
-async def blob_chunks(url: str, credential: Any = None) -> AsyncIterator[bytes]:
-    async with blob_client(url, credential) as client:
+async def blob_chunks(source: str | BlobLocation, credential: Any = None) -> AsyncIterator[bytes]:
+    if isinstance(source, BlobLocation):
+        client, name, etag = source.client(), source.description, source.etag
+    else:
+        client, name, etag = blob_client(source, credential), redact_url(source), None
+    conditions: dict[str, Any] = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+    async with client:
         try:
-            downloader = await client.download_blob()
+            downloader = await client.download_blob(**conditions)
             async for chunk in downloader.chunks():
                 yield chunk
         except ResourceNotFoundError:
-            raise SourceError(f"blob not found: {redact_url(url)}") from None
+            raise SourceError(f"blob not found: {name}") from None
+        except ResourceModifiedError:
+            raise SourceError(f"the segment file {name} was replaced or changed after the run started; "
+                              "the run stops rather than mix two versions (start a new run)") from None
         except AzureError as exc:
-            raise SourceError(f"cannot read blob {redact_url(url)}: {exc.__class__.__name__}") from None
+            raise SourceError(f"cannot read blob {name}: {exc.__class__.__name__}") from None
 
 
 def redact_url(url: str) -> str:

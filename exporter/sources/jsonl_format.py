@@ -13,20 +13,17 @@ from exporter.sources.rows import RowBlock, has_undecodable
 
 
 class JsonlParser:
+    """Feed whole lines (``LineSplitter``'s output); get blocks of rows with their line numbers."""
+
     def __init__(self) -> None:
         self.columns: list[str] | None = None
-        self._carry = ""
         self._lines_done = 0
 
     def feed(self, text: str, final: bool = False) -> RowBlock:
-        buf = self._carry + text
-        cut = len(buf) if final else buf.rfind("\n") + 1
-        head, self._carry = buf[:cut], buf[cut:]
-        block = RowBlock([], [], has_undecodable=has_undecodable(head))
+        block = RowBlock([], [], has_undecodable=has_undecodable(text))
         line = self._lines_done
-        pieces = head.split("\n")  # not splitlines(): JSON strings may hold U+2028 and friends
-        if head.endswith("\n"):
-            pieces.pop()
+        pieces = text.split("\n")  # not splitlines(): JSON strings may hold U+2028 and friends
+        pieces.pop()
         for raw in pieces:
             line += 1
             if not raw.strip():

@@ -2,17 +2,23 @@
 
 Undecodable bytes are kept as lone surrogates (``surrogateescape``) instead of failing
 the chunk: the row that holds them is rejected with its line number, the rest go on.
+
+Inflating is bounded: a few kilobytes of gzip can expand to gigabytes (a "gzip bomb"),
+so each compressed chunk is inflated in pieces of at most ``INFLATE_PIECE`` bytes and
+each piece is handed on before the next is made. Memory stays one piece deep whatever
+the compression ratio.
 """
 
 from __future__ import annotations
 
 import codecs
 import zlib
-from typing import AsyncGenerator, AsyncIterator
+from typing import AsyncGenerator, AsyncIterator, Iterator
 
 from exporter.errors import SourceError
 
 GZIP_MAGIC = b"\x1f\x8b"
+INFLATE_PIECE = 256 * 1024
 
 
 class _GzipInflater:
@@ -21,16 +27,23 @@ class _GzipInflater:
     def __init__(self) -> None:
         self._member = zlib.decompressobj(wbits=31)
 
-    def inflate(self, chunk: bytes) -> bytes:
+    def inflate(self, chunk: bytes) -> Iterator[bytes]:
+        """Yield the inflated bytes of ``chunk`` in pieces of at most ``INFLATE_PIECE``."""
+        pending = chunk
         try:
-            out = [self._member.decompress(chunk)]
-            while self._member.eof and self._member.unused_data:
-                rest = self._member.unused_data
-                self._member = zlib.decompressobj(wbits=31)
-                out.append(self._member.decompress(rest))
+            while pending:
+                piece = self._member.decompress(pending, INFLATE_PIECE)
+                if piece:
+                    yield piece
+                if self._member.unconsumed_tail:
+                    pending = self._member.unconsumed_tail
+                elif self._member.eof and self._member.unused_data:
+                    pending = self._member.unused_data  # the next member of a concatenated gzip
+                    self._member = zlib.decompressobj(wbits=31)
+                else:
+                    pending = b""
         except zlib.error as exc:
             raise SourceError(f"the gzip data is corrupt ({exc})") from None
-        return b"".join(out)
 
     def finish(self) -> bytes:
         tail = self._member.flush()
@@ -48,11 +61,11 @@ async def decoded_text(chunks: AsyncIterator[bytes]) -> AsyncGenerator[str, None
             first = False
             if chunk.startswith(GZIP_MAGIC):
                 inflater = _GzipInflater()
-        if inflater is not None:
-            chunk = inflater.inflate(chunk)
-        text = decoder.decode(chunk)
-        if text:
-            yield text
+        pieces = inflater.inflate(chunk) if inflater is not None else (chunk,)
+        for piece in pieces:
+            text = decoder.decode(piece)
+            if text:
+                yield text
     tail = inflater.finish() if inflater is not None else b""
     text = decoder.decode(tail, final=True)
     if text:
