@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from exporter.batching import ImportJob, JobBatcher
 from exporter.errors import ExportError, KlaviyoRequestError
-from exporter.klaviyo.client import InvalidProfiles, JobStatus, KlaviyoClient
+from exporter.klaviyo.client import InvalidProfiles, JobStatus, KlaviyoClient, ProfileProblem
 from exporter.ledger import Accepted, JobLedger, MemoryLedger, Settled
 from exporter.mapping import Deduplicator, FieldMapping, ProfileMapper
 from exporter.mapping.chunks import map_chunk
@@ -133,7 +133,7 @@ class _Run:
                 if not problems:
                     raise KlaviyoRequestError("Klaviyo refused a job, pointing at profiles it does not hold") from None
                 bad = {p.index for p in problems}
-                refused += [self._reject_for(job, p.index, p.field, p.reason) for p in problems]
+                refused += self._rejects_for(job, problems)
                 removed += _original_indexes(len(job) + len(removed), removed, bad)
                 job = job.without(bad, self.plan.list_id)
                 continue
@@ -150,8 +150,19 @@ class _Run:
         self.accepted_at[job_id] = asyncio.get_running_loop().time()
         self.job_accepted.set()
 
-    def _reject_for(self, job: ImportJob, index: int, field: str, reason: str) -> Reject:
-        return Reject(job.lines[index], self.columns.get(field, ""), reason)
+    def _rejects_for(self, job: ImportJob, problems: list[ProfileProblem]) -> list[Reject]:
+        """One reject per profile, however many problems Klaviyo names for it: conservation
+        counts rows, so two complaints about one profile are one rejected row, reasons joined."""
+        by_index: dict[int, list[ProfileProblem]] = {}
+        for problem in problems:
+            if 0 <= problem.index < len(job):
+                by_index.setdefault(problem.index, []).append(problem)
+        rejects = []
+        for index, found in sorted(by_index.items()):
+            columns = dict.fromkeys(self.columns.get(p.field, "") for p in found)
+            reasons = dict.fromkeys(p.reason for p in found)
+            rejects.append(Reject(job.lines[index], "; ".join(c for c in columns if c), "; ".join(reasons)))
+        return rejects
 
     async def poll(self) -> None:
         assert self.klaviyo is not None
@@ -186,13 +197,13 @@ class _Run:
         if status.status == "cancelled":
             raise KlaviyoRequestError(f"Klaviyo cancelled import job {status.job_id}")
         job = self.pending[status.job_id]
-        refused = []
-        if status.failed:
-            refused = [self._reject_for(job, p.index, p.field, p.reason)
-                       async for p in self.klaviyo.import_errors(status.job_id) if p.index < len(job)]
-            unexplained = status.failed - len(refused)
+        refused: list[Reject] = []
+        failed = min(max(status.failed, 0), len(job))  # an answer is untrusted: never more than the job held
+        if failed:
+            refused = self._rejects_for(job, [p async for p in self.klaviyo.import_errors(status.job_id)])[:failed]
+            unexplained = failed - len(refused)
             refused += [Reject(0, "", f"Klaviyo reported a failure in job {status.job_id} without details")] * unexplained
-        settled = Settled(len(job) - status.failed, status.failed, refused)
+        settled = Settled(len(job) - failed, failed, refused)
         self.ledger.record_settled(status.job_id, settled)
         self._apply(self.pending.pop(status.job_id), settled)
 

@@ -10,10 +10,12 @@ the rest resent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Iterator, Mapping
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -99,16 +101,22 @@ class KlaviyoClient:
 
     async def check_list(self, list_id: str) -> str:
         """Fail before reading the segment if the key is refused or the list does not exist."""
+        path = f"/api/lists/{list_id}"
         try:
-            body = await self._request("GET", f"/api/lists/{list_id}", limited=False)
+            body = await self._request("GET", path, limited=False)
         except NotFound:
             raise NotFound(f"Klaviyo list {list_id!r} does not exist in this account") from None
-        return str(body["data"]["attributes"].get("name", list_id))
+        with _expecting("GET", path):
+            return str(body["data"]["attributes"].get("name", list_id))
 
     async def create_import_job(self, payload: bytes) -> str:
         """Submit a bulk import job; returns its id. ``202`` only means queued, not imported."""
         body = await self._request("POST", "/api/profile-bulk-import-jobs", payload=payload)
-        return str(body["data"]["id"])
+        with _expecting("POST", "/api/profile-bulk-import-jobs"):
+            job_id = body["data"]["id"]
+            if not isinstance(job_id, str) or not job_id:
+                raise TypeError("job id")
+            return job_id
 
     async def job_statuses(self, job_ids: set[str]) -> dict[str, JobStatus]:
         """Statuses of our jobs, up to 100 per request via the job listing (newest first),
@@ -120,34 +128,36 @@ class KlaviyoClient:
         while path and wanted and pages < 10:
             body = await self._request("GET", path)
             pages += 1
-            for item in body["data"]:
-                if item["id"] in wanted:
-                    found[item["id"]] = _job_status(item)
-                    wanted.discard(item["id"])
-            path = (body.get("links") or {}).get("next")
+            with _expecting("GET", "/api/profile-bulk-import-jobs"):
+                for item in body["data"]:
+                    if item["id"] in wanted:
+                        found[item["id"]] = _job_status(item)
+                        wanted.discard(item["id"])
+                path = _next_link(body)
         for job_id in wanted:  # older than the pages we read: ask for each directly
             body = await self._request("GET", f"/api/profile-bulk-import-jobs/{job_id}")
-            found[job_id] = _job_status(body["data"])
+            with _expecting("GET", "/api/profile-bulk-import-jobs/{id}"):
+                found[job_id] = _job_status(body["data"])
         return found
 
     async def import_errors(self, job_id: str) -> AsyncIterator[ProfileProblem]:
         path: str | None = f"/api/profile-bulk-import-jobs/{job_id}/import-errors?page[size]={PAGE_SIZE_MAX}"
         while path:
             body = await self._request("GET", path)
-            for item in body["data"]:
-                problem = _problem(item["attributes"])
+            with _expecting("GET", "/api/profile-bulk-import-jobs/{id}/import-errors"):
+                problems = [_problem(item["attributes"]) for item in body["data"]]
+                path = _next_link(body)
+            for problem in problems:
                 if problem is not None:
                     yield problem
-            path = (body.get("links") or {}).get("next")
 
     async def _request(self, method: str, path: str, *, payload: bytes | None = None, limited: bool = True) -> Any:
         assert self._session is not None, "use 'async with KlaviyoClient(...)'"
-        url = path if path.startswith("http") else self._base + path
+        url = self._same_origin(path)
         deadline = time.monotonic() + self._retry.budget_seconds
         refreshed_key = False
-        attempt = 0
+        attempt = throttles = 0  # a 429 is Klaviyo pacing us, not failing: it uses time, not attempts
         while True:
-            attempt += 1
             if limited and self._limiter is not None:
                 await self._limiter.acquire()
             headers = {
@@ -167,10 +177,9 @@ class KlaviyoClient:
             except _RETRYABLE_ERRORS as exc:
                 status, raw, failure = 0, b"", f"{exc.__class__.__name__} on {method} {_path_only(url)}"
             if 200 <= status < 300:
-                return orjson.loads(raw) if raw else None
+                return _json(raw, method, url)
             if status == 401 and not refreshed_key and await self._api_key.refresh():
                 refreshed_key = True
-                attempt -= 1
                 continue
             if status in (401, 403):
                 raise KlaviyoAuthError(_auth_message(status, raw))
@@ -180,16 +189,69 @@ class KlaviyoClient:
                     raise InvalidProfiles(problems)
             if status == 404:
                 raise NotFound(f"Klaviyo has no {_path_only(url)} (404)")
-            if status == 429 and limited and self._limiter is not None:
-                self._limiter.throttled()
-            if status and status != 429 and status < 500:
+            if status == 429:
+                throttles += 1
+                if limited and self._limiter is not None:
+                    self._limiter.throttled()
+                wait = self._retry.delay(throttles, retry_after)
+                if time.monotonic() + wait > deadline:
+                    raise KlaviyoRequestError(f"Klaviyo kept throttling {method} {_path_only(url)} (429) for "
+                                              f"{self._retry.budget_seconds:.0f} s")
+                await asyncio.sleep(wait)
+                continue
+            if status and status < 500:
                 raise KlaviyoRequestError(f"Klaviyo refused {method} {_path_only(url)}: {_error_summary(status, raw)}")
+            attempt += 1
             wait = self._retry.delay(attempt, retry_after)
             if attempt >= self._retry.max_attempts or time.monotonic() + wait > deadline:
                 raise KlaviyoRequestError(
                     f"Klaviyo still failing after {attempt} attempts on {method} {_path_only(url)}: last {failure}"
                 )
             await asyncio.sleep(wait)
+
+    def _same_origin(self, path: str) -> str:
+        """A path, or a link from Klaviyo's answer (``links.next``) that stays on the configured
+        origin: the API key goes to no other host, whatever an answer says."""
+        if "://" not in path:
+            return self._base + path
+        if _origin(path) != _origin(self._base):
+            raise KlaviyoRequestError(f"Klaviyo's answer linked to another host ({_origin(path)}); "
+                                      "not followed, so the API key goes nowhere else")
+        return path
+
+
+@contextlib.contextmanager
+def _expecting(method: str, path: str) -> Iterator[None]:
+    """Klaviyo's answers are input too: one of the wrong shape ends the run with a reason."""
+    try:
+        yield
+    except (KeyError, TypeError, IndexError, ValueError, AttributeError):
+        raise KlaviyoRequestError(f"Klaviyo answered {method} {path} with a body of an unexpected shape") from None
+
+
+def _next_link(body: Mapping[str, Any]) -> str | None:
+    link = (body.get("links") or {}).get("next")
+    if link is not None and not isinstance(link, str):
+        raise TypeError("links.next")
+    return link
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+    except ValueError:
+        port = -1  # not a port: matches no configured origin
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
+def _json(raw: bytes, method: str, url: str) -> Any:
+    if not raw:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise KlaviyoRequestError(f"Klaviyo answered {method} {_path_only(url)} with a body that is not JSON") from None
 
 
 def _job_status(item: Mapping[str, Any]) -> JobStatus:
