@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import AsyncIterator, Sequence
 
 from exporter.azure_storage import segment_path, storage_from_environment
-from exporter.errors import ConfigError, ExportError
+from exporter.errors import ConfigError, ExportError, TransientError
 from exporter.klaviyo.auth import ApiKeySource
 from exporter.klaviyo.client import DEFAULT_BASE_URL, KlaviyoClient
 from exporter.klaviyo.limits import BULK_IMPORT_RATE
@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _simulate(args)
     try:
         report = asyncio.run(_export(args))
-    except ExportError as exc:
+    except (ExportError, TransientError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

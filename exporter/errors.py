@@ -23,3 +23,12 @@ class KlaviyoAuthError(ExportError):
 
 class KlaviyoRequestError(ExportError):
     """Klaviyo kept failing past the retry budget, or answered in a way we cannot handle."""
+
+
+class TransientError(Exception):
+    """A dependency (Key Vault, storage) did not answer within our retries; later it may.
+
+    Deliberately not an ``ExportError``: a run meeting it is not failed but handed back to
+    the queue host, which delivers the message again after its visibility timeout, so a
+    blip never loses a dropped file.
+    """

@@ -25,10 +25,15 @@ TOKEN = "test-bearer-token"
 class FakeVault:
     secrets: dict[str, str]
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Authorization)
+    faults: list[int] = field(default_factory=list)  # statuses to answer authorized reads with, one each, first
+    down: bool = False  # answer every authorized read with 503
 
     async def get_secret(self, request: web.Request) -> web.Response:
         auth = request.headers.get("Authorization")
         self.requests.append((request.path, auth))
+        if auth == f"Bearer {TOKEN}" and (self.down or self.faults):
+            status = self.faults.pop(0) if self.faults else 503
+            return web.json_response({"error": {"code": "ServiceUnavailable", "message": "try later"}}, status=status)
         if "api-version" not in request.query:
             return web.json_response({"error": {"code": "BadParameter", "message": "api-version missing"}}, status=400)
         if auth != f"Bearer {TOKEN}":

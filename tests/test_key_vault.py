@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from exporter.errors import ConfigError
+from exporter.errors import ConfigError, ExportError, TransientError
 from exporter.klaviyo.client import KlaviyoClient
 from exporter.mapping import FieldMapping
 from exporter.pipeline import ExportPlan, PipelineOptions, run_export
 from exporter.rejects import RejectsFile
+from exporter.klaviyo.retry import RetryPolicy
 from exporter.secrets import KeyVaultApiKey, key_vault_client
 from tests.conftest import FAST_RETRY, LIST_ID
 from tests.keyvault_server import TOKEN, FakeVault, StaticTokenCredential, serve_vault
@@ -24,7 +25,8 @@ async def vault(tmp_path: Path):
     fake = FakeVault({"klaviyo-api-key": OLD_KEY})
     runner, url, ca = await serve_vault(fake, tmp_path)
     credential = StaticTokenCredential()
-    client = key_vault_client(url, credential, connection_verify=ca, verify_challenge_resource=False)
+    client = key_vault_client(url, credential, connection_verify=ca, verify_challenge_resource=False,
+                              retry_total=0)  # our own retrying is under test, not the SDK's
     yield fake, client, credential
     await client.close()
     await runner.cleanup()
@@ -75,3 +77,50 @@ async def test_a_key_that_stays_refused_fails_the_run_without_a_storm(vault, sta
     assert report.status == "failed" and "refused the API key (401)" in (report.error or "")
     assert len([p for p, auth in fake.requests if auth]) == 2  # Key Vault was asked again after the 401...
     assert sim.simulator.stats.requests == 1  # ...but gave the same key, so Klaviyo was not asked again
+
+
+QUICK = RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.02, budget_seconds=5)
+
+
+async def test_a_key_vault_blip_is_retried_not_fatal(vault) -> None:
+    fake, client, _ = vault
+    fake.faults = [503, 500, 429]
+    assert await KeyVaultApiKey(client, "klaviyo-api-key", retry=QUICK).get() == OLD_KEY
+    assert not fake.faults
+
+
+async def test_a_key_vault_outage_is_transient_so_the_host_retries_the_run(vault) -> None:
+    fake, client, _ = vault
+    fake.down = True
+    with pytest.raises(TransientError, match="did not answer for secret 'klaviyo-api-key' after 4 attempts"):
+        await KeyVaultApiKey(client, "klaviyo-api-key", retry=QUICK).get()
+    assert not issubclass(TransientError, ExportError)  # run_export reports ExportErrors as failed runs
+
+
+async def test_a_refused_identity_is_final_at_once(vault) -> None:
+    fake, client, _ = vault
+    fake.faults = [403]
+    with pytest.raises(ExportError, match="denied reading secret 'klaviyo-api-key' \\(403\\)"):
+        await KeyVaultApiKey(client, "klaviyo-api-key", retry=QUICK).get()
+
+
+async def test_a_failed_cache_refresh_keeps_the_still_valid_key(vault, caplog) -> None:
+    fake, client, _ = vault
+    key = KeyVaultApiKey(client, "klaviyo-api-key", ttl_seconds=0.0, retry=QUICK)
+    assert await key.get() == OLD_KEY
+    fake.down = True
+    assert await key.get() == OLD_KEY  # the TTL passed and Key Vault is away: the cached key goes on
+    assert "cached key stays in use" in caplog.text and OLD_KEY not in caplog.text
+
+
+async def test_run_export_hands_a_key_vault_outage_back_instead_of_failing(vault, simulator, tmp_path) -> None:
+    fake, client, _ = vault
+    fake.down = True
+    source = tmp_path / "s.csv"
+    source.write_text("email\na@x.com\n")
+    key = KeyVaultApiKey(client, "klaviyo-api-key", retry=QUICK)
+    async with KlaviyoClient(key, simulator.url, retry=FAST_RETRY) as klaviyo:
+        with pytest.raises(TransientError):
+            await run_export(ExportPlan("t", str(source), LIST_ID, FieldMapping("email")), klaviyo,
+                             RejectsFile(tmp_path / "r.csv"))
+    assert simulator.simulator.stats.requests == 0
