@@ -9,10 +9,10 @@ import pytest
 
 from exporter.errors import ConfigError, ExportError, TransientError
 from exporter.klaviyo.client import KlaviyoClient
+from exporter.klaviyo.retry import RetryPolicy
 from exporter.mapping import FieldMapping
 from exporter.pipeline import ExportPlan, PipelineOptions, run_export
 from exporter.rejects import RejectsFile
-from exporter.klaviyo.retry import RetryPolicy
 from exporter.secrets import KeyVaultApiKey, key_vault_client
 from tests.conftest import FAST_RETRY, LIST_ID
 from tests.keyvault_server import TOKEN, FakeVault, StaticTokenCredential, serve_vault
