@@ -16,7 +16,10 @@ from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
+from exporter.connection_string import account_key, connection_parts
 from exporter.errors import ConfigError, ExportError
+from exporter.sources.files import BlobLocation
+from exporter.sources.reach import OutOfReach, checked_blob_name
 
 CONNECTION = "AzureWebJobsStorage"
 
@@ -34,21 +37,14 @@ class StorageClients:
                            message_encode_policy=TextBase64EncodePolicy(),
                            message_decode_policy=TextBase64DecodePolicy())
 
-    def segment_url(self, container: str, path: str) -> str:
-        return f"{self.blobs.url.rstrip('/')}/{container}/{path}"
+    def segment(self, container: str, name: str, etag: str | None = None) -> BlobLocation:
+        """A segment blob addressed through the SDK (never a joined URL), pinned to ``etag``."""
+        return BlobLocation(self.blobs.url, container, name, self.credential, etag)
 
     async def close(self) -> None:
         await self.blobs.close()
         if self.owned_credential is not None:
             await self.owned_credential.close()
-
-
-def account_key(connection_string: str) -> dict[str, str] | None:
-    """The shared-key credential in a connection string (Azurite's, locally), if it has one."""
-    parts = dict(item.split("=", 1) for item in connection_string.split(";") if "=" in item)
-    if "AccountName" in parts and "AccountKey" in parts:
-        return {"account_name": parts["AccountName"], "account_key": parts["AccountKey"]}
-    return None
 
 
 def storage_from_environment(environ: dict[str, str] | None = None) -> StorageClients:
@@ -58,7 +54,7 @@ def storage_from_environment(environ: dict[str, str] | None = None) -> StorageCl
         key = account_key(connection_string)
         if key is None:
             raise ConfigError(f"{CONNECTION} must be a connection string with AccountName and AccountKey")
-        parts = dict(item.split("=", 1) for item in connection_string.split(";") if "=" in item)
+        parts = connection_parts(connection_string)
         account = key["account_name"]
         scheme, suffix = parts.get("DefaultEndpointsProtocol", "https"), parts.get("EndpointSuffix", "core.windows.net")
         blob_uri = parts.get("BlobEndpoint") or f"{scheme}://{account}.blob.{suffix}"
@@ -78,11 +74,16 @@ def storage_from_environment(environ: dict[str, str] | None = None) -> StorageCl
 
 async def segment_path(blobs: BlobServiceClient, container: str, source: str) -> str:
     """An export's source as one blob path: the path itself, or the newest blob under a
-    prefix (a source ending in ``/``), since segment refreshes drop new files."""
+    prefix (a source ending in ``/``), since segment refreshes drop new files. A listed name
+    that is not a plain blob name (``..`` segments, control characters) is never picked."""
     if not source.endswith("/"):
         return source
     newest = None
     async for blob in blobs.get_container_client(container).list_blobs(name_starts_with=source):
+        try:
+            checked_blob_name(blob.name)
+        except OutOfReach:
+            continue
         if newest is None or blob.last_modified > newest.last_modified:
             newest = blob
     if newest is None:

@@ -30,7 +30,7 @@ from exporter.pipeline import ExportPlan, run_export
 from exporter.rejects import RejectsFile
 from exporter.report import Counts, RunReport, new_run_id
 from exporter.secrets import KEY_ENV, KeyVaultApiKey, api_key_from_environment, key_vault_client
-from exporter.sources import is_blob_url
+from exporter.sources import BlobLocation, is_blob_url
 
 
 def tune_garbage_collector() -> None:
@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _export(args: argparse.Namespace) -> RunReport:
     plan = _plan(args)
-    if args.config and not args.source:
+    if args.config and not args.source and isinstance(plan.source, str):
         plan = replace(plan, source=await _config_source(plan.source))
     run_id = new_run_id()
     report_dir = args.report.parent if args.report else Path(".")
@@ -129,7 +129,7 @@ def _plan(args: argparse.Namespace) -> ExportPlan:
     return ExportPlan("cli", args.source, args.list_id, FieldMapping.from_pairs(args.email_column, args.map))
 
 
-async def _config_source(source: str) -> str:
+async def _config_source(source: str) -> str | BlobLocation:
     """A config export's source is a path in the segments container (as the app reads it),
     unless it is a URL or a local file: find it in the storage account the environment
     names (AZURE_STORAGE_CONNECTION_STRING, or the app's AzureWebJobsStorage settings)."""
@@ -145,7 +145,8 @@ async def _config_source(source: str) -> str:
                           "to read it from the segments container, or pass --source") from None
     container = environ.get("SEGMENTS_CONTAINER") or "segments"
     try:
-        return storage.segment_url(container, await segment_path(storage.blobs, container, source))
+        name = await segment_path(storage.blobs, container, source)
+        return BlobLocation(storage.blobs.url, container, name)  # credential: the environment's, when read
     finally:
         await storage.close()
 

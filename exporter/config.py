@@ -15,6 +15,7 @@ scheduled or on-demand run then takes the newest blob under it).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,14 @@ import orjson
 
 from exporter.errors import ConfigError
 from exporter.mapping.fields import FieldMapping, canonical_target
+from exporter.sources.reach import OutOfReach, checked_blob_name, within
+
+EXPORT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")  # it names blob folders and URL segments
+# An ``env`` connection may only name a variable meant for a Klaviyo key, never one of the
+# app's own settings (its storage connection string holds an account key).
+KEY_VARIABLE = re.compile(r"[A-Za-z0-9_]*KLAVIYO[A-Za-z0-9_]*", re.IGNORECASE)
+PROTECTED_VARIABLES = re.compile(r"(?i)^(AzureWebJobs|AZURE_|WEBSITE|FUNCTIONS_|APPLICATIONINSIGHTS|APPSETTING_|MSI_|"
+                                 r"IDENTITY_|CONTAINER_|KEY_VAULT)|CONNECTION|STORAGE")
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,7 @@ class ExportDefinition:
 
     def claims(self, blob_path: str) -> bool:
         """Is a blob at this path (inside the segments container) this export's segment?"""
-        return blob_path.startswith(self.source) if self.is_prefix else blob_path == self.source
+        return within(self.source, blob_path)
 
 
 class UnknownExport(ConfigError):
@@ -121,6 +130,9 @@ def _connections(items: Any, problems: list[str]) -> dict[str, Connection]:
         secret, env = item.get("key_vault_secret"), item.get("env")
         if bool(_text(secret)) == bool(_text(env)):
             problems.append(f"{where}: give exactly one of 'key_vault_secret' (Azure) or 'env' (local runs)")
+        elif isinstance(env, str) and env.strip() and (not KEY_VARIABLE.fullmatch(env) or PROTECTED_VARIABLES.search(env)):
+            problems.append(f"{where}: 'env' must name a variable meant for a Klaviyo key, with KLAVIYO in its name "
+                            "(e.g. KLAVIYO_API_KEY); the app's own settings are never read as a key")
         connections[name] = Connection(name, str(item.get("display_name") or name), secret or None, env or None)
     return connections
 
@@ -137,6 +149,8 @@ def _exports(items: Any, connections: dict[str, Connection], problems: list[str]
         name = item["name"]
         where = f"export {name!r}"
         before = len(problems)
+        if not EXPORT_NAME.fullmatch(name):
+            problems.append(f"{where}: a name is 1-63 letters, digits, '-' or '_', starting with a letter or digit")
         if name in exports:
             problems.append(f"{where}: defined twice")
         connection = connections.get(item.get("connection"))  # type: ignore[arg-type]
@@ -144,8 +158,10 @@ def _exports(items: Any, connections: dict[str, Connection], problems: list[str]
             known = ", ".join(sorted(connections)) or "none"
             problems.append(f"{where}: unknown connection {item.get('connection')!r} (known: {known})")
         source = item.get("source")
-        if not isinstance(source, str) or not source.strip() or source.startswith("/"):
-            problems.append(f"{where}: 'source' must be a blob path or prefix inside the segments container")
+        try:
+            checked_blob_name(source, prefix_allowed=True)
+        except OutOfReach as exc:
+            problems.append(f"{where}: 'source' must be a blob path or prefix inside the segments container: {exc}")
         list_id = item.get("list_id")
         if not isinstance(list_id, str) or not list_id.strip():
             problems.append(f"{where}: 'list_id' must be a non-empty string (got {type(list_id).__name__})")

@@ -19,6 +19,7 @@ class Accepted:
     job_id: str
     removed: list[int] = field(default_factory=list)  # indexes Klaviyo's 400 pointed at, taken out before acceptance
     refused: list[Reject] = field(default_factory=list)  # the rejects those removals produced
+    at: float = 0.0  # wall clock (epoch seconds) of the first acceptance: a job's timeout spans legs
 
 
 @dataclass
@@ -36,6 +37,9 @@ class JobLedger(Protocol):
     def record_accepted(self, sequence: int, accepted: Accepted) -> None: ...
 
     def record_settled(self, job_id: str, settled: Settled) -> None: ...
+
+    async def save(self) -> None:
+        """Make what was recorded durable before the caller sends anything more."""
 
 
 class MemoryLedger:
@@ -56,3 +60,6 @@ class MemoryLedger:
 
     def record_settled(self, job_id: str, settled: Settled) -> None:
         self.settled_jobs[job_id] = settled
+
+    async def save(self) -> None:
+        """Nothing outlives an uninterrupted run, so nothing to persist."""

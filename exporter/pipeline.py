@@ -14,6 +14,7 @@ every leg makes progress), lets the jobs already built be accepted, and ends wit
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -25,7 +26,7 @@ from exporter.mapping import Deduplicator, FieldMapping, ProfileMapper
 from exporter.mapping.chunks import map_chunk
 from exporter.rejects import Reject, RejectsFile
 from exporter.report import Counts, RunReport, new_run_id, utc_now
-from exporter.sources import Segment, open_segment
+from exporter.sources import BlobLocation, Segment, open_segment
 
 _DONE = None
 
@@ -35,7 +36,7 @@ class ExportPlan:
     """What to export where: one segment source into one Klaviyo list."""
 
     name: str
-    source: str
+    source: str | BlobLocation  # a local path or blob URL (the CLI), or a blob by name (the app)
     list_id: str
     mapping: FieldMapping
 
@@ -116,7 +117,7 @@ class _Run:
         if known.removed:
             job = job.without(set(known.removed), self.plan.list_id)
         self.reject(known.refused, by_klaviyo=True)
-        self._accepted(job, known.job_id)
+        self._accepted(job, known.job_id, known.at)
         settled = self.ledger.settled(known.job_id)
         if settled is not None:
             self._apply(self.pending.pop(known.job_id), settled)
@@ -137,17 +138,22 @@ class _Run:
                 removed += _original_indexes(len(job) + len(removed), removed, bad)
                 job = job.without(bad, self.plan.list_id)
                 continue
-            self.ledger.record_accepted(job.sequence, Accepted(job_id, sorted(removed), refused))
+            accepted_at = time.time()
+            self.ledger.record_accepted(job.sequence, Accepted(job_id, sorted(removed), refused, accepted_at))
+            await self.ledger.save()  # durable before this sender takes another job: a crash resends only jobs in flight
             self.reject(refused, by_klaviyo=True)
-            self._accepted(job, job_id)
+            self._accepted(job, job_id, accepted_at)
             return
         self.reject(refused, by_klaviyo=True)  # every profile of the job was refused
 
-    def _accepted(self, job: ImportJob, job_id: str) -> None:
+    def _accepted(self, job: ImportJob, job_id: str, accepted_at: float) -> None:
+        """``accepted_at`` is wall-clock time of the first acceptance, in whichever leg: the job
+        timeout runs from then, so continuations cannot keep restarting it."""
         self.report.jobs.append(job_id)
         job.payload = b""  # accepted: only the line numbers are still needed
         self.pending[job_id] = job
-        self.accepted_at[job_id] = asyncio.get_running_loop().time()
+        age = max(0.0, time.time() - accepted_at) if accepted_at > 0 else 0.0
+        self.accepted_at[job_id] = asyncio.get_running_loop().time() - age
         self.job_accepted.set()
 
     def _rejects_for(self, job: ImportJob, problems: list[ProfileProblem]) -> list[Reject]:
@@ -231,7 +237,8 @@ async def run_export(
 ) -> RunReport:
     """Run (or resume) one export; ``klaviyo=None`` is a dry run. An export failure does
     not raise: the report says ``failed`` and why."""
-    report = RunReport(run_id or new_run_id(), plan.name, plan.source, plan.list_id, utc_now(),
+    source = plan.source.description if isinstance(plan.source, BlobLocation) else plan.source
+    report = RunReport(run_id or new_run_id(), plan.name, source, plan.list_id, utc_now(),
                        dry_run=klaviyo is None)
     run = _Run(plan, klaviyo, rejects, report, options or PipelineOptions(), progress, ledger or MemoryLedger())
     try:

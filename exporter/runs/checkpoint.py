@@ -1,47 +1,72 @@
 """A run's ledger, persisted: which jobs Klaviyo accepted and how the finished ones went.
 
-Saved to ``{export}/{run_id}/checkpoint.json`` after jobs are accepted (at most once a
-second while a run works, and always before a hand-over), so a continuation or a
-retried worker resumes without resending what Klaviyo already took.
+Saved to ``{export}/{run_id}/checkpoint.json`` each time Klaviyo accepts a job, before that
+sender takes its next one (``save``), so a worker killed at any moment resends at most the
+jobs in flight: one per sender. Settled outcomes are saved with the next acceptance, by
+the run's heartbeat and at every hand-over; a lost one only means polling that job again.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, Awaitable, Callable
 
 import orjson
 
 from exporter.ledger import Accepted, MemoryLedger, Settled
 from exporter.rejects import Reject
 
+Persist = Callable[[bytes], Awaitable[None]]
+
 
 class Checkpoint(MemoryLedger):
-    def __init__(self) -> None:
+    def __init__(self, persist: Persist | None = None) -> None:
         super().__init__()
-        self.dirty = False
+        self.persist = persist
+        self._version = 0  # bumped by every record
+        self._saved = 0  # the version the store holds
+        self._lock = asyncio.Lock()
+
+    @property
+    def dirty(self) -> bool:
+        return self._saved < self._version
 
     def record_accepted(self, sequence: int, accepted: Accepted) -> None:
         super().record_accepted(sequence, accepted)
-        self.dirty = True
+        self._version += 1
 
     def record_settled(self, job_id: str, settled: Settled) -> None:
         super().record_settled(job_id, settled)
-        self.dirty = True
+        self._version += 1
+
+    async def save(self) -> None:
+        """Persist everything recorded so far; concurrent callers share one upload when they can."""
+        wanted = self._version
+        if self.persist is None or self._saved >= wanted:
+            return
+        async with self._lock:
+            if self._saved >= wanted:
+                return  # another sender's upload already carried this record
+            version, body = self._version, self.to_json()
+            await self.persist(body)
+            self._saved = max(self._saved, version)
 
     def to_json(self) -> bytes:
         return orjson.dumps({
-            "accepted": {str(seq): {"job_id": a.job_id, "removed": a.removed, "refused": [list(r) for r in a.refused]}
+            "accepted": {str(seq): {"job_id": a.job_id, "removed": a.removed, "refused": [list(r) for r in a.refused],
+                                    "at": a.at}
                          for seq, a in self.accepted_jobs.items()},
             "settled": {job_id: {"sent": s.sent, "failed": s.failed, "refused": [list(r) for r in s.refused]}
                         for job_id, s in self.settled_jobs.items()},
         })
 
     @classmethod
-    def from_json(cls, raw: bytes) -> Checkpoint:
+    def from_json(cls, raw: bytes, persist: Persist | None = None) -> Checkpoint:
         data: dict[str, Any] = orjson.loads(raw)
-        checkpoint = cls()
+        checkpoint = cls(persist)
         for seq, a in data.get("accepted", {}).items():
-            checkpoint.accepted_jobs[int(seq)] = Accepted(a["job_id"], a["removed"], [Reject(*r) for r in a["refused"]])
+            checkpoint.accepted_jobs[int(seq)] = Accepted(a["job_id"], a["removed"], [Reject(*r) for r in a["refused"]],
+                                                          float(a.get("at") or 0.0))
         for job_id, s in data.get("settled", {}).items():
             checkpoint.settled_jobs[job_id] = Settled(s["sent"], s["failed"], [Reject(*r) for r in s["refused"]])
         return checkpoint

@@ -20,28 +20,31 @@ from typing import Any, Awaitable, Callable
 
 import aiohttp
 import orjson
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 
 from exporter.azure_storage import StorageClients, segment_path
-from exporter.config import ConfigError, ExportDefinition, ExportsConfig
-from exporter.errors import ExportError
+from exporter.config import EXPORT_NAME, ConfigError, ExportDefinition, ExportsConfig
+from exporter.errors import ExportError, SourceError, TransientError
 from exporter.klaviyo.auth import ApiKeySource, StaticApiKey
 from exporter.klaviyo.client import KlaviyoClient
 from exporter.klaviyo.limits import BULK_IMPORT_RATE
 from exporter.klaviyo.ratelimit import AsyncRateLimiter
+from exporter.mapping import FieldMapping
 from exporter.pipeline import ExportPlan, PipelineOptions, run_export
 from exporter.rejects import RejectsFile
 from exporter.report import Counts, RunReport, new_run_id, utc_now
 from exporter.runs.checkpoint import Checkpoint
 from exporter.runs.lock import ExportLock
-from exporter.runs.store import RunState, RunStore
+from exporter.runs.store import RunState, RunStore, StateChanged, is_run_id
+from exporter.sources.reach import OutOfReach, checked_blob_name, reachable
 
 log = logging.getLogger("exporter.runs")
 
 MAX_WAITS = 60  # a start that finds its export busy retries every WAIT_SECONDS, up to an hour
 WAIT_SECONDS = 60
 MAX_DEQUEUE = 5  # host.json maxDequeueCount: the last attempt marks the run failed
-HEARTBEAT_STALE_SECONDS = 30  # a running leg saves its state every 5 s
+HEARTBEAT_SECONDS = 5  # a running leg saves its state this often...
+HEARTBEAT_STALE_SECONDS = 90  # ...so one silent this long has died; well past host.json's 30 s retry delay
 
 
 @dataclass(frozen=True)
@@ -58,8 +61,17 @@ class RunMessage:
 
     @classmethod
     def decode(cls, text: str) -> RunMessage:
+        """A message from the queue, checked field by field (``ValueError`` if anything is off):
+        whoever can write to the queue must not be able to address another run's files."""
         data = orjson.loads(text)
-        return cls(**{k: data[k] for k in ("run_id", "export", "source", "dry_run", "leg", "waits") if k in data})
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        message = cls(**{k: data[k] for k in ("run_id", "export", "source", "dry_run", "leg", "waits") if k in data})
+        if not (is_run_id(message.run_id) and isinstance(message.export, str) and EXPORT_NAME.fullmatch(message.export)
+                and isinstance(message.source, str) and isinstance(message.dry_run, bool)
+                and _count(message.leg) and _count(message.waits)):
+            raise ValueError("a field is missing or of the wrong shape")
+        return message
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,7 @@ class ServiceSettings:
     runs_queue: str = "export-runs"
     klaviyo_base_url: str = "https://a.klaviyo.com"
     time_budget_seconds: float = 1500.0
+    run_deadline_seconds: float = 6 * 3600.0  # a run still going after this fails and frees its export
     poll_interval: float = 1.0
 
 
@@ -118,8 +131,8 @@ class ExportService:
         start once the current run ends, so a dropped file is never lost."""
         await self._prepare()
         export = (await self.config()).export(name)
-        if source:
-            path = await self._check_source(source)
+        if source is not None:
+            path = await self._check_source(reachable(export.name, export.source, source))
         else:
             path = await segment_path(self.storage.blobs, self.settings.segments_container, export.source)
         run_id = new_run_id()
@@ -154,7 +167,12 @@ class ExportService:
         """``blob_name`` as the trigger gives it: ``{container}/{path}``."""
         container, _, path = blob_name.partition("/")
         if container != self.settings.segments_container or not path:
-            log.warning("blob outside the segments container ignored: %s", blob_name)
+            log.warning("blob event outside the segments container ignored")
+            return None
+        try:
+            checked_blob_name(path)
+        except OutOfReach as exc:
+            log.warning("blob event ignored: %s", exc)
             return None
         export = (await self.config()).export_for_blob(path)
         if export is None:
@@ -167,7 +185,11 @@ class ExportService:
 
     async def _check_source(self, path: str) -> str:
         blob = self.storage.blobs.get_blob_client(self.settings.segments_container, path)
-        if not await blob.exists():
+        try:
+            exists = await blob.exists()
+        except AzureError as exc:
+            raise TransientError(f"cannot reach the segments container ({exc.__class__.__name__})") from None
+        if not exists:
             raise ExportError(f"no segment file at {self.settings.segments_container}/{path}")
         return path
 
@@ -178,11 +200,13 @@ class ExportService:
         await self._prepare()
         try:
             message = RunMessage.decode(text)
-        except (orjson.JSONDecodeError, TypeError, KeyError):
+        except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
             log.error("malformed runs-queue message dropped (%d characters)", len(text))
             return
-        state = await self.store.load_state(message.export, message.run_id) or RunState(
-            message.run_id, message.export, message.source, message.dry_run, "queue")
+        state, etag = await self.store.load_state_tagged(message.export, message.run_id)
+        if state is None:
+            log.error("runs-queue message for an unknown run dropped: export=%s", message.export)
+            return  # every start saves the run's state before queueing it: this one was not started here
         if state.finished:
             return  # a duplicate delivery of a run already done
         if _leg_in_progress(state, message):
@@ -191,16 +215,26 @@ class ExportService:
             # again later, and take over then if that worker has died.
             await self.queue.send_message(message.encode(), visibility_timeout=WAIT_SECONDS)
             return
+        if message.leg < state.leg or (message.leg == state.leg and state.status == "continuing"):
+            log.info("stale runs-queue message dropped: run_id=%s leg=%d", message.run_id, message.leg)
+            return  # that leg is done and its successor queued
         lock = ExportLock(self.store.container, message.export)
         if not await lock.acquire(message.run_id):
             await self._wait_for_turn(message, state)
             return
+        state.status, state.leg, state.error = "running", message.leg, None
+        try:  # the claim: of two deliveries of one message racing to here, one writes first
+            await self.store.save_state(state, if_etag=etag)
+        except StateChanged:
+            await self.queue.send_message(message.encode(), visibility_timeout=WAIT_SECONDS)
+            return
         lock.keep_alive(message.run_id)
         try:
             await self._run_leg(message, state, lock)
-        except ExportError as exc:  # bad config, missing key: retrying cannot help
+        except ExportError as exc:  # bad config, missing key, changed file: retrying cannot help
             await self._fail(state, lock, str(exc))
-        except Exception as exc:  # anything else: let the host retry, then poison
+        except Exception as exc:  # anything else (a Key Vault or storage outage): let the host retry, then poison
+            state.status = "retrying"
             state.error = f"attempt {dequeue_count} failed: {exc.__class__.__name__}: {exc}"
             if dequeue_count >= MAX_DEQUEUE:
                 await self._fail(state, lock, f"gave up after {dequeue_count} attempts; {state.error}")
@@ -233,15 +267,17 @@ class ExportService:
 
     async def _run_leg(self, message: RunMessage, state: RunState, lock: ExportLock) -> None:
         export = (await self.config()).export(message.export)
-        checkpoint = await self.store.load_checkpoint(export.name, message.run_id)
-        state.status, state.legs, state.error = "running", state.legs + 1, None
-        state.started_at = state.started_at or utc_now()
+        if state.list_id is None:
+            await self._pin(state, export)
+        remaining = self._time_left(state)
+        state.legs = message.leg + 1
         await self.store.save_state(state)
         loop = asyncio.get_running_loop()
-        options = PipelineOptions(deadline=loop.time() + self.settings.time_budget_seconds,
+        options = PipelineOptions(deadline=loop.time() + min(self.settings.time_budget_seconds, remaining),
                                   poll_interval=self.settings.poll_interval)
-        plan = ExportPlan(export.name, self.storage.segment_url(self.settings.segments_container, message.source),
-                          export.list_id, export.mapping)
+        segment = self.storage.segment(self.settings.segments_container, state.source, state.source_etag)
+        plan = ExportPlan(export.name, segment, state.list_id or export.list_id, _mapping_from(state.mapping))
+        checkpoint = await self.store.load_checkpoint(export.name, message.run_id)
         with tempfile.TemporaryDirectory(prefix="exporter-run-") as workdir:
             rejects = RejectsFile(Path(workdir) / "rejects.csv")
             saver = asyncio.create_task(self._save_while_running(state, checkpoint))
@@ -254,10 +290,10 @@ class ExportService:
                 saver.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await saver
-            await self.store.save_checkpoint(export.name, message.run_id, checkpoint)
+            await checkpoint.save()
             if rejects.count:
                 report.rejects = await self.store.save_rejects(export.name, message.run_id, rejects.path)
-        report.started_at = state.started_at
+        report.started_at = state.started_at or report.started_at
         state.counts = asdict(report.counts)
         if report.status == "continuing":
             state.status = "continuing"
@@ -268,6 +304,31 @@ class ExportService:
                      message.run_id, message.leg + 1)
             return
         await self._finish(state, report, lock)
+
+    async def _pin(self, state: RunState, export: ExportDefinition) -> None:
+        """The first leg fixes what the run reads and where it goes: the file's version (ETag)
+        and size, the list and the mapping. Every later leg reads that version only (a
+        conditional read) into that list, so a replaced file or an edited export can
+        never give a run half of one and half of another."""
+        reachable(export.name, export.source, state.source)
+        blob = self.storage.blobs.get_blob_client(self.settings.segments_container, state.source)
+        try:
+            properties = await blob.get_blob_properties()
+        except ResourceNotFoundError:
+            raise SourceError(f"the segment file {self.settings.segments_container}/{state.source} is gone") from None
+        state.source_etag, state.source_size = properties.etag, properties.size
+        state.list_id, state.mapping = export.list_id, _mapping_document(export.mapping)
+        state.started_at = state.started_at or utc_now()
+
+    def _time_left(self, state: RunState) -> float:
+        """Seconds left before the run's overall deadline; past it the run fails, freeing its export."""
+        started = datetime.fromisoformat(state.started_at or state.created_at)
+        left = self.settings.run_deadline_seconds - (datetime.now(UTC) - started).total_seconds()
+        if left <= 0:
+            hours = self.settings.run_deadline_seconds / 3600
+            raise ExportError(f"the run passed its deadline of {hours:g} hour(s) without finishing "
+                              "(RUN_DEADLINE_SECONDS); start a new run")
+        return left
 
     async def _finish(self, state: RunState, report: RunReport, lock: ExportLock) -> None:
         await self.store.save_report(report)
@@ -282,25 +343,23 @@ class ExportService:
                      state.export, state.run_id, c.rows_read, c.sent, c.rejected, c.duplicates)
 
     async def _fail(self, state: RunState, lock: ExportLock, reason: str) -> None:
-        report = RunReport(state.run_id, state.export, state.source, "", state.started_at or state.created_at,
-                           dry_run=state.dry_run)
-        with contextlib.suppress(ConfigError):
-            report.list_id = (await self.config()).export(state.export).list_id
+        report = RunReport(state.run_id, state.export, state.source, state.list_id or "",
+                           state.started_at or state.created_at, dry_run=state.dry_run)
+        if not report.list_id:
+            with contextlib.suppress(ConfigError):
+                report.list_id = (await self.config()).export(state.export).list_id
         if state.counts:
             report.counts = Counts(**state.counts)
         report.finish(error=reason)
         await self._finish(state, report, lock)
 
     async def _save_while_running(self, state: RunState, checkpoint: Checkpoint) -> None:
-        """Persist the checkpoint at most once a second, and progress every few seconds."""
-        ticks = 0
+        """The leg's heartbeat: progress and settled jobs every few seconds (acceptances are
+        saved as they happen, by the senders)."""
         while True:
-            await asyncio.sleep(1)
-            ticks += 1
-            if checkpoint.dirty:
-                await self.store.save_checkpoint(state.export, state.run_id, checkpoint)
-            if ticks % 5 == 0:
-                await self.store.save_state(state)
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await checkpoint.save()
+            await self.store.save_state(state)
 
     @contextlib.asynccontextmanager
     async def _klaviyo(self, export: ExportDefinition, dry_run: bool) -> Any:
@@ -318,6 +377,8 @@ class ExportService:
 
     async def status(self, name: str, run_id: str) -> dict[str, Any] | None:
         (await self.config()).export(name)
+        if not is_run_id(run_id):
+            return None  # nothing else names a run, nor another export's files
         state = await self.store.load_state(name, run_id)
         if state is None:
             return None
@@ -336,11 +397,26 @@ class ExportService:
 
 
 def _leg_in_progress(state: RunState, message: RunMessage) -> bool:
-    """Is another worker carrying this very leg right now (its state saved recently)?"""
-    if state.status != "running" or state.legs != message.leg + 1:
+    """Is another worker carrying this very leg right now (its state saved recently)? Legs are
+    known by their message's number, never by how many attempts have begun."""
+    if state.status != "running" or state.leg != message.leg:
         return False
     age = datetime.now(UTC) - datetime.fromisoformat(state.updated_at)
     return age.total_seconds() < HEARTBEAT_STALE_SECONDS
+
+
+def _count(value: object) -> bool:
+    return type(value) is int and 0 <= value < 1_000_000
+
+
+def _mapping_document(mapping: FieldMapping) -> dict[str, str]:
+    return {"email": mapping.email_column, **mapping.fields}
+
+
+def _mapping_from(document: dict[str, str] | None) -> FieldMapping:
+    if not document or "email" not in document:
+        raise ExportError("the run's pinned mapping is missing from its state")
+    return FieldMapping(document["email"], {k: v for k, v in document.items() if k != "email"})
 
 
 def _remember(state: RunState, counts: Counts) -> None:

@@ -6,18 +6,29 @@ answer for a run that another instance carries.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import orjson
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob.aio import ContainerClient
 
 from exporter.report import RunReport, utc_now
 from exporter.runs.checkpoint import Checkpoint
 
 FINISHED = ("succeeded", "partial", "failed")
+RUN_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}")  # as ``new_run_id`` makes them; nothing else names a run
+
+
+def is_run_id(value: object) -> bool:
+    return isinstance(value, str) and RUN_ID.fullmatch(value) is not None
+
+
+class StateChanged(Exception):
+    """Another worker wrote the run's state since it was read: it has claimed the leg."""
 
 
 @dataclass
@@ -32,8 +43,20 @@ class RunState:
     started_at: str | None = None  # when its first leg began
     updated_at: str = field(default_factory=utc_now)
     legs: int = 0
+    leg: int = 0  # the leg (its queue message's number) being carried or last carried
     counts: dict[str, int] | None = None
     error: str | None = None
+    # Pinned by the first leg, so every leg reads the same file version into the same list:
+    source_etag: str | None = None
+    source_size: int | None = None
+    list_id: str | None = None
+    mapping: dict[str, str] | None = None  # {"email": column, target: column, ...}
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> RunState:
+        data = orjson.loads(raw)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     @property
     def finished(self) -> bool:
@@ -50,40 +73,59 @@ class RunStore:
         except ResourceExistsError:
             pass
 
-    async def save_state(self, state: RunState) -> None:
+    async def save_state(self, state: RunState, if_etag: str | None = None) -> str:
+        """Write the state; with ``if_etag``, only if nobody wrote it since (else ``StateChanged``).
+        Returns the new ETag."""
         state.updated_at = utc_now()
         body = orjson.dumps(asdict(state))
-        await self._put(f"{state.export}/{state.run_id}/state.json", body)
+        blob = self.container.get_blob_client(_run_path(state.export, state.run_id, "state.json"))
+        conditions: dict[str, Any] = {"etag": if_etag, "match_condition": MatchConditions.IfNotModified} if if_etag else {}
+        try:
+            written = await blob.upload_blob(body, overwrite=True, **conditions)
+        except ResourceModifiedError:
+            raise StateChanged(state.run_id) from None
         latest = await self.latest(state.export)
         if latest is None or latest["run_id"] == state.run_id or latest["created_at"] <= state.created_at:
             await self._put(f"{state.export}/latest.json", body)  # the newest run, not the last one saved
+        return str(written["etag"])
 
     async def load_state(self, export: str, run_id: str) -> RunState | None:
-        raw = await self._get(f"{export}/{run_id}/state.json")
-        return RunState(**orjson.loads(raw)) if raw else None
+        return (await self.load_state_tagged(export, run_id))[0]
+
+    async def load_state_tagged(self, export: str, run_id: str) -> tuple[RunState | None, str | None]:
+        """The state and its ETag, for a conditional write that claims the run's next leg."""
+        if not is_run_id(run_id):
+            return None, None
+        try:
+            downloader = await self.container.get_blob_client(_run_path(export, run_id, "state.json")).download_blob()
+        except ResourceNotFoundError:
+            return None, None
+        return RunState.from_json(await downloader.readall()), downloader.properties.etag
 
     async def latest(self, export: str) -> dict[str, Any] | None:
         raw = await self._get(f"{export}/latest.json")
         return orjson.loads(raw) if raw else None
 
     async def save_report(self, report: RunReport) -> None:
-        await self._put(f"{report.export}/{report.run_id}/report.json", report.to_json())
+        await self._put(_run_path(report.export, report.run_id, "report.json"), report.to_json())
 
     async def load_report(self, export: str, run_id: str) -> dict[str, Any] | None:
-        raw = await self._get(f"{export}/{run_id}/report.json")
+        raw = await self._get(_run_path(export, run_id, "report.json"))
         return orjson.loads(raw) if raw else None
 
-    async def save_checkpoint(self, export: str, run_id: str, checkpoint: Checkpoint) -> None:
-        checkpoint.dirty = False
-        await self._put(f"{export}/{run_id}/checkpoint.json", checkpoint.to_json())
-
     async def load_checkpoint(self, export: str, run_id: str) -> Checkpoint:
-        raw = await self._get(f"{export}/{run_id}/checkpoint.json")
-        return Checkpoint.from_json(raw) if raw else Checkpoint()
+        """The run's checkpoint, bound to its blob: each ``save`` writes it there."""
+        name = _run_path(export, run_id, "checkpoint.json")
+
+        async def persist(body: bytes) -> None:
+            await self._put(name, body)
+
+        raw = await self._get(name)
+        return Checkpoint.from_json(raw, persist) if raw else Checkpoint(persist)
 
     async def save_rejects(self, export: str, run_id: str, path: Path) -> str:
         """Upload the rejects CSV (streamed from disk); returns its blob URL."""
-        blob = self.container.get_blob_client(f"{export}/{run_id}/rejects.csv")
+        blob = self.container.get_blob_client(_run_path(export, run_id, "rejects.csv"))
         with path.open("rb") as data:
             await blob.upload_blob(data, overwrite=True)
         return blob.url
@@ -97,3 +139,10 @@ class RunStore:
         except ResourceNotFoundError:
             return None
         return await downloader.readall()
+
+
+def _run_path(export: str, run_id: str, name: str) -> str:
+    """Where a run's files live; a run id of any other shape can address nothing."""
+    if not is_run_id(run_id):
+        raise ValueError("not a run id")
+    return f"{export}/{run_id}/{name}"

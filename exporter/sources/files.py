@@ -17,7 +17,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob.aio import BlobClient
 
-from exporter.azure_storage import account_key
+from exporter.connection_string import account_key
 from exporter.errors import SourceError
 
 CHUNK_BYTES = 256 * 1024  # bounds memory per block; the first GET is capped too, not 32 MB
@@ -40,7 +40,8 @@ class BlobLocation:
         return f"{self.account_url.rstrip('/')}/{self.container}/{self.name}"
 
     def client(self) -> BlobClient:
-        return BlobClient(self.account_url, self.container, self.name, credential=self.credential,
+        credential = self.credential if self.credential is not None else _credential_from_environment()
+        return BlobClient(self.account_url, self.container, self.name, credential=credential,
                           max_single_get_size=CHUNK_BYTES, max_chunk_get_size=CHUNK_BYTES)
 
 
