@@ -3,18 +3,16 @@ its trigger to one call into ``exporter``; all behaviour lives there."""
 
 from __future__ import annotations
 
-import logging
 from urllib.parse import urlsplit
 
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob_binding
 
-from exporter.logsafe import RedactingFilter
+from exporter.logsafe import install_everywhere
 from exporter.runs import api
 from exporter.runs.runtime import AppRuntime
 
-for _handler in logging.getLogger().handlers:
-    _handler.addFilter(RedactingFilter())
+install_everywhere()  # every record masked as it is made, whichever handler the worker emits it through
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 RUNTIME = AppRuntime()

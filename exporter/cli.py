@@ -24,7 +24,7 @@ from exporter.errors import ConfigError, ExportError, TransientError
 from exporter.klaviyo.auth import ApiKeySource
 from exporter.klaviyo.client import DEFAULT_BASE_URL, KlaviyoClient
 from exporter.klaviyo.limits import BULK_IMPORT_RATE
-from exporter.logsafe import install as install_redaction
+from exporter.logsafe import install_everywhere
 from exporter.mapping import FieldMapping
 from exporter.pipeline import ExportPlan, run_export
 from exporter.rejects import RejectsFile
@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     tune_garbage_collector()
+    install_everywhere()
     handler = logging.StreamHandler()
-    install_redaction(handler)
     logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(levelname)s %(name)s: %(message)s")
     if args.command == "simulate-klaviyo":
         return _simulate(args)

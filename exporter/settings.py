@@ -26,7 +26,14 @@ SETTINGS = (
     Setting("REPORTS_CONTAINER", "reports", "container for run state, reports, rejects and locks"),
     Setting("RUNS_QUEUE", "export-runs", "queue that carries runs to workers and continuations"),
     Setting("RUN_TIME_BUDGET_SECONDS", "1500", "seconds a worker runs before handing the rest to a continuation"),
+    Setting("RUN_DEADLINE_SECONDS", "21600", "seconds after its first leg began that an unfinished run fails, freeing its export"),
     Setting("AZURE_CLIENT_ID", "", "client id of the user-assigned identity, for DefaultAzureCredential"),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 
+
+# Settings for a developer's machine only: ``local.settings.sample.json`` sets them, and the
+# infrastructure test checks that ``infra/`` never does.
+LOCAL_MODE = Setting("EXPORTER_LOCAL_MODE", "false",
+                     "true allows 'env' connections (a Klaviyo key in an environment variable); local runs only")
+LOCAL_ONLY = (LOCAL_MODE,)

@@ -52,6 +52,9 @@ param exportSchedule string = '0 0 */6 * * *'
 @description('Seconds a worker runs before handing the rest of a run to a continuation.')
 param runTimeBudgetSeconds int = 1500
 
+@description('Seconds after its first leg began that a run still going fails and frees its export.')
+param runDeadlineSeconds int = 21600
+
 @description('Storage redundancy.')
 @allowed([
   'Standard_LRS'
@@ -143,6 +146,7 @@ module functionApp 'modules/functionapp.bicep' = {
     reportsContainer: reportsContainer
     runsQueue: runsQueue
     runTimeBudgetSeconds: runTimeBudgetSeconds
+    runDeadlineSeconds: runDeadlineSeconds
   }
 }
 

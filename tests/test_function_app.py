@@ -51,6 +51,7 @@ class App:
             "AzureWebJobsStorage": azurite.connection_string, "EXPORTS_CONFIG_URL": self.config_url,
             "KLAVIYO_BASE_URL": sim.url, "KLAVIYO_POLL_SECONDS": "0.02", "SEGMENTS_CONTAINER": self.segments,
             "REPORTS_CONTAINER": self.reports, "RUNS_QUEUE": self.queue_name, "RUN_TIME_BUDGET_SECONDS": str(budget),
+            "EXPORTER_LOCAL_MODE": "true",
         }
         monkeypatch.setenv("TEST_KLAVIYO_KEY", API_KEY)
         self.runtime = AppRuntime(self.env)

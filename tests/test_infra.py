@@ -17,7 +17,7 @@ import pytest
 from lark.exceptions import LarkError
 from pycep import BicepParser
 
-from exporter.settings import SETTINGS
+from exporter.settings import LOCAL_ONLY, SETTINGS
 
 INFRA = Path(__file__).resolve().parent.parent / "infra"
 FUNCTION_APP = INFRA / "modules" / "functionapp.bicep"
@@ -48,6 +48,7 @@ def setting_problems(tree: dict[str, Any]) -> list[str]:
     settings = {s["name"]: s["value"] for s in site["properties"]["siteConfig"]["appSettings"]}
     problems = [f"app setting {name} is not set by infra" for name in
                 sorted({s.name for s in SETTINGS} | IDENTITY_STORAGE) if name not in settings]
+    problems += [f"app setting {s.name} is for local runs only, yet infra sets it" for s in LOCAL_ONLY if s.name in settings]
     for name, value in settings.items():
         text = json.dumps(value)
         if name == "AzureWebJobsStorage" or any(k in text for k in ("AccountKey", "listKeys", "SharedAccessSignature")):
@@ -124,6 +125,10 @@ def test_the_checks_catch_a_broken_template(tmp_path: Path) -> None:
     keyed = mutated(tmp_path, FUNCTION_APP, "value: 'managedidentity'",
                     "value: 'DefaultEndpointsProtocol=https;AccountName=x;AccountKey=abc'")
     assert any("carries a storage key" in p for p in setting_problems(keyed))
+    queue_setting = "name: 'RUNS_QUEUE'\n          value: runsQueue\n        }"
+    local = mutated(tmp_path, FUNCTION_APP, queue_setting, queue_setting + "\n        {\n          name: 'EXPORTER_LOCAL_MODE'"
+                    "\n          value: 'true'\n        }")
+    assert setting_problems(local) == ["app setting EXPORTER_LOCAL_MODE is for local runs only, yet infra sets it"]
     assert transport_problems(mutated(tmp_path, FUNCTION_APP, "ftpsState: 'Disabled'", "ftpsState: 'AllAllowed'")) == [
         "ftpsState is not Disabled"]
     assert transport_problems(mutated(tmp_path, FUNCTION_APP, "httpsOnly: true", "httpsOnly: false")) == [

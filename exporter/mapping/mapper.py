@@ -17,7 +17,18 @@ from exporter.rejects import Reject
 from exporter.sources.rows import UNDECODABLE, RowBlock
 
 MAX_ATTRIBUTE_CHARS = 1_000  # for names, titles, ids: longer values are data errors, not names
+MAX_COLUMNS_SHOWN = 30
 _UNDECODABLE = re.compile(f"[{UNDECODABLE}]")
+# A column name: short words with the punctuation headers use. An address, a number, a
+# date, a token or JSON does not look like this, so it is never echoed as a "column".
+_COLUMN_NAME = re.compile(r"(?=.*[^\W\d])[\w][\w .()#/&+-]{0,47}", re.UNICODE)
+_LONG_TOKEN = re.compile(r"[A-Za-z0-9+/=_-]{24,}")
+
+
+def looks_like_header(columns: Sequence[str]) -> bool:
+    """Does this first row read like column names (so naming them in an error is safe)?"""
+    names = [c for c in columns if c]
+    return bool(names) and all(_COLUMN_NAME.fullmatch(c) and not _LONG_TOKEN.search(c) for c in names)
 
 
 class MappedProfile(NamedTuple):
@@ -56,8 +67,14 @@ class ProfileMapper:
         index = {name: i for i, name in reversed(list(enumerate(columns)))}  # first of a repeated name wins
         missing = [c for c in mapping.columns if c not in index]
         if missing:
-            found = ", ".join(repr(c) for c in columns) or "none"
-            raise SourceError(f"column(s) {', '.join(map(repr, missing))} not found in the segment; columns found: {found}")
+            wanted = ", ".join(map(repr, missing))
+            if not looks_like_header(columns):  # never echo what may be a customer's data (or a secret)
+                raise SourceError(f"column(s) {wanted} not found: the first row of the segment looks like data, "
+                                  f"not a header ({len(columns)} fields); add a header row naming the columns")
+            shown = columns[:MAX_COLUMNS_SHOWN]
+            found = ", ".join(repr(c) for c in shown) or "none"
+            more = f" and {len(columns) - len(shown)} more" if len(columns) > len(shown) else ""
+            raise SourceError(f"column(s) {wanted} not found in the segment; columns found: {found}{more}")
         return cls(mapping, {c: index[c] for c in mapping.columns})
 
     def map_block(self, block: RowBlock) -> tuple[list[MappedProfile], list[Reject]]:

@@ -22,7 +22,7 @@ from exporter.errors import ConfigError
 from exporter.klaviyo.auth import ApiKeySource
 from exporter.runs.service import ExportService, ServiceSettings, environment_key_source
 from exporter.secrets import KeyVaultApiKey
-from exporter.settings import BY_NAME
+from exporter.settings import BY_NAME, LOCAL_MODE
 
 BUNDLED_CONFIG = Path(__file__).resolve().parents[2] / "exports.json"
 CONFIG_TTL_SECONDS = 60.0
@@ -43,6 +43,10 @@ class AppRuntime:
     def setting(self, name: str) -> str:
         return self._env.get(name) or (BY_NAME[name].default or "")
 
+    @property
+    def local_mode(self) -> bool:
+        return self._env.get(LOCAL_MODE.name, "").strip().lower() in ("true", "1", "yes")
+
     def service(self) -> ExportService:
         if self._service is None:
             self._storage = storage_from_environment(self._env)
@@ -52,6 +56,7 @@ class AppRuntime:
                 runs_queue=self.setting("RUNS_QUEUE"),
                 klaviyo_base_url=self.setting("KLAVIYO_BASE_URL"),
                 time_budget_seconds=float(self.setting("RUN_TIME_BUDGET_SECONDS")),
+                run_deadline_seconds=float(self.setting("RUN_DEADLINE_SECONDS")),
                 poll_interval=float(self._env.get("KLAVIYO_POLL_SECONDS", "1")),
             )
             self._service = ExportService(self._storage, self.load_config, self.key_source, settings)
@@ -71,6 +76,10 @@ class AppRuntime:
     async def key_source(self, export: ExportDefinition) -> ApiKeySource:
         connection = export.connection
         if connection.env:
+            if not self.local_mode:
+                raise ConfigError(f"connection {connection.name!r} reads its key from an environment variable, which "
+                                  f"only local runs allow ({LOCAL_MODE.name}=true in local.settings.json); in Azure "
+                                  "give it a 'key_vault_secret'")
             return environment_key_source(connection.env)
         vault_url = self.setting("KEY_VAULT_URL")
         if not vault_url:

@@ -23,6 +23,7 @@ param segmentsContainer string
 param reportsContainer string
 param runsQueue string
 param runTimeBudgetSeconds int
+param runDeadlineSeconds int
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   // checkov:skip=CKV_AZURE_225: Flex Consumption instances are placed by the platform; zone redundancy is a per-region opt-in, not a plan setting here.
@@ -127,6 +128,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'RUN_TIME_BUDGET_SECONDS'
           value: string(runTimeBudgetSeconds)
+        }
+        {
+          name: 'RUN_DEADLINE_SECONDS'
+          value: string(runDeadlineSeconds)
         }
       ]
     }
