@@ -26,7 +26,7 @@ SETTINGS = (
     Setting("REPORTS_CONTAINER", "reports", "container for run state, reports, rejects and locks"),
     Setting("RUNS_QUEUE", "export-runs", "queue that carries runs to workers and continuations"),
     Setting("RUN_TIME_BUDGET_SECONDS", "1500", "seconds a worker runs before handing the rest to a continuation"),
-    Setting("RUN_DEADLINE_SECONDS", "21600", "seconds after its first leg began that an unfinished run fails, freeing its export"),
+    Setting("RUN_DEADLINE_SECONDS", "21600", "seconds after its first leg that an unfinished run fails, freeing its export"),
     Setting("AZURE_CLIENT_ID", "", "client id of the user-assigned identity, for DefaultAzureCredential"),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
