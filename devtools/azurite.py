@@ -43,18 +43,23 @@ class Azurite:
     table_port: int
     process: subprocess.Popen[bytes]
     workdir: str
+    scheme: str = "http"  # https when started with a certificate (and then OAuth bearer tokens work)
 
     @property
     def blob_endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.blob_port}/{ACCOUNT}"
+        return f"{self.scheme}://127.0.0.1:{self.blob_port}/{ACCOUNT}"
+
+    @property
+    def queue_endpoint(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.queue_port}/{ACCOUNT}"
 
     @property
     def connection_string(self) -> str:
         return (
-            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+            f"DefaultEndpointsProtocol={self.scheme};AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
             f"BlobEndpoint={self.blob_endpoint};"
-            f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{ACCOUNT};"
-            f"TableEndpoint=http://127.0.0.1:{self.table_port}/{ACCOUNT};"
+            f"QueueEndpoint={self.queue_endpoint};"
+            f"TableEndpoint={self.scheme}://127.0.0.1:{self.table_port}/{ACCOUNT};"
         )
 
     @property
@@ -73,16 +78,21 @@ class Azurite:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def start_azurite(timeout: float = 30.0) -> Azurite:
+def start_azurite(timeout: float = 30.0, cert: str | None = None, key: str | None = None) -> Azurite:
+    """With ``cert`` and ``key`` (PEM paths), Azurite serves HTTPS and accepts OAuth bearer
+    tokens (``--oauth basic``: it checks a token's claims, not its signature), as storage
+    does for a managed identity."""
     workdir = tempfile.mkdtemp(prefix="azurite-")
     ports = [free_port(), free_port(), free_port()]
+    secure = ["--cert", cert, "--key", key, "--oauth", "basic"] if cert and key else []
     process = subprocess.Popen(
         [azurite_command(), "--silent", "--skipApiVersionCheck", "--disableTelemetry", "--loose",
          "--location", workdir, "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1",
-         "--blobPort", str(ports[0]), "--queuePort", str(ports[1]), "--tablePort", str(ports[2])],
+         "--blobPort", str(ports[0]), "--queuePort", str(ports[1]), "--tablePort", str(ports[2]), *secure],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
-    azurite = Azurite(ports[0], ports[1], ports[2], process=process, workdir=workdir)
+    azurite = Azurite(ports[0], ports[1], ports[2], process=process, workdir=workdir,
+                      scheme="https" if secure else "http")
     deadline = time.monotonic() + timeout
     for port in ports:
         while not _listening(port):

@@ -9,7 +9,7 @@ is ever in the app's settings. One set of clients per process, shared by every c
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from azure.storage.blob.aio import BlobServiceClient
@@ -30,16 +30,17 @@ class StorageClients:
     queue_url: str
     credential: Any  # also used to read segment blobs by URL
     owned_credential: Any = None
+    options: dict[str, Any] = field(default_factory=dict)  # SDK client options (tests: a CA bundle)
 
     def queue(self, name: str) -> QueueClient:
         """Base64 messages, as the Functions queue trigger expects by default."""
         return QueueClient(self.queue_url, name, credential=self.credential,
                            message_encode_policy=TextBase64EncodePolicy(),
-                           message_decode_policy=TextBase64DecodePolicy())
+                           message_decode_policy=TextBase64DecodePolicy(), **self.options)
 
     def segment(self, container: str, name: str, etag: str | None = None) -> BlobLocation:
         """A segment blob addressed through the SDK (never a joined URL), pinned to ``etag``."""
-        return BlobLocation(self.blobs.url, container, name, self.credential, etag)
+        return BlobLocation(self.blobs.url, container, name, self.credential, etag, self.options)
 
     async def close(self) -> None:
         await self.blobs.close()
@@ -47,7 +48,10 @@ class StorageClients:
             await self.owned_credential.close()
 
 
-def storage_from_environment(environ: dict[str, str] | None = None) -> StorageClients:
+def storage_from_environment(environ: dict[str, str] | None = None, credential: Any = None,
+                             **options: Any) -> StorageClients:
+    """Clients from the app's storage settings. ``credential`` replaces ``DefaultAzureCredential``
+    for identity-based settings (tests inject one); ``options`` go to every SDK client."""
     env = os.environ if environ is None else environ
     connection_string = env.get(CONNECTION, "")
     if connection_string:
@@ -59,17 +63,19 @@ def storage_from_environment(environ: dict[str, str] | None = None) -> StorageCl
         scheme, suffix = parts.get("DefaultEndpointsProtocol", "https"), parts.get("EndpointSuffix", "core.windows.net")
         blob_uri = parts.get("BlobEndpoint") or f"{scheme}://{account}.blob.{suffix}"
         queue_uri = parts.get("QueueEndpoint") or f"{scheme}://{account}.queue.{suffix}"
-        return StorageClients(BlobServiceClient(blob_uri, credential=key), queue_uri, key)
+        return StorageClients(BlobServiceClient(blob_uri, credential=key, **options), queue_uri, key, options=options)
     account = env.get(f"{CONNECTION}__accountName", "")
     blob_uri = env.get(f"{CONNECTION}__blobServiceUri") or (f"https://{account}.blob.core.windows.net" if account else "")
     queue_uri = env.get(f"{CONNECTION}__queueServiceUri") or (f"https://{account}.queue.core.windows.net" if account else "")
     if not (blob_uri and queue_uri):
         raise ConfigError(f"storage is not configured: set {CONNECTION} (connection string) or {CONNECTION}__accountName")
-    from azure.identity.aio import DefaultAzureCredential
+    owned = None
+    if credential is None:
+        from azure.identity.aio import DefaultAzureCredential
 
-    credential = DefaultAzureCredential(managed_identity_client_id=env.get("AZURE_CLIENT_ID") or None)
-    return StorageClients(BlobServiceClient(blob_uri, credential=credential), queue_uri, credential,
-                          owned_credential=credential)
+        credential = owned = DefaultAzureCredential(managed_identity_client_id=env.get("AZURE_CLIENT_ID") or None)
+    return StorageClients(BlobServiceClient(blob_uri, credential=credential, **options), queue_uri, credential,
+                          owned_credential=owned, options=options)
 
 
 async def segment_path(blobs: BlobServiceClient, container: str, source: str) -> str:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import time
 import uuid
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable, Iterator
 
+import orjson
 import pytest
+import trustme
+from azure.core.credentials import AccessToken
 from azure.storage.blob.aio import BlobServiceClient
 
 from devtools.azurite import Azurite, start_azurite
@@ -14,6 +19,8 @@ from exporter.klaviyo.auth import StaticApiKey
 from exporter.klaviyo.client import KlaviyoClient
 from exporter.klaviyo.retry import RetryPolicy
 from exporter.simulator import RunningSimulator, SimulatorConfig
+
+pytest_plugins = ["tests.app_harness"]  # the function app harness and its ``app`` fixture
 
 API_KEY = "pk_test_0123456789abcdef"
 LIST_ID = "Lst001"
@@ -78,3 +85,41 @@ def write(tmp_path: Path, name: str, data: bytes) -> str:
     path = tmp_path / name
     path.write_bytes(data)
     return str(path)
+
+
+class StorageTokenCredential:
+    """What a managed identity gives the storage SDK: a bearer token for storage. Azurite
+    (``--oauth basic``) checks its claims (issuer, audience, lifetime), not a signature."""
+
+    def __init__(self) -> None:
+        self.scopes: list[tuple[str, ...]] = []
+
+    async def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
+        self.scopes.append(scopes)
+        now = int(time.time())
+        claims = {"aud": "https://storage.azure.com", "iss": "https://sts.windows.net/00000000-0000-0000-0000-000000000001/",
+                  "iat": now - 60, "nbf": now - 60, "exp": now + 3600, "oid": str(uuid.uuid4())}
+        token = ".".join(_b64(part) for part in ({"alg": "RS256", "typ": "JWT"}, claims)) + ".c2lnbmF0dXJl"
+        return AccessToken(token, now + 3600)
+
+    async def close(self) -> None:
+        pass
+
+
+def _b64(document: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(document)).rstrip(b"=").decode()
+
+
+@pytest.fixture(scope="session")
+def secure_azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Azurite, StorageTokenCredential, str]]:
+    """Azurite over HTTPS (a throwaway CA from ``trustme``) taking bearer tokens."""
+    workdir = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    cert, key, ca_path = workdir / "cert.pem", workdir / "key.pem", workdir / "ca.pem"
+    server.cert_chain_pems[0].write_to_path(str(cert))
+    server.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_path))
+    emulator = start_azurite(cert=str(cert), key=str(key))
+    yield emulator, StorageTokenCredential(), str(ca_path)
+    emulator.stop()

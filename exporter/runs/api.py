@@ -49,7 +49,7 @@ async def start_run(service: ExportService, name: str, query: Mapping[str, str],
             return _error(400, f"the body is not valid JSON: {exc}")
         if not isinstance(options, dict) or set(options) - {"source"} or not isinstance(options.get("source", ""), str):
             return _error(400, 'the body may only be {"source": "<blob path in the segments container>"}')
-        source = options.get("source") or None
+        source = options.get("source")
     try:
         result = await service.start(name, dry_run=_BOOLEANS[flag], source=source)
     except ConfigProblems as exc:

@@ -29,10 +29,16 @@ CONFIG_TTL_SECONDS = 60.0
 
 
 class AppRuntime:
-    def __init__(self, environ: Mapping[str, str] | None = None):
+    def __init__(self, environ: Mapping[str, str] | None = None, *, storage_credential: Any = None,
+                 storage_options: Mapping[str, Any] | None = None):
+        """``storage_credential`` and ``storage_options`` reach the storage clients: in Azure
+        neither is given (the managed identity, default transport); tests inject a token
+        credential and a CA bundle to run against Azurite over HTTPS with bearer tokens."""
         import os
 
         self._env = dict(os.environ if environ is None else environ)
+        self._storage_credential = storage_credential
+        self._storage_options = dict(storage_options or {})
         self._storage: StorageClients | None = None
         self._service: ExportService | None = None
         self._secrets: SecretClient | None = None
@@ -49,7 +55,7 @@ class AppRuntime:
 
     def service(self) -> ExportService:
         if self._service is None:
-            self._storage = storage_from_environment(self._env)
+            self._storage = storage_from_environment(self._env, self._storage_credential, **self._storage_options)
             settings = ServiceSettings(
                 segments_container=self.setting("SEGMENTS_CONTAINER"),
                 reports_container=self.setting("REPORTS_CONTAINER"),
@@ -67,7 +73,8 @@ class AppRuntime:
             url = self.setting("EXPORTS_CONFIG_URL")
             if url:
                 assert self._storage is not None
-                self._config = parse_config(await _download(url, self._storage.credential), url.split("?")[0])
+                raw = await _download(url, self._storage.credential, self._storage.options)
+                self._config = parse_config(raw, url.split("?")[0])
             else:
                 self._config = load_config_file(Path(self._env.get("EXPORTS_CONFIG_FILE") or BUNDLED_CONFIG))
             self._config_read_at = time.monotonic()
@@ -103,9 +110,9 @@ class AppRuntime:
             await self._secrets.close()
 
 
-async def _download(url: str, credential: Any) -> bytes:
+async def _download(url: str, credential: Any, options: Mapping[str, Any]) -> bytes:
     try:
-        async with BlobClient.from_blob_url(url, credential=credential) as blob:
+        async with BlobClient.from_blob_url(url, credential=credential, **options) as blob:
             return await (await blob.download_blob()).readall()
     except ResourceNotFoundError:
         raise ConfigError(f"exports config not found at {url.split('?')[0]}") from None

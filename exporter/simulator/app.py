@@ -78,6 +78,9 @@ class KlaviyoSimulator:
         self.account = Account(self.config.job_delay)
         self.stats = Stats()
         self.scripted_faults: deque[str] = deque()  # consumed one per /api request, before fault_rate
+        # Called with the job count each time a job is accepted, before the 202 leaves: tests
+        # use it to act at an exact point of a run (kill a worker, deliver a duplicate).
+        self.on_job_accepted: Callable[[int], None] | None = None
         self._random = random.Random(self.config.seed)
         self._tier = SlidingWindows(BULK_IMPORT_RATE)
 
@@ -183,6 +186,8 @@ class KlaviyoSimulator:
         profiles = body["data"]["attributes"]["profiles"]["data"]
         job = self.account.submit(profiles, list_ids)
         self.stats.jobs_received += 1
+        if self.on_job_accepted is not None:
+            self.on_job_accepted(self.stats.jobs_received)
         self.stats.profiles_received += len(profiles)
         self.stats.last_job_received_at = time.time()
         return _json({"data": job.resource(_base(request))}, 202)

@@ -9,7 +9,7 @@ from logs or the URL.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -34,6 +34,7 @@ class BlobLocation:
     name: str
     credential: Any = None
     etag: str | None = None
+    options: dict[str, Any] = field(default_factory=dict, compare=False)  # SDK client options
 
     @property
     def description(self) -> str:
@@ -42,7 +43,7 @@ class BlobLocation:
     def client(self) -> BlobClient:
         credential = self.credential if self.credential is not None else _credential_from_environment()
         return BlobClient(self.account_url, self.container, self.name, credential=credential,
-                          max_single_get_size=CHUNK_BYTES, max_chunk_get_size=CHUNK_BYTES)
+                          max_single_get_size=CHUNK_BYTES, max_chunk_get_size=CHUNK_BYTES, **self.options)
 
 
 def is_blob_url(source: str) -> bool:
