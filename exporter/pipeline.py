@@ -14,6 +14,7 @@ every leg makes progress), lets the jobs already built be accepted, and ends wit
 from __future__ import annotations
 
 import asyncio
+import codecs
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -39,6 +40,8 @@ class ExportPlan:
     source: str | BlobLocation  # a local path or blob URL (the CLI), or a blob by name (the app)
     list_id: str
     mapping: FieldMapping
+    encoding: str = "utf-8"  # the segment's text encoding (any codec Python knows)
+    format: str | None = None  # "csv" | "jsonl"; None: from the name, else from the content
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,14 @@ class _Run:
             chunk = map_chunk(mapper, block)
             self.counts.rows_read += chunk.rows
             self.reject(chunk.rejects)
-            keep = dedupe.unique(chunk.keys)
-            self.counts.duplicates += len(chunk) - len(keep)
+            if chunk.warnings:
+                self.rejects.add(chunk.warnings)
+                self.counts.warnings += len(chunk.warnings)
+            keep, seen = dedupe.unique(chunk.keys, chunk.lines)
+            self.counts.duplicates += len(seen)
+            if seen:  # every row traceable: a duplicate is listed too, though not counted as rejected
+                email = self.plan.mapping.email_column
+                self.rejects.add(Reject(chunk.lines[i], email, f"duplicate of line {first}") for i, first in seen)
             for job in batcher.add(chunk, keep):
                 new_jobs += self.ledger.accepted(job.sequence) is None
                 await self.queue.put(job)
@@ -241,10 +250,11 @@ async def run_export(
     report = RunReport(run_id or new_run_id(), plan.name, source, plan.list_id, utc_now(),
                        dry_run=klaviyo is None)
     run = _Run(plan, klaviyo, rejects, report, options or PipelineOptions(), progress, ledger or MemoryLedger())
+    mapper: ProfileMapper | None = None
     try:
-        segment = await open_segment(plan.source, credential)
+        segment = await open_segment(plan.source, credential, encoding=plan.encoding, format=plan.format)
         report.source = segment.description
-        mapper = ProfileMapper.for_columns(plan.mapping, segment.columns)
+        mapper = ProfileMapper.for_columns(plan.mapping, segment.columns, _display(plan.encoding))
         if klaviyo is not None:
             await klaviyo.check_list(plan.list_id)
         await _run_stages(run, segment, mapper)
@@ -257,10 +267,28 @@ async def run_export(
             report.finish()
     finally:
         rejects.close()
-    if rejects.count:
+    if mapper is not None:
+        _encoding_hint(report, mapper.undecodable_rows, plan.encoding)
+    if rejects.count or rejects.always:
         report.rejects = str(rejects.path)
     run.tick()
     return report
+
+
+UNDECODABLE_SHARE = 0.01  # more undecodable rows than this says the encoding is wrong, not a few rows
+
+
+def _display(encoding: str) -> str:
+    name = codecs.lookup(encoding).name
+    return "UTF-8" if name == "utf-8" else name
+
+
+def _encoding_hint(report: RunReport, undecodable: int, encoding: str) -> None:
+    if undecodable and undecodable > UNDECODABLE_SHARE * max(report.counts.rows_read, 1):
+        name = _display(encoding)
+        report.hints.append(f"{undecodable:,} rows held bytes that are not valid {name}: the file is probably not "
+                            f"{name}; set its encoding with --encoding (\"encoding\" in an export), "
+                            "e.g. cp1252 for Excel's exports")
 
 
 async def _run_stages(run: _Run, segment: Segment, mapper: ProfileMapper) -> None:

@@ -1,14 +1,24 @@
-"""Rows that did not reach Klaviyo, and the CSV file that lists them with their reasons.
+"""Rows that did not reach Klaviyo (or reached it without a field), and the CSV file that
+lists them with their reasons.
 
 The file holds line numbers, column names and reasons, never the row's values: it may be
 shared more widely than the segment itself, and the line number finds the row.
+
+Rejects arrive out of order (Klaviyo reports on a job long after later rows were read), but
+a person reads the file top to bottom, so it is written in line order. Memory stays flat
+on a bad segment: rejects are kept in sorted runs of at most ``RUN_SIZE`` on disk and
+merged into the file when it closes.
 """
 
 from __future__ import annotations
 
 import csv
+import heapq
+import tempfile
 from pathlib import Path
-from typing import Iterable, NamedTuple, TextIO
+from typing import IO, Iterable, Iterator, NamedTuple
+
+RUN_SIZE = 50_000
 
 
 class Reject(NamedTuple):
@@ -18,26 +28,51 @@ class Reject(NamedTuple):
 
 
 class RejectsFile:
-    """Appends rejects to a CSV as they happen, so memory stays flat on a bad segment."""
-
     HEADER = ("line", "column", "reason")
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, always: bool = False):
+        """``always``: create the file even when nothing is rejected (header only), so a
+        script that named it can rely on it existing."""
         self.path = path
+        self.always = always
         self.count = 0
-        self._file: TextIO | None = None
+        self._buffer: list[Reject] = []
+        self._runs: list[IO[str]] = []
+        self._closed = False
 
     def add(self, rejects: Iterable[Reject]) -> None:
         for reject in rejects:
-            if self._file is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = self.path.open("w", newline="", encoding="utf-8")
-                self._writer = csv.writer(self._file)
-                self._writer.writerow(self.HEADER)
-            self._writer.writerow(reject)
+            self._buffer.append(reject)
             self.count += 1
+            if len(self._buffer) >= RUN_SIZE:
+                self._spill()
+
+    def _spill(self) -> None:
+        run = tempfile.TemporaryFile("w+", newline="", encoding="utf-8")
+        csv.writer(run).writerows(sorted(self._buffer))
+        run.seek(0)
+        self._runs.append(run)
+        self._buffer = []
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Write the file, every reject in line order (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if not (self.count or self.always):
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._buffer.sort()
+        runs = [_read(run) for run in self._runs]
+        with self.path.open("w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out)
+            writer.writerow(self.HEADER)
+            writer.writerows(heapq.merge(iter(self._buffer), *runs))
+        for run in self._runs:
+            run.close()
+        self._buffer, self._runs = [], []
+
+
+def _read(run: IO[str]) -> Iterator[Reject]:
+    for line, column, reason in csv.reader(run):
+        yield Reject(int(line), column, reason)

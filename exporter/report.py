@@ -30,6 +30,7 @@ class Counts:
     duplicates: int = 0
     unchanged: int = 0
     klaviyo_errors: int = 0  # the part of `rejected` that Klaviyo refused
+    warnings: int = 0  # fields left out of rows that were sent (listed in the rejects file); not a row count
     unsent: int = 0  # only on a failed run: read, but not known to have reached Klaviyo
 
     def settle_unsent(self) -> None:
@@ -50,6 +51,7 @@ class RunReport:
     jobs: list[str] = field(default_factory=list)
     rejects: str | None = None  # where the rejects CSV is, when there are rejects
     error: str | None = None
+    hints: list[str] = field(default_factory=list)  # what a person may want to change (e.g. the encoding)
 
     def finish(self, error: str | None = None) -> None:
         self.finished_at = utc_now()

@@ -73,10 +73,12 @@ async def test_rejects_file_names_line_column_and_reason_including_klaviyos(azur
     data = b"email,phone\na@x.com,+14155550100\nnot-an-email,\nb@x.com,12\nc@x.invalid,\nA@X.com,\n"
     report = await export(simulator, await upload("s.csv", data), tmp_path, azurite, pairs=["phone=phone_number"])
     rows = list(csv.DictReader((tmp_path / "rejects.csv").read_text().splitlines()))
-    assert [(r["line"], r["column"]) for r in rows[:2]] == [("3", "email"), ("4", "phone")]
+    assert [(r["line"], r["column"]) for r in rows] == [("3", "email"), ("4", "phone"), ("5", "email"), ("6", "email")]
+    assert rows[1]["reason"].endswith("left out, the row was sent without it")  # a warning: the row was sent
     assert rows[2] == {"line": "5", "column": "email", "reason": "Klaviyo: Invalid email address"}
+    assert rows[3] == {"line": "6", "column": "email", "reason": "duplicate of line 2"}  # every row traceable
     assert report.rejects == str(tmp_path / "rejects.csv")
-    assert (report.counts.rejected, report.counts.duplicates, report.counts.sent) == (3, 1, 1)
+    assert (report.counts.rejected, report.counts.duplicates, report.counts.sent, report.counts.warnings) == (2, 1, 2, 1)
     assert_conserved(report)
     assert "x.com" not in (tmp_path / "rejects.csv").read_text()
 

@@ -67,7 +67,7 @@ def test_row_becomes_a_klaviyo_profile_with_every_kind_of_field() -> None:
         "tier=properties.tier", "spend=properties.lifetime_value"])
     columns = ["mail", "fn", "tel", "cid", "town", "zip", "tier", "spend"]
     mapper = ProfileMapper.for_columns(mapping, columns)
-    profiles, rejects = mapper.map_block(RowBlock([2], [[" A@X.com", " Ann ", "+44 20 7946 0958", "C-1", "Oslo",
+    profiles, rejects, _ = mapper.map_block(RowBlock([2], [[" A@X.com", " Ann ", "+44 20 7946 0958", "C-1", "Oslo",
                                                         "", "gold", 12.5]]))
     assert rejects == []
     assert profiles[0].line == 2 and profiles[0].email_key == "a@x.com"
@@ -77,11 +77,12 @@ def test_row_becomes_a_klaviyo_profile_with_every_kind_of_field() -> None:
 
 
 def test_bad_rows_are_rejected_with_line_column_and_reason() -> None:
-    mapping = FieldMapping.from_pairs("email", ["phone=phone_number", "name=first_name"])
+    mapping = FieldMapping.from_pairs("email", ["phone=phone_number", "name=first_name"], invalid_fields="reject")
     mapper = ProfileMapper.for_columns(mapping, ["email", "phone", "name"])
     rows = [["", "", ""], ["nope", "", ""], ["a@x.com", "12", ""], ["b@x.com", "", "n" * 1001],
             [None, "", ""], ["c@x.com"]]
-    profiles, rejects = mapper.map_block(RowBlock(list(range(2, 8)), rows))
+    profiles, rejects, warnings = mapper.map_block(RowBlock(list(range(2, 8)), rows))
+    assert warnings == []
     assert [(r.line, r.column) for r in rejects] == [(2, "email"), (3, "email"), (4, "phone"), (5, "name"), (6, "email")]
     assert "E.164" in rejects[2].reason and "1001 characters" in rejects[3].reason
     assert [p.line for p in profiles] == [7]  # a short row just lacks the optional fields
@@ -99,7 +100,7 @@ def test_oversized_profile_is_rejected_before_klaviyo_sees_it() -> None:
 def test_undecodable_row_is_rejected_and_others_are_kept() -> None:
     mapper = ProfileMapper.for_columns(FieldMapping.from_pairs("email", []), ["email", "name"])
     block = RowBlock([2, 3], [["a@x.com", "\udcff"], ["b@x.com", "ok"]], has_undecodable=True)
-    profiles, rejects = mapper.map_block(block)
+    profiles, rejects, _ = mapper.map_block(block)
     assert [p.line for p in profiles] == [3]
     assert rejects[0].line == 2 and "UTF-8" in rejects[0].reason
 
@@ -108,13 +109,46 @@ def test_duplicates_are_case_insensitive_and_the_first_row_wins() -> None:
     mapper = ProfileMapper.for_columns(FieldMapping.from_pairs("email", []), ["email"])
     chunk = map_chunk(mapper, RowBlock([2, 3, 4], [["A@x.com"], ["b@x.com"], [" a@X.COM "]]))
     dedupe = Deduplicator()
-    assert [chunk.lines[i] for i in dedupe.unique(chunk.keys)] == [2, 3]
-    assert dedupe.unique(chunk.keys) == []  # remembered across blocks
+    keep, seen = dedupe.unique(chunk.keys, chunk.lines)
+    assert [chunk.lines[i] for i in keep] == [2, 3] and seen == [(2, 2)]  # line 4 repeats line 2
+    assert dedupe.unique(chunk.keys, [7, 8, 9]) == ([], [(0, 2), (1, 3), (2, 2)])  # remembered across blocks
 
 
 def test_dedupe_table_keeps_every_key_as_it_grows() -> None:
     mapper = ProfileMapper.for_columns(FieldMapping.from_pairs("email", []), ["email"])
-    chunk = map_chunk(mapper, RowBlock(list(range(150_000)), [[f"u{i}@x.com"] for i in range(150_000)]))
+    chunk = map_chunk(mapper, RowBlock(list(range(2, 150_002)), [[f"u{i}@x.com"] for i in range(150_000)]))
     dedupe = Deduplicator(capacity=8)
-    assert len(dedupe.unique(chunk.keys)) == 150_000
-    assert dedupe.unique(chunk.keys[::7]) == []
+    assert len(dedupe.unique(chunk.keys, chunk.lines)[0]) == 150_000
+    keep, seen = dedupe.unique(chunk.keys[::7], chunk.lines[::7])
+    assert keep == [] and [line for _, line in seen] == list(range(2, 150_002, 7))
+
+
+@pytest.mark.parametrize("value, region, expected", [
+    ("+44 20 7946 0958", None, "+442079460958"),  # the fast path: already international
+    ("(020) 7946 0958", "GB", "+442079460958"),
+    ("020 7946 0958", None, None),  # a local format needs a region
+    ("(212) 555-0123", "US", "+12125550123"),
+    ("555-0100", "US", None),  # seven digits: not a valid US number
+    ("030 901820", "DE", "+4930901820"),
+    ("not a phone", "GB", None),
+])
+def test_local_phone_formats_parse_with_the_exports_region(value: str, region: str | None, expected: str | None) -> None:
+    assert normalize_phone(value, region) == expected
+
+
+def test_an_invalid_optional_field_is_dropped_with_a_warning_by_default() -> None:
+    mapping = FieldMapping.from_pairs("email", ["phone=phone_number", "name=first_name"], phone_region="GB")
+    mapper = ProfileMapper.for_columns(mapping, ["email", "phone", "name"])
+    rows = [["a@x.com", "555-0100", "Ann"], ["b@x.com", "(020) 7946 0958", "n" * 1001], ["nope", "x", ""]]
+    profiles, rejects, warnings = mapper.map_block(RowBlock([2, 3, 4], rows))
+    assert [p.attributes for p in profiles] == [{"email": "a@x.com", "first_name": "Ann"},
+                                                {"email": "b@x.com", "phone_number": "+442079460958"}]
+    assert [(w.line, w.column) for w in warnings] == [(2, "phone"), (3, "name")]
+    assert warnings[0].reason == ("phone_number is not a valid phone number for region GB; "
+                                  "left out, the row was sent without it")
+    assert [(r.line, r.column) for r in rejects] == [(4, "email")]  # the email stays required
+
+
+def test_an_unknown_phone_region_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="phone region 'UK' is not a two-letter region"):
+        FieldMapping.from_pairs("email", [], phone_region="UK")

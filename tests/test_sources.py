@@ -102,8 +102,8 @@ async def test_json_lines(tmp_path: Path, name: str) -> None:
     assert columns == ["email", "score"]
     assert rows == [["a@x.com", 3], ["b@x.com", 4.5]]
     assert lines == [1, 2]
-    assert [(r.line, r.reason.split(":")[0]) for r in rejects] == [(4, "a JSON list where an object was expected"),
-                                                                    (5, "invalid JSON")]
+    assert [(r.line, r.reason) for r in rejects] == [(4, "line 4 is not a JSON object (a JSON array)"),
+                                                     (5, "line 5 is not a JSON object (invalid JSON)")]
 
 
 async def test_undecodable_bytes_are_flagged_on_their_row(tmp_path: Path) -> None:
@@ -147,3 +147,26 @@ def test_the_quote_free_fast_path_matches_the_csv_module(text: str) -> None:
     with_quote = parse_whole(text + 'z@x.com,"q"\n')  # a quote forces the csv module
     assert fast.rows == with_quote.rows[:-1] and fast.lines == with_quote.lines[:-1]
     assert fast.rows  # the text did hold rows
+
+
+@pytest.mark.parametrize("name", ["export.gz", "export.csv.gz", "export"])
+async def test_json_lines_are_recognised_by_content_whatever_the_name(tmp_path: Path, name: str) -> None:
+    text = b'\n  {"email": "a@x.com", "tier": "gold"}\n{"email": "b@x.com"}\n'
+    data = gzip.compress(text) if name.endswith(".gz") else text
+    columns, lines, rows, _ = await read_all(write(tmp_path, name, data))
+    assert columns == ["email", "tier"] and rows == [["a@x.com", "gold"], ["b@x.com", None]] and lines == [2, 3]
+
+
+async def test_the_format_can_be_forced(tmp_path: Path) -> None:
+    segment = await open_segment(write(tmp_path, "odd.jsonl", b"email\na@x.com\n"), format="csv")
+    assert segment.columns == ["email"]
+
+
+async def test_a_windows_1252_file_reads_with_its_encoding(tmp_path: Path) -> None:
+    data = "email,name\nzoe@x.com,Zoë\nrene@x.com,René\n".encode("cp1252")
+    as_utf8 = await read_all(write(tmp_path, "s.csv", data))
+    assert [r.reason for r in as_utf8[3]] == []  # the accents survive as undecodable bytes in the rows...
+    assert as_utf8[2][0][1] != "Zoë"
+    segment = await open_segment(write(tmp_path, "s.csv", data), encoding="cp1252")
+    rows = [row async for block in segment.blocks for row in block.rows]
+    assert rows == [["zoe@x.com", "Zoë"], ["rene@x.com", "René"]]

@@ -29,6 +29,7 @@ class MappedChunk:
     bodies: bytes  # the profiles' JSON, back to back
     ends: array  # array('L'): where each profile's JSON ends in ``bodies``
     rejects: list[Reject]
+    warnings: list[Reject]  # fields left out of profiles that were kept
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -40,7 +41,7 @@ class MappedChunk:
 
 def map_chunk(mapper: ProfileMapper, block: RowBlock) -> MappedChunk:
     """Map and serialize one block."""
-    profiles, rejects = mapper.map_block(block)
+    profiles, rejects, warnings = mapper.map_block(block)
     parts: list[bytes] = []
     lines, keys, ends = array("L"), array("q"), array("L")
     total = 0
@@ -54,4 +55,4 @@ def map_chunk(mapper: ProfileMapper, block: RowBlock) -> MappedChunk:
         ends.append(total)
         lines.append(profile.line)
         keys.append(hash(profile.email_key))
-    return MappedChunk(len(block.rows) + len(block.rejects), lines, keys, b"".join(parts), ends, rejects)
+    return MappedChunk(len(block.rows) + len(block.rejects), lines, keys, b"".join(parts), ends, rejects, warnings)

@@ -1,16 +1,16 @@
-"""Drops a second row for an email already seen in this run.
+"""Drops a second row for an email already seen in this run, remembering where it was first.
 
 Only a 64-bit hash of each lower-cased email is kept, in an open-addressing table of
-machine words: 16 bytes per address at worst, where a Python ``set`` of ints costs ~100
-(a million-row segment would spend 100 MB of the 150 MB budget on it). Two different
-addresses share a hash with odds near 1 in 10^7 per million-row run; the second would
-be counted as a duplicate, never dropped without a count.
+machine words, with the line it was first seen on beside it (so a duplicate can be
+reported as "duplicate of line N"): 24 bytes per address at worst, where a Python ``set``
+of ints costs ~100. Two different addresses share a hash with odds near 1 in 10^7 per
+million-row run; the second would be counted as a duplicate, never dropped without a count.
 """
 
 from __future__ import annotations
 
 from array import array
-from typing import Iterable
+from typing import Sequence
 
 _EMPTY = 0
 
@@ -18,16 +18,27 @@ _EMPTY = 0
 class Deduplicator:
     def __init__(self, capacity: int = 1 << 16):
         self._slots = array("q", bytes(8 * capacity))
+        self._lines = array("L", bytes(array("L").itemsize * capacity))
         self._mask = capacity - 1
         self._count = 0
 
-    def unique(self, hashes: Iterable[int]) -> list[int]:
-        """Positions of the hashes not seen before (in this call or an earlier one)."""
+    def unique(self, hashes: Sequence[int], lines: Sequence[int]) -> tuple[list[int], list[tuple[int, int]]]:
+        """Positions of the hashes not seen before (in this call or an earlier one), and for
+        each other position the line its email was first seen on."""
+        keep: list[int] = []
+        seen: list[tuple[int, int]] = []
         insert = self._insert
-        return [i for i, key in enumerate(hashes) if insert(key or 1)]
+        for i, key in enumerate(hashes):
+            first = insert(key or 1, lines[i])
+            if first:
+                seen.append((i, first))
+            else:
+                keep.append(i)
+        return keep, seen
 
-    def _insert(self, key: int) -> bool:
-        """Add ``key``; False if it was already there. Linear probing, grown at half full."""
+    def _insert(self, key: int, line: int) -> int:
+        """Add ``key`` first seen on ``line``; 0 if new, else the line it was first seen on.
+        Linear probing, grown at half full."""
         slots, mask = self._slots, self._mask
         i = key & mask
         while True:
@@ -35,19 +46,22 @@ class Deduplicator:
             if held == _EMPTY:
                 break
             if held == key:
-                return False
+                return self._lines[i] or 1
             i = (i + 1) & mask
         slots[i] = key
+        self._lines[i] = line
         self._count += 1
         if self._count * 2 > mask:
             self._grow()
-        return True
+        return 0
 
     def _grow(self) -> None:
-        old = self._slots
-        self._slots = array("q", bytes(16 * len(old)))
-        self._mask = len(self._slots) - 1
+        old_slots, old_lines = self._slots, self._lines
+        capacity = 2 * len(old_slots)
+        self._slots = array("q", bytes(8 * capacity))
+        self._lines = array("L", bytes(array("L").itemsize * capacity))
+        self._mask = capacity - 1
         self._count = 0
-        for key in old:
+        for key, line in zip(old_slots, old_lines, strict=True):
             if key != _EMPTY:
-                self._insert(key)
+                self._insert(key, line)

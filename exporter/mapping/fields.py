@@ -40,19 +40,35 @@ def canonical_target(target: str) -> str:
     raise ConfigError(f"unknown Klaviyo profile field {target!r}; use one of {allowed}, or properties.NAME")
 
 
+INVALID_FIELD_POLICIES = ("drop", "reject")
+
+
 @dataclass(frozen=True)
 class FieldMapping:
-    """Segment column names for the email (required) and any other profile fields."""
+    """Segment column names for the email (required) and any other profile fields, and what
+    to do with a row whose optional field is invalid: ``drop`` the field (the person still
+    joins the list; the rejects file lists the problem) or ``reject`` the row."""
 
     email_column: str
     fields: dict[str, str] = field(default_factory=dict)  # target field -> source column
+    phone_region: str | None = None  # default region for phones written in a local format
+    invalid_fields: str = "drop"
 
     def __post_init__(self) -> None:
         if not self.email_column.strip():
             raise ConfigError("the email column name is empty")
+        if self.invalid_fields not in INVALID_FIELD_POLICIES:
+            raise ConfigError(f"an invalid optional field may be 'drop'ped or 'reject'ed, not {self.invalid_fields!r}")
+        if self.phone_region is not None:
+            from exporter.mapping.validate import is_phone_region
+
+            if not is_phone_region(self.phone_region):
+                raise ConfigError(f"phone region {self.phone_region!r} is not a two-letter region phonenumbers "
+                                  "knows (e.g. GB, US, DE)")
 
     @classmethod
-    def from_pairs(cls, email_column: str, pairs: Iterable[str]) -> FieldMapping:
+    def from_pairs(cls, email_column: str, pairs: Iterable[str], phone_region: str | None = None,
+                   invalid_fields: str = "drop") -> FieldMapping:
         """Parse ``COL=FIELD`` pairs as the CLI's ``--map`` gives them."""
         fields: dict[str, str] = {}
         for pair in pairs:
@@ -63,7 +79,7 @@ class FieldMapping:
             if canonical in fields:
                 raise ConfigError(f"field {canonical} is mapped twice (from {fields[canonical]!r} and {column!r})")
             fields[canonical] = column.strip()
-        return cls(email_column=email_column.strip(), fields=fields)
+        return cls(email_column.strip(), fields, phone_region, invalid_fields)
 
     @property
     def columns(self) -> list[str]:

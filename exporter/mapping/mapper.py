@@ -42,9 +42,18 @@ class MappedProfile(NamedTuple):
 class ProfileMapper:
     """Maps rows of one segment; build it with ``for_columns`` once the header is known."""
 
-    def __init__(self, mapping: FieldMapping, index: dict[str, int]):
+    def __init__(self, mapping: FieldMapping, index: dict[str, int], encoding: str = "UTF-8"):
         self._email = index[mapping.email_column]
         self._email_column = mapping.email_column
+        self._region = mapping.phone_region
+        self._reject_invalid = mapping.invalid_fields == "reject"
+        self._phone_problem = (f"phone_number is not a valid phone number for region {mapping.phone_region}"
+                               if mapping.phone_region else
+                               "phone_number is not a valid international (E.164) number; set a phone region "
+                               "to accept local formats")
+        self._encoding = encoding
+        self._warnings: list[Reject] = []
+        self.undecodable_rows = 0
         self._text: list[tuple[int, str, str]] = []  # (index, attribute, column)
         self._location: list[tuple[int, str, str]] = []
         self._properties: list[tuple[int, str, str]] = []
@@ -62,7 +71,7 @@ class ProfileMapper:
         self._width = 1 + max([self._email, *index.values()]) if index else 1
 
     @classmethod
-    def for_columns(cls, mapping: FieldMapping, columns: Sequence[str]) -> ProfileMapper:
+    def for_columns(cls, mapping: FieldMapping, columns: Sequence[str], encoding: str = "UTF-8") -> ProfileMapper:
         """Fail before anything is sent if a mapped column is missing, naming what exists."""
         index = {name: i for i, name in reversed(list(enumerate(columns)))}  # first of a repeated name wins
         missing = [c for c in mapping.columns if c not in index]
@@ -75,22 +84,33 @@ class ProfileMapper:
             found = ", ".join(repr(c) for c in shown) or "none"
             more = f" and {len(columns) - len(shown)} more" if len(columns) > len(shown) else ""
             raise SourceError(f"column(s) {wanted} not found in the segment; columns found: {found}{more}")
-        return cls(mapping, {c: index[c] for c in mapping.columns})
+        return cls(mapping, {c: index[c] for c in mapping.columns}, encoding)
 
-    def map_block(self, block: RowBlock) -> tuple[list[MappedProfile], list[Reject]]:
+    def map_block(self, block: RowBlock) -> tuple[list[MappedProfile], list[Reject], list[Reject]]:
+        """Profiles, rejected rows, and warnings (fields left out of a profile that was kept)."""
         profiles: list[MappedProfile] = []
         rejects: list[Reject] = list(block.rejects)
+        self._warnings = warnings = list[Reject]()
         check_bytes = block.has_undecodable
         for line, row in zip(block.lines, block.rows, strict=True):
             if check_bytes and _row_is_undecodable(row):
-                rejects.append(Reject(line, "", "row holds bytes that are not valid UTF-8"))
+                self.undecodable_rows += 1
+                rejects.append(Reject(line, "", f"row holds bytes that are not valid {self._encoding}"))
                 continue
             outcome = self.map_row(line, row)
             if type(outcome) is Reject:
                 rejects.append(outcome)
             else:
                 profiles.append(outcome)  # type: ignore[arg-type]
-        return profiles, rejects
+        return profiles, rejects, warnings
+
+    def _invalid(self, line: int, column: str, problem: str) -> Reject | None:
+        """An optional field is invalid: the row's reject, or None after noting a warning
+        (the field is left out and the row goes on)."""
+        if self._reject_invalid:
+            return Reject(line, column, problem)
+        self._warnings.append(Reject(line, column, f"{problem}; left out, the row was sent without it"))
+        return None
 
     def map_row(self, line: int, row: Sequence[Any]) -> MappedProfile | Reject:
         if len(row) < self._width:
@@ -108,19 +128,24 @@ class ProfileMapper:
             value = row[i]
             if value:
                 text = value.strip() if type(value) is str else _as_text(value)
+                problem = None
                 if text is None:
-                    return Reject(line, column, f"{name} must be text, got {type(value).__name__}")
-                if len(text) > MAX_ATTRIBUTE_CHARS:
-                    return Reject(line, column, f"{name} is {len(text)} characters; at most {MAX_ATTRIBUTE_CHARS} allowed")
-                if text:
+                    problem = f"{name} must be text, got {type(value).__name__}"
+                elif len(text) > MAX_ATTRIBUTE_CHARS:
+                    problem = f"{name} is {len(text)} characters; at most {MAX_ATTRIBUTE_CHARS} allowed"
+                if problem is not None:
+                    if (reject := self._invalid(line, column, problem)) is not None:
+                        return reject
+                elif text:
                     attributes[name] = text
         if self._phone is not None:
             value = row[self._phone[0]]
             if value:
-                phone = normalize_phone(value) if type(value) is str else None
-                if phone is None:
-                    return Reject(line, self._phone[1], "phone_number is not a valid international (E.164) number")
-                attributes["phone_number"] = phone
+                phone = normalize_phone(value, self._region) if type(value) is str else None
+                if phone is not None:
+                    attributes["phone_number"] = phone
+                elif (reject := self._invalid(line, self._phone[1], self._phone_problem)) is not None:
+                    return reject
         if self._location:
             location = {}
             for i, name, column in self._location:
@@ -128,8 +153,10 @@ class ProfileMapper:
                 if value:
                     text = value.strip() if type(value) is str else _as_text(value)
                     if text is None or len(text) > MAX_ATTRIBUTE_CHARS:
-                        return Reject(line, column, f"location.{name} must be text of at most {MAX_ATTRIBUTE_CHARS} characters")
-                    if text:
+                        problem = f"location.{name} must be text of at most {MAX_ATTRIBUTE_CHARS} characters"
+                        if (reject := self._invalid(line, column, problem)) is not None:
+                            return reject
+                    elif text:
                         location[name] = text
             if location:
                 attributes["location"] = location

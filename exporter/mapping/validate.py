@@ -28,9 +28,34 @@ def normalize_email(value: str) -> str | None:
     return email
 
 
-def normalize_phone(value: str) -> str | None:
-    """The number in E.164 (``+`` and 8-15 digits), accepting common punctuation and ``00``."""
+def normalize_phone(value: str, region: str | None = None) -> str | None:
+    """The number in E.164, or None if it is not a phone number.
+
+    Numbers already international (``+`` or ``00``, then 8-15 digits, common punctuation
+    ignored) take a fast path: most segment exports hold them, and this runs per row. Any
+    other form (``(020) 7946 0000``, ``555-0100``) is parsed by ``phonenumbers`` (Google's
+    libphonenumber) in the export's default ``region`` and must be a valid number there.
+    """
     phone = _PHONE_PUNCTUATION.sub("", value)
     if phone.startswith("00"):
         phone = "+" + phone[2:]
-    return phone if _E164.fullmatch(phone) else None
+    if _E164.fullmatch(phone):
+        return phone
+    if region is None:
+        return None
+    import phonenumbers  # only for local formats: its metadata loads on first use
+
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def is_phone_region(region: str) -> bool:
+    """A region ``phonenumbers`` knows (ISO 3166 alpha-2, e.g. ``GB``, ``US``)."""
+    import phonenumbers
+
+    return region in phonenumbers.SUPPORTED_REGIONS

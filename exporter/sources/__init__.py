@@ -1,4 +1,10 @@
-"""Sources: open a segment (local path or blob URL; CSV, JSON Lines, either gzipped)."""
+"""Sources: open a segment (local path or blob; CSV or JSON Lines, either gzipped, in any
+text encoding Python knows).
+
+The format is what the caller forces, else what the name says (``.jsonl``, ``.ndjson``),
+else what the content says: a first non-blank character ``{`` is JSON Lines, anything else
+CSV. So a gzipped JSON Lines file named ``export.gz`` is read as what it is.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +30,11 @@ class _Parser(Protocol):
     def feed(self, text: str, final: bool = False) -> RowBlock: ...
 
 
-async def open_segment(source: str | BlobLocation, credential: Any = None) -> Segment:
+FORMATS = ("csv", "jsonl")
+
+
+async def open_segment(source: str | BlobLocation, credential: Any = None, *, encoding: str = "utf-8",
+                       format: str | None = None) -> Segment:
     """Open a segment and read its header; the rows stream as the blocks are consumed."""
     if isinstance(source, BlobLocation):
         chunks, name = blob_chunks(source), source.description
@@ -32,8 +42,13 @@ async def open_segment(source: str | BlobLocation, credential: Any = None) -> Se
         chunks, name = blob_chunks(source, credential), redact_url(source)
     else:
         chunks, name = local_chunks(Path(source)), source
-    parser: _Parser = JsonlParser() if name.lower().endswith(JSONL_SUFFIXES) else CsvParser()
-    blocks = _blocks(decoded_text(chunks), LineSplitter(), parser)
+    texts = decoded_text(chunks, encoding)
+    start = await _first_text(texts)
+    if format is None:
+        jsonl = name.lower().endswith(JSONL_SUFFIXES) or start.lstrip().startswith("{")
+        format = "jsonl" if jsonl else "csv"
+    parser: _Parser = JsonlParser() if format == "jsonl" else CsvParser()
+    blocks = _blocks(_prepend(start, texts), LineSplitter(), parser)
     first: list[RowBlock] = []
     async for block in blocks:
         first.append(block)
@@ -43,6 +58,26 @@ async def open_segment(source: str | BlobLocation, credential: Any = None) -> Se
         if parser.columns is None:
             raise SourceError(f"{name} is empty: no header row (CSV) or object (JSON Lines) found")
     return Segment(parser.columns, _replay(first, blocks), name)
+
+
+async def _first_text(texts: AsyncGenerator[str, None]) -> str:
+    """The text up to its first non-blank character (or all of it, if that is blank)."""
+    pieces: list[str] = []
+    async for text in texts:
+        pieces.append(text)
+        if text.strip():
+            break
+    return "".join(pieces)
+
+
+async def _prepend(start: str, texts: AsyncGenerator[str, None]) -> AsyncGenerator[str, None]:
+    try:
+        if start:
+            yield start
+        async for text in texts:
+            yield text
+    finally:
+        await texts.aclose()
 
 
 async def _blocks(texts: AsyncGenerator[str, None], splitter: LineSplitter, parser: _Parser) -> AsyncGenerator[RowBlock, None]:

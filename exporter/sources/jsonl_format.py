@@ -30,11 +30,11 @@ class JsonlParser:
                 continue
             try:
                 obj = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                block.rejects.append(Reject(line, "", f"invalid JSON: {exc.msg}"))
+            except orjson.JSONDecodeError:
+                block.rejects.append(Reject(line, "", f"line {line} is not a JSON object (invalid JSON)"))
                 continue
             if not isinstance(obj, dict):
-                block.rejects.append(Reject(line, "", f"a JSON {type(obj).__name__} where an object was expected"))
+                block.rejects.append(Reject(line, "", f"line {line} is not a JSON object (a JSON {_json_type(obj)})"))
                 continue
             if self.columns is None:
                 self.columns = list(obj)
@@ -42,3 +42,8 @@ class JsonlParser:
             block.rows.append([obj.get(c) for c in self.columns])
         self._lines_done = line
         return block
+
+
+def _json_type(value: object) -> str:
+    names = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+    return names.get(type(value), type(value).__name__)

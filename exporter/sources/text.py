@@ -1,4 +1,5 @@
-"""Bytes -> text, incrementally: gzip when the data is gzip, UTF-8 with or without BOM.
+"""Bytes -> text, incrementally: gzip when the data is gzip, UTF-8 with or without BOM by
+default, or any encoding Python knows (``cp1252`` for Excel's exports, ``latin-1``, ...).
 
 Undecodable bytes are kept as lone surrogates (``surrogateescape``) instead of failing
 the chunk: the row that holds them is rejected with its line number, the rest go on.
@@ -52,8 +53,15 @@ class _GzipInflater:
         return tail
 
 
-async def decoded_text(chunks: AsyncIterator[bytes]) -> AsyncGenerator[str, None]:
-    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="surrogateescape")
+def text_decoder(encoding: str) -> codecs.IncrementalDecoder:
+    """An incremental decoder for ``encoding`` (any codec Python knows; UTF-8 drops a BOM)
+    that keeps undecodable bytes as lone surrogates, so their rows can be rejected by line."""
+    name = codecs.lookup(encoding).name
+    return codecs.getincrementaldecoder("utf-8-sig" if name == "utf-8" else name)(errors="surrogateescape")
+
+
+async def decoded_text(chunks: AsyncIterator[bytes], encoding: str = "utf-8") -> AsyncGenerator[str, None]:
+    decoder = text_decoder(encoding)
     inflater: _GzipInflater | None = None
     first = True
     async for chunk in chunks:
