@@ -1,23 +1,29 @@
-"""``python -m exporter``: run an export, or serve the Klaviyo simulator.
+"""``klaviyo-export`` / ``python -m exporter``: run an export, or serve the Klaviyo simulator.
 
-The command line is a contract (DESIGN.md): exit 0 when the run succeeded (``partial``
-included: the rejects are listed), 1 with a one-line reason when it failed, 2 on usage
-errors. The report goes to stdout as JSON; progress and the summary go to stderr.
+The command line is a contract (DESIGN.md). Exit codes: 0 a finished run (``partial``
+included: the rejects are listed), 1 a failed run (or a simulator that cannot start), 2 a
+usage error — anything wrong before a byte of the segment is read. Every failure ends in
+one line that says what to do; ``--debug`` (or ``EXPORTER_DEBUG=1``) adds the traceback.
+The report goes to stdout as JSON; progress and the summary go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
 import contextlib
 import gc
 import logging
 import os
 import sys
+import tempfile
 import time
+import traceback
 from dataclasses import replace
 from pathlib import Path
-from typing import AsyncIterator, Sequence
+from typing import AsyncIterator, Callable, Sequence
+from urllib.parse import urlsplit
 
 from exporter.azure_storage import segment_path, storage_from_environment
 from exporter.errors import ConfigError, ExportError, TransientError
@@ -26,11 +32,30 @@ from exporter.klaviyo.client import DEFAULT_BASE_URL, KlaviyoClient
 from exporter.klaviyo.limits import BULK_IMPORT_RATE
 from exporter.logsafe import install_everywhere
 from exporter.mapping import FieldMapping
+from exporter.mapping.fields import INVALID_FIELD_POLICIES
 from exporter.pipeline import ExportPlan, run_export
 from exporter.rejects import RejectsFile
 from exporter.report import Counts, RunReport, new_run_id
 from exporter.secrets import KEY_ENV, KeyVaultApiKey, api_key_from_environment, key_vault_client
-from exporter.sources import BlobLocation, is_blob_url
+from exporter.sources import FORMATS, BlobLocation, is_blob_url
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEBUG_ENV = "EXPORTER_DEBUG"
+EXPORT_EPILOG = """\
+exit codes: 0 the run finished (status succeeded or partial: see the rejects file),
+            1 the run failed (the last line says why), 2 a usage error (nothing was read or sent).
+Column names are matched exactly (case and spaces included).
+The report is printed to stdout as JSON; progress and a one-line summary go to stderr."""
+SIMULATE_EPILOG = """\
+The simulator keeps its state (lists, profiles, jobs) until it stops. Besides Klaviyo's own
+routes it serves, for people and tests:
+  GET  /_sim/lists/ID   the list's member emails and count
+  POST /_sim/lists      {"id": "ID", "name": "NAME"} creates a list
+  GET  /_sim/stats      requests, throttled, faults, jobs and profiles received"""
+
+
+class UsageError(ConfigError):
+    """Something is wrong with the command line or its files: exit 2, nothing was read."""
 
 
 def tune_garbage_collector() -> None:
@@ -44,105 +69,221 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(20_000, 10, 10)
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0-65535, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m exporter", description="Sync segment files into Klaviyo lists.")
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="klaviyo-export", description="Sync segment files into Klaviyo lists.")
+    parser.add_argument("--debug", action="store_true", help=f"print tracebacks on errors (also: {DEBUG_ENV}=1)")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    export = commands.add_parser("export", help="export one segment into one Klaviyo list")
-    export.add_argument("--source", help="local path or blob URL (CSV, CSV.gz, JSONL, JSONL.gz)")
-    export.add_argument("--list-id", help="Klaviyo list id")
-    export.add_argument("--email-column", help="the column holding the email address")
+    export = commands.add_parser(
+        "export", help="export one segment into one Klaviyo list", formatter_class=formatter, epilog=EXPORT_EPILOG,
+        description="Read a segment file (CSV, CSV.gz, JSON Lines), map each row to a Klaviyo profile and "
+                    "import the profiles into one Klaviyo list.")
+    export.add_argument("--source", help="local path or blob URL of the segment (CSV, JSON Lines, either gzipped)")
+    export.add_argument("--list-id", help="the Klaviyo list to add the profiles to")
+    export.add_argument("--email-column", help="the column holding the email address (required)")
     export.add_argument("--map", action="append", default=[], metavar="COL=FIELD",
-                        help="map a column to a profile field (phone_number, first_name, properties.NAME, ...)")
+                        help="map a column to a profile field: phone_number, first_name, last_name, external_id, "
+                             "location.city, properties.NAME, ... (repeatable)")
+    export.add_argument("--phone-region", metavar="CC",
+                        help="region for phones written in a local format, e.g. GB or US (default: none, "
+                             "only international numbers)")
+    export.add_argument("--invalid-fields", choices=INVALID_FIELD_POLICIES, default=None,
+                        help="what an invalid optional field (a phone, a name) does: drop it and send the row "
+                             "(listed in the rejects file), or reject the row (default: drop)")
+    export.add_argument("--encoding", default=None,
+                        help="the file's text encoding, any Python codec, e.g. cp1252 for Excel (default: utf-8)")
+    export.add_argument("--format", choices=FORMATS, default=None,
+                        help="force the format (default: from the name, else from the content)")
     export.add_argument("--config", type=Path, help="exports JSON document (with --export)")
     export.add_argument("--export", dest="export_name", help="name of the export in --config")
-    export.add_argument("--klaviyo-url", default=DEFAULT_BASE_URL, help="Klaviyo API base URL (the simulator's, locally)")
-    export.add_argument("--dry-run", action="store_true", help="read, validate and batch, but send nothing")
-    export.add_argument("--report", type=Path, help="write the JSON run report here")
-    export.add_argument("--rejects", type=Path, help="write rejected rows here (default: beside the report)")
+    export.add_argument("--force", action="store_true", help="run an export marked \"enabled\": false")
+    export.add_argument("--klaviyo-url", default=DEFAULT_BASE_URL,
+                        help=f"Klaviyo API base URL; the simulator's, locally (default: {DEFAULT_BASE_URL})")
+    export.add_argument("--dry-run", action="store_true",
+                        help="read, validate and batch, but send nothing (the key and list are checked when "
+                             "a key is available)")
+    export.add_argument("--report", type=Path, help="also write the JSON run report to this file")
+    export.add_argument("--rejects", type=Path,
+                        help="write rejected rows here, always (header only when none); default: beside --report, "
+                             "else in the temp folder (its path is printed)")
     export.add_argument("--key-vault-url", help="read the API key from this Key Vault ...")
     export.add_argument("--secret-name", help=f"... secret (instead of ${KEY_ENV})")
     export.add_argument("--no-rate-limit", action="store_true", help=argparse.SUPPRESS)  # simulator benchmarks only
 
-    simulate = commands.add_parser("simulate-klaviyo", help="serve the Klaviyo simulator on loopback")
-    simulate.add_argument("--port", type=int, default=8765)
-    simulate.add_argument("--host", default="127.0.0.1")
-    simulate.add_argument("--rate-limits", choices=("klaviyo", "off"), default="klaviyo")
-    simulate.add_argument("--fault-rate", type=float, default=0.0, help="share of API requests that fail (0-1)")
-    simulate.add_argument("--job-delay", type=float, default=0.2, help="seconds a bulk import job takes")
-    simulate.add_argument("--list", action="append", default=[], metavar="ID", help="a list that exists (repeatable)")
-    simulate.add_argument("--api-key", action="append", default=[], help="accepted key (default: any pk_...)")
+    simulate = commands.add_parser(
+        "simulate-klaviyo", help="serve the Klaviyo simulator on loopback", formatter_class=formatter,
+        epilog=SIMULATE_EPILOG,
+        description="Serve a strict Klaviyo stand-in (bulk profile import, lists, job status, import errors) "
+                    "with Klaviyo's rate limits and injectable faults.")
+    simulate.add_argument("--port", type=_port, default=8765,
+                          help="port to listen on; 0 picks a free one (the URL is printed) (default: 8765)")
+    simulate.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    simulate.add_argument("--rate-limits", choices=("klaviyo", "off"), default="klaviyo",
+                          help="enforce Klaviyo's 10/s and 150/min limits with 429s, or not (default: klaviyo)")
+    simulate.add_argument("--fault-rate", type=_fraction, default=0.0,
+                          help="share of API requests that fail with a 5xx, a 429 or a dropped connection, "
+                               "0-1 (default: 0)")
+    simulate.add_argument("--job-delay", type=_seconds, default=0.2,
+                          help="seconds a bulk import job takes to complete (default: 0.2)")
+    simulate.add_argument("--list", action="append", default=[], metavar="ID",
+                          help="a list that exists (repeatable; more with POST /_sim/lists) (default: none)")
+    simulate.add_argument("--api-key", action="append", default=[],
+                          help="an accepted key (repeatable) (default: any key starting pk_)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)  # argparse exits 2 on its own usage errors
+    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     tune_garbage_collector()
     install_everywhere()
-    handler = logging.StreamHandler()
-    logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "simulate-klaviyo":
-        return _simulate(args)
+    logging.basicConfig(level=logging.WARNING, handlers=[logging.StreamHandler()],
+                        format="%(levelname)s %(name)s: %(message)s")
     try:
-        report = asyncio.run(_export(args))
-    except (ExportError, TransientError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        if args.command == "simulate-klaviyo":
+            return _simulate(args)
+        return _export_command(args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    sys.stdout.buffer.write(report.to_json() + b"\n")
-    print(_summary(report), file=sys.stderr)
-    return 1 if report.status == "failed" else 0
+    except ConfigError as exc:
+        return _fail(exc, EXIT_USAGE, debug)
+    except (ExportError, TransientError) as exc:
+        return _fail(exc, EXIT_FAILED, debug)
+    except Exception as exc:  # a bug of ours: still one line, the traceback on request
+        return _fail(exc, EXIT_FAILED, debug, f"unexpected {exc.__class__.__name__}: {exc} "
+                                               f"(run with --debug for the traceback)")
 
 
-async def _export(args: argparse.Namespace) -> RunReport:
+def _fail(exc: BaseException, code: int, debug: bool, message: str | None = None) -> int:
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    print(f"error: {message or exc}", file=sys.stderr)
+    return code
+
+
+def _export_command(args: argparse.Namespace) -> int:
     plan = _plan(args)
-    if args.config and not args.source and isinstance(plan.source, str):
+    report, notes = asyncio.run(_export(args, plan))
+    sys.stdout.buffer.write(report.to_json() + b"\n")
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(_summary(report), file=sys.stderr)
+    return EXIT_FAILED if report.status == "failed" else EXIT_OK
+
+
+async def _export(args: argparse.Namespace, plan: ExportPlan) -> tuple[RunReport, list[str]]:
+    if isinstance(plan.source, str) and not is_blob_url(plan.source) and not Path(plan.source).exists():
+        if not args.config:
+            raise UsageError(f"--source {plan.source}: no such file")
         plan = replace(plan, source=await _config_source(plan.source))
     run_id = new_run_id()
-    report_dir = args.report.parent if args.report else Path(".")
-    rejects = RejectsFile(args.rejects or report_dir / f"rejects-{run_id}.csv")
+    rejects = RejectsFile(_rejects_path(args, run_id), always=args.rejects is not None)
     progress = _ProgressBar() if sys.stderr.isatty() else None
-    async with _klaviyo(args) as klaviyo:
-        report = await run_export(plan, klaviyo, rejects, run_id=run_id, progress=progress)
+    notes: list[str] = []
+    async with _klaviyo(args, progress) as klaviyo:
+        if args.dry_run:
+            if klaviyo is None:
+                notes.append(f"dry run without an API key: the key and list {plan.list_id!r} were not checked")
+            else:
+                await klaviyo.check_list(plan.list_id)  # read-only: a wrong key or list fails the dry run now
+        report = await run_export(plan, None if args.dry_run else klaviyo, rejects, run_id=run_id, progress=progress)
     if progress:
         progress.close()
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_bytes(report.to_json())
-    return report
+    return report, notes
+
+
+def _rejects_path(args: argparse.Namespace, run_id: str) -> Path:
+    if args.rejects:
+        return Path(args.rejects)
+    folder = args.report.parent if args.report else Path(tempfile.gettempdir()) / "klaviyo-export"
+    return folder / f"rejects-{run_id}.csv"
 
 
 def _plan(args: argparse.Namespace) -> ExportPlan:
+    """The run described by the command line, checked before anything is read (usage errors)."""
+    _check_url(args.klaviyo_url)
+    if args.encoding:
+        try:
+            codecs.lookup(args.encoding)
+        except LookupError:
+            raise UsageError(f"--encoding {args.encoding!r} is not a text encoding Python knows "
+                             "(e.g. utf-8, cp1252, latin-1)") from None
     if args.config or args.export_name:
-        if not (args.config and args.export_name):
-            raise ConfigError("--config and --export go together")
-        from exporter.config import load_config_file
-
-        export = load_config_file(args.config).export(args.export_name)
-        return ExportPlan(export.name, args.source or export.source, export.list_id, export.mapping)
+        return _plan_from_config(args)
     missing = [flag for flag, value in (("--source", args.source), ("--list-id", args.list_id),
-                                        ("--email-column", args.email_column)) if not value]
+                                        ("--email-column", args.email_column)) if not (value and value.strip())]
     if missing:
-        raise ConfigError(f"missing {', '.join(missing)} (or use --config with --export)")
-    return ExportPlan("cli", args.source, args.list_id, FieldMapping.from_pairs(args.email_column, args.map))
+        raise UsageError(f"missing {', '.join(missing)} (or use --config with --export)")
+    mapping = FieldMapping.from_pairs(args.email_column, args.map, args.phone_region, args.invalid_fields or "drop")
+    return ExportPlan("cli", args.source, args.list_id.strip(), mapping, args.encoding or "utf-8", args.format)
+
+
+def _plan_from_config(args: argparse.Namespace) -> ExportPlan:
+    if not (args.config and args.export_name):
+        raise UsageError("--config and --export go together")
+    from exporter.config import load_config_file
+
+    export = load_config_file(args.config).export(args.export_name)
+    if not export.enabled and not args.force:
+        raise UsageError(f"export {export.name!r} is marked \"enabled\": false in {args.config}; "
+                         "pass --force to run it anyway")
+    mapping = export.mapping
+    if args.phone_region or args.invalid_fields:
+        mapping = replace(mapping, phone_region=args.phone_region or mapping.phone_region,
+                          invalid_fields=args.invalid_fields or mapping.invalid_fields)
+    return ExportPlan(export.name, args.source or export.source, export.list_id, mapping,
+                      args.encoding or export.encoding, args.format or export.format)
+
+
+def _check_url(url: str) -> None:
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        raise UsageError(f"--klaviyo-url {url!r} has an invalid port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"--klaviyo-url must be an http(s) URL such as {DEFAULT_BASE_URL}, got {url!r}")
 
 
 async def _config_source(source: str) -> str | BlobLocation:
     """A config export's source is a path in the segments container (as the app reads it),
     unless it is a URL or a local file: find it in the storage account the environment
     names (AZURE_STORAGE_CONNECTION_STRING, or the app's AzureWebJobsStorage settings)."""
-    if is_blob_url(source) or Path(source).exists():
-        return source
     environ = dict(os.environ)
     if environ.get("AZURE_STORAGE_CONNECTION_STRING"):
         environ["AzureWebJobsStorage"] = environ["AZURE_STORAGE_CONNECTION_STRING"]
     try:
         storage = storage_from_environment(environ)
     except ConfigError:
-        raise ConfigError(f"source {source!r} is neither a file nor a URL; set AZURE_STORAGE_CONNECTION_STRING "
-                          "to read it from the segments container, or pass --source") from None
+        raise UsageError(f"source {source!r} is neither a file nor a URL; set AZURE_STORAGE_CONNECTION_STRING "
+                         "to read it from the segments container, or pass --source") from None
     container = environ.get("SEGMENTS_CONTAINER") or "segments"
     try:
         name = await segment_path(storage.blobs, container, source)
@@ -152,55 +293,81 @@ async def _config_source(source: str) -> str | BlobLocation:
 
 
 @contextlib.asynccontextmanager
-async def _klaviyo(args: argparse.Namespace) -> AsyncIterator[KlaviyoClient | None]:
-    if args.dry_run:
-        yield None
-        return
+async def _klaviyo(args: argparse.Namespace, progress: _ProgressBar | None) -> AsyncIterator[KlaviyoClient | None]:
+    """A client when a key is at hand (a dry run uses it for read-only checks only)."""
     async with contextlib.AsyncExitStack() as stack:
         key: ApiKeySource | None
         if args.key_vault_url or args.secret_name:
             if not (args.key_vault_url and args.secret_name):
-                raise ConfigError("--key-vault-url and --secret-name go together")
+                raise UsageError("--key-vault-url and --secret-name go together")
             secrets = await stack.enter_async_context(key_vault_client(args.key_vault_url))
             key = KeyVaultApiKey(secrets, args.secret_name)
         else:
             key = api_key_from_environment()
-            if key is None:
-                raise ConfigError(f"no Klaviyo API key: set {KEY_ENV} or pass --key-vault-url and --secret-name")
+            if key is None and not args.dry_run:
+                raise UsageError(f"no Klaviyo API key: set {KEY_ENV} or pass --key-vault-url and --secret-name")
+        if key is None:
+            yield None
+            return
         limits = None if args.no_rate_limit else BULK_IMPORT_RATE
-        yield await stack.enter_async_context(KlaviyoClient(key, args.klaviyo_url, rate_limits=limits))
+        on_retry: Callable[[str], None] | None = progress.retrying if progress else None
+        yield await stack.enter_async_context(KlaviyoClient(key, args.klaviyo_url, rate_limits=limits, on_retry=on_retry))
 
 
 class _ProgressBar:
-    """One self-overwriting stderr line, redrawn at most ten times a second."""
+    """One self-overwriting stderr line, redrawn at most ten times a second: rows read,
+    profiles Klaviyo has accepted (in jobs) and imported (jobs finished), and any retrying."""
 
     def __init__(self) -> None:
         self._last = 0.0
         self._started = time.monotonic()
+        self._retry = ""
+        self._counts = Counts()
 
     def __call__(self, counts: Counts) -> None:
+        self._counts = counts
         now = time.monotonic()
         if now - self._last < 0.1:
             return
         self._last = now
-        rate = counts.rows_read / max(now - self._started, 1e-6)
-        sys.stderr.write(f"\r{counts.rows_read:>12,} rows read  {counts.sent:>12,} sent  "
-                         f"{counts.rejected:>8,} rejected  {rate:>10,.0f} rows/s")
+        self._draw(now)
+
+    def retrying(self, what: str) -> None:
+        self._retry = what
+        self._draw(time.monotonic())
+
+    def _draw(self, now: float) -> None:
+        c = self._counts
+        rate = c.rows_read / max(now - self._started, 1e-6)
+        line = (f"{c.rows_read:>12,} rows read  {c.accepted:>12,} accepted  {c.sent:>12,} imported  "
+                f"{c.rejected:>8,} rejected  {rate:>10,.0f} rows/s")
+        if self._retry:
+            line += f"  [{self._retry}]"
+            self._retry = ""
+        sys.stderr.write("\r" + line + "\033[K")
         sys.stderr.flush()
 
     def close(self) -> None:
         sys.stderr.write("\n")
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count:,} {word}" if count == 1 else f"{count:,} {word}s"
+
+
 def _summary(report: RunReport) -> str:
     c = report.counts
     verb = "would send" if report.dry_run else "sent"
-    text = (f"{report.status}: {c.rows_read:,} rows read, {c.sent:,} {verb}, {c.rejected:,} rejected, "
-            f"{c.duplicates:,} duplicates, {len(report.jobs)} Klaviyo job(s)")
+    text = (f"{report.status}: {_plural(c.rows_read, 'row')} read, {c.sent:,} {verb}, {c.rejected:,} rejected, "
+            f"{_plural(c.duplicates, 'duplicate')}, {_plural(len(report.jobs), 'Klaviyo job')}")
+    if c.warnings:
+        text += f", {_plural(c.warnings, 'field')} left out"
     if report.rejects:
         text += f"; rejects in {report.rejects}"
     if report.error:
         text += f"; error: {report.error}"
+    for hint in report.hints:
+        text += f"; {hint}"
     return text
 
 
@@ -211,12 +378,19 @@ def _simulate(args: argparse.Namespace) -> int:
                              fault_rate=args.fault_rate, job_delay=args.job_delay)
 
     async def serve() -> None:
-        async with RunningSimulator(config, args.host, args.port) as running:
+        try:
+            running = await RunningSimulator(config, args.host, args.port).__aenter__()
+        except OSError as exc:
+            raise ExportError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; "
+                              "pick another --port (0 picks a free one)") from None
+        try:
             for list_id in args.list:
                 running.simulator.account.add_list(list_id)
             print(f"Klaviyo simulator on {running.url} (rate limits {args.rate_limits})", file=sys.stderr, flush=True)
             await asyncio.Event().wait()
+        finally:
+            await running.__aexit__(None, None, None)
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
-    return 0
+    return EXIT_OK

@@ -15,6 +15,7 @@ scheduled or on-demand run then takes the newest blob under it).
 
 from __future__ import annotations
 
+import codecs
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ import orjson
 from exporter.errors import ConfigError
 from exporter.mapping.fields import FieldMapping, canonical_target
 from exporter.sources.reach import OutOfReach, checked_blob_name, within
+from exporter.sources.rows import FORMATS
 
 EXPORT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")  # it names blob folders and URL segments
 # An ``env`` connection may only name a variable meant for a Klaviyo key, never one of the
@@ -50,6 +52,8 @@ class ExportDefinition:
     list_id: str
     mapping: FieldMapping
     enabled: bool = True
+    encoding: str = "utf-8"  # the segment files' text encoding
+    format: str | None = None  # "csv" | "jsonl"; None: detected
 
     @property
     def is_prefix(self) -> bool:
@@ -168,14 +172,37 @@ def _exports(items: Any, connections: dict[str, Connection], problems: list[str]
         enabled = item.get("enabled", True)
         if not isinstance(enabled, bool):
             problems.append(f"{where}: 'enabled' must be true or false")
-        mapping = _mapping(item.get("mapping"), where, problems)
+        encoding, format = _source_options(item, where, problems)
+        mapping = _mapping(item.get("mapping"), where, problems, _mapping_options(item, where, problems))
         if len(problems) == before and connection is not None and mapping is not None:
-            exports[name] = ExportDefinition(name, connection, str(source), str(list_id), mapping, enabled)
+            exports[name] = ExportDefinition(name, connection, str(source), str(list_id), mapping, enabled,
+                                             encoding, format)
     _overlapping_sources(exports, problems)
     return exports
 
 
-def _mapping(value: Any, where: str, problems: list[str]) -> FieldMapping | None:
+def _source_options(item: dict[str, Any], where: str, problems: list[str]) -> tuple[str, str | None]:
+    encoding, format = item.get("encoding", "utf-8"), item.get("format")
+    try:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        problems.append(f"{where}: 'encoding' {encoding!r} is not a text encoding Python knows (e.g. utf-8, cp1252)")
+        encoding = "utf-8"
+    if format is not None and format not in FORMATS:
+        problems.append(f"{where}: 'format' must be one of {', '.join(FORMATS)} (or left out to detect it)")
+        format = None
+    return encoding, format
+
+
+def _mapping_options(item: dict[str, Any], where: str, problems: list[str]) -> dict[str, Any]:
+    options = {"phone_region": item.get("phone_region"), "invalid_fields": item.get("invalid_fields", "drop")}
+    if options["phone_region"] is not None and not isinstance(options["phone_region"], str):
+        problems.append(f"{where}: 'phone_region' must be a two-letter region such as \"GB\"")
+        options["phone_region"] = None
+    return options
+
+
+def _mapping(value: Any, where: str, problems: list[str], options: dict[str, Any]) -> FieldMapping | None:
     if not isinstance(value, dict) or not _text(value.get("email")):
         problems.append(f"{where}: 'mapping' must name the email column, e.g. {{\"email\": \"Email\"}}")
         return None
@@ -193,7 +220,13 @@ def _mapping(value: Any, where: str, problems: list[str]) -> FieldMapping | None
         except ConfigError as exc:
             problems.append(f"{where}: {exc}")
             ok = False
-    return FieldMapping(value["email"], fields) if ok else None
+    if not ok:
+        return None
+    try:
+        return FieldMapping(value["email"], fields, **options)
+    except ConfigError as exc:
+        problems.append(f"{where}: {exc}")
+        return None
 
 
 def _overlapping_sources(exports: dict[str, ExportDefinition], problems: list[str]) -> None:

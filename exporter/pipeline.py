@@ -159,6 +159,7 @@ class _Run:
         """``accepted_at`` is wall-clock time of the first acceptance, in whichever leg: the job
         timeout runs from then, so continuations cannot keep restarting it."""
         self.report.jobs.append(job_id)
+        self.counts.accepted += len(job)
         job.payload = b""  # accepted: only the line numbers are still needed
         self.pending[job_id] = job
         age = max(0.0, time.time() - accepted_at) if accepted_at > 0 else 0.0

@@ -48,7 +48,7 @@ class RejectsFile:
                 self._spill()
 
     def _spill(self) -> None:
-        run = tempfile.TemporaryFile("w+", newline="", encoding="utf-8")
+        run = tempfile.TemporaryFile("w+", newline="", encoding="utf-8")  # noqa: SIM115 (a run outlives this call)
         csv.writer(run).writerows(sorted(self._buffer))
         run.seek(0)
         self._runs.append(run)

@@ -31,6 +31,7 @@ class Counts:
     unchanged: int = 0
     klaviyo_errors: int = 0  # the part of `rejected` that Klaviyo refused
     warnings: int = 0  # fields left out of rows that were sent (listed in the rejects file); not a row count
+    accepted: int = 0  # profiles in jobs Klaviyo has taken (``sent`` counts those it has finished importing)
     unsent: int = 0  # only on a failed run: read, but not known to have reached Klaviyo
 
     def settle_unsent(self) -> None:

@@ -163,13 +163,13 @@ async def test_cli_fails_with_one_line_reasons(tmp_path) -> None:
     source.write_text("name\nAnn\n")
     no_key = await _in_thread(run_cli, "export", "--source", str(source), "--list-id", "L", "--email-column", "email",
                               env={"KLAVIYO_API_KEY": ""})
-    assert no_key.returncode == 1 and no_key.stderr.strip().splitlines() == [
+    assert no_key.returncode == 2 and no_key.stderr.strip().splitlines() == [
         "error: no Klaviyo API key: set KLAVIYO_API_KEY or pass --key-vault-url and --secret-name"]
     dry = await _in_thread(run_cli, "export", "--source", str(source), "--list-id", "L", "--email-column", "email",
                            "--dry-run")
     assert dry.returncode == 1 and dry.stderr.strip().endswith("columns found: 'name'")
     usage = await _in_thread(run_cli, "export", "--list-id", "L")
-    assert usage.returncode == 1 and "missing --source, --email-column" in usage.stderr
+    assert usage.returncode == 2 and "missing --source, --email-column" in usage.stderr
 
 
 async def test_the_key_never_reaches_logs(azurite, upload, simulator, tmp_path, caplog) -> None:
@@ -213,7 +213,7 @@ async def test_cli_runs_an_export_from_a_config_file(tmp_path) -> None:
     report = orjson.loads(result.stdout)
     assert (report["export"], report["list_id"], report["counts"]["sent"]) == ("vip", "L1", 30)
     unknown = await _in_thread(run_cli, "export", "--config", str(tmp_path / "exports.json"), "--export", "nope")
-    assert unknown.returncode == 1 and "no export named 'nope'; known exports: vip" in unknown.stderr
+    assert unknown.returncode == 2 and "no export named 'nope'; known exports: vip" in unknown.stderr
 
 
 async def test_a_job_klaviyo_never_finishes_fails_the_run_instead_of_hanging(start_simulator, tmp_path) -> None:
@@ -249,4 +249,4 @@ async def test_cli_finds_a_config_exports_newest_segment_in_the_segments_contain
     report = orjson.loads(found.stdout)
     assert report["source"].endswith(f"/{container}/vip/new.csv") and report["counts"]["sent"] == 7
     lost = await _in_thread(run_cli, *args, env={"AZURE_STORAGE_CONNECTION_STRING": "", "AzureWebJobsStorage": ""})
-    assert lost.returncode == 1 and "neither a file nor a URL" in lost.stderr
+    assert lost.returncode == 2 and "neither a file nor a URL" in lost.stderr

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterator, Mapping
+from typing import Any, AsyncIterator, Callable, Iterator, Mapping
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -29,6 +30,7 @@ from exporter.klaviyo.retry import RetryPolicy, parse_retry_after
 DEFAULT_BASE_URL = "https://a.klaviyo.com"
 _PROFILE_POINTER = re.compile(r"^/data/attributes/profiles/data/(\d+)(?:/attributes/([A-Za-z_]+)(?:/([A-Za-z_]+))?)?")
 _RETRYABLE_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError)
+FIRST_CONNECT_ATTEMPTS = 3  # a host that never answered: give up after this many tries, not the whole budget
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class KlaviyoClient:
         rate_limits: tuple[tuple[int, float], ...] | None = BULK_IMPORT_RATE,
         limiter: AsyncRateLimiter | None = None,
         timeout_seconds: float = 60.0,
+        on_retry: Callable[[str], None] | None = None,
     ):
         """``limiter``: share one between clients of the same Klaviyo account (its limits are
         per account); otherwise each client keeps ``rate_limits`` on its own."""
@@ -88,6 +91,8 @@ class KlaviyoClient:
         self._retry = retry or RetryPolicy()
         self._limiter = limiter or (AsyncRateLimiter(rate_limits) if rate_limits else None)
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=10)
+        self._on_retry = on_retry  # told what failed each time a request is retried (the CLI's progress line)
+        self._reached = False  # any answer at all yet: if the very first requests cannot connect, fail fast
 
     async def __aenter__(self) -> KlaviyoClient:
         if self._session is None:
@@ -175,7 +180,11 @@ class KlaviyoClient:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 failure = f"HTTP {status}"
             except _RETRYABLE_ERRORS as exc:
-                status, raw, failure = 0, b"", f"{exc.__class__.__name__} on {method} {_path_only(url)}"
+                status, raw, failure = 0, b"", _network_failure(exc, url, self._timeout.total)
+                if not self._reached and isinstance(exc, aiohttp.ClientConnectorError) and attempt + 1 >= FIRST_CONNECT_ATTEMPTS:
+                    raise KlaviyoRequestError(f"cannot reach Klaviyo at {_origin_text(url)}: {failure}") from None
+            else:
+                self._reached = True
             if 200 <= status < 300:
                 return _json(raw, method, url)
             if status == 401 and not refreshed_key and await self._api_key.refresh():
@@ -191,6 +200,8 @@ class KlaviyoClient:
                 raise NotFound(f"Klaviyo has no {_path_only(url)} (404)")
             if status == 429:
                 throttles += 1
+                if self._on_retry is not None:
+                    self._on_retry("Klaviyo is throttling (429); waiting as it asks")
                 if limited and self._limiter is not None:
                     self._limiter.throttled()
                 wait = self._retry.delay(throttles, retry_after)
@@ -207,6 +218,8 @@ class KlaviyoClient:
                 raise KlaviyoRequestError(
                     f"Klaviyo still failing after {attempt} attempts on {method} {_path_only(url)}: last {failure}"
                 )
+            if self._on_retry is not None:
+                self._on_retry(f"{failure}; retrying in {wait:.1f} s (attempt {attempt + 1})")
             await asyncio.sleep(wait)
 
     def _same_origin(self, path: str) -> str:
@@ -218,6 +231,28 @@ class KlaviyoClient:
             raise KlaviyoRequestError(f"Klaviyo's answer linked to another host ({_origin(path)}); "
                                       "not followed, so the API key goes nowhere else")
         return path
+
+
+def _origin_text(url: str) -> str:
+    scheme, host, port = _origin(url)
+    return f"{scheme}://{host}:{port}"
+
+
+def _network_failure(exc: BaseException, url: str, timeout: float | None) -> str:
+    """What went wrong on the wire, in words a person can act on."""
+    _, host, port = _origin(url)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        cause = exc.os_error
+        if isinstance(cause, ConnectionRefusedError):
+            return f"connection refused by {host}:{port}"
+        if isinstance(cause, socket.gaierror):
+            return f"cannot resolve the host name {host}"
+        return f"cannot connect to {host}:{port} ({cause.strerror or cause.__class__.__name__})"
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"no answer from {host}:{port} within {timeout or 0:.0f} s"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return f"{host}:{port} closed the connection"
+    return f"{exc.__class__.__name__} talking to {host}:{port}"
 
 
 @contextlib.contextmanager

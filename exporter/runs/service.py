@@ -276,7 +276,9 @@ class ExportService:
         options = PipelineOptions(deadline=loop.time() + min(self.settings.time_budget_seconds, remaining),
                                   poll_interval=self.settings.poll_interval)
         segment = self.storage.segment(self.settings.segments_container, state.source, state.source_etag)
-        plan = ExportPlan(export.name, segment, state.list_id or export.list_id, _mapping_from(state.mapping))
+        pinned = state.options or {}
+        plan = ExportPlan(export.name, segment, state.list_id or export.list_id, _mapping_from(state.mapping, pinned),
+                          pinned.get("encoding", "utf-8"), pinned.get("format"))
         checkpoint = await self.store.load_checkpoint(export.name, message.run_id)
         with tempfile.TemporaryDirectory(prefix="exporter-run-") as workdir:
             rejects = RejectsFile(Path(workdir) / "rejects.csv")
@@ -318,6 +320,8 @@ class ExportService:
             raise SourceError(f"the segment file {self.settings.segments_container}/{state.source} is gone") from None
         state.source_etag, state.source_size = properties.etag, properties.size
         state.list_id, state.mapping = export.list_id, _mapping_document(export.mapping)
+        state.options = {"phone_region": export.mapping.phone_region, "invalid_fields": export.mapping.invalid_fields,
+                         "encoding": export.encoding, "format": export.format}
         state.started_at = state.started_at or utc_now()
 
     def _time_left(self, state: RunState) -> float:
@@ -413,10 +417,11 @@ def _mapping_document(mapping: FieldMapping) -> dict[str, str]:
     return {"email": mapping.email_column, **mapping.fields}
 
 
-def _mapping_from(document: dict[str, str] | None) -> FieldMapping:
+def _mapping_from(document: dict[str, str] | None, options: dict[str, Any]) -> FieldMapping:
     if not document or "email" not in document:
         raise ExportError("the run's pinned mapping is missing from its state")
-    return FieldMapping(document["email"], {k: v for k, v in document.items() if k != "email"})
+    return FieldMapping(document["email"], {k: v for k, v in document.items() if k != "email"},
+                        options.get("phone_region"), options.get("invalid_fields", "drop"))
 
 
 def _remember(state: RunState, counts: Counts) -> None:

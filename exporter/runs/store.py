@@ -51,6 +51,7 @@ class RunState:
     source_size: int | None = None
     list_id: str | None = None
     mapping: dict[str, str] | None = None  # {"email": column, target: column, ...}
+    options: dict[str, Any] | None = None  # phone_region, invalid_fields, encoding, format
 
     @classmethod
     def from_json(cls, raw: bytes) -> RunState:

@@ -16,10 +16,10 @@ from exporter.sources.csv_format import CsvParser
 from exporter.sources.files import BlobLocation, blob_chunks, is_blob_url, local_chunks, redact_url
 from exporter.sources.jsonl_format import JsonlParser
 from exporter.sources.lines import LineSplitter
-from exporter.sources.rows import RowBlock, Segment
+from exporter.sources.rows import FORMATS, RowBlock, Segment
 from exporter.sources.text import decoded_text
 
-__all__ = ["BlobLocation", "RowBlock", "Segment", "open_segment", "is_blob_url"]
+__all__ = ["FORMATS", "BlobLocation", "RowBlock", "Segment", "open_segment", "is_blob_url"]
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 
@@ -28,9 +28,6 @@ class _Parser(Protocol):
     columns: list[str] | None
 
     def feed(self, text: str, final: bool = False) -> RowBlock: ...
-
-
-FORMATS = ("csv", "jsonl")
 
 
 async def open_segment(source: str | BlobLocation, credential: Any = None, *, encoding: str = "utf-8",
