@@ -37,6 +37,7 @@ def wait_for(url: str, timeout: float = 15.0) -> None:
 
 
 def main() -> int:
+    print("demo: starting Azurite (the storage emulator) and the Klaviyo simulator on free loopback ports", flush=True)
     azurite = start_azurite()
     port = free_port()
     simulator = subprocess.Popen([sys.executable, "-m", "exporter", "simulate-klaviyo", "--port", str(port),
@@ -56,6 +57,7 @@ def main() -> int:
                    "--report", str(out / "report.json"), "--rejects", str(out / "rejects.csv")]
         for pair in MAPPING:
             command += ["--map", pair]
+        print(f"demo: running {' '.join(command[1:4])} ... into list {LIST_ID}\n", flush=True)
         result = subprocess.run(command, env=env)
         members = json.loads(urllib.request.urlopen(f"{klaviyo}/_sim/lists/{LIST_ID}").read())
         print(f"\nKlaviyo list {LIST_ID} now has {members['count']:,} members.")
