@@ -98,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export", help="export one segment into one Klaviyo list", formatter_class=formatter, epilog=EXPORT_EPILOG,
-        description="Read a segment file (CSV, CSV.gz, JSON Lines), map each row to a Klaviyo profile and "
-                    "import the profiles into one Klaviyo list.")
+        description="Read a segment file (CSV, CSV.gz, JSON Lines), map each row to a Klaviyo profile\n"
+                    "and import the profiles into one Klaviyo list.")
     export.add_argument("--source", help="local path or blob URL of the segment (CSV, JSON Lines, either gzipped)")
     export.add_argument("--list-id", help="the Klaviyo list to add the profiles to")
     export.add_argument("--email-column", help="the column holding the email address (required)")
@@ -135,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = commands.add_parser(
         "simulate-klaviyo", help="serve the Klaviyo simulator on loopback", formatter_class=formatter,
         epilog=SIMULATE_EPILOG,
-        description="Serve a strict Klaviyo stand-in (bulk profile import, lists, job status, import errors) "
-                    "with Klaviyo's rate limits and injectable faults.")
+        description="Serve a strict Klaviyo stand-in (bulk profile import, lists, job status, import\n"
+                    "errors) with Klaviyo's rate limits and injectable faults.")
     simulate.add_argument("--port", type=_port, default=8765,
                           help="port to listen on; 0 picks a free one (the URL is printed) (default: 8765)")
     simulate.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
