@@ -245,12 +245,12 @@ def test_the_readme_shows_exactly_what_help_says() -> None:
         assert shown.strip() in readme, f"README lacks the current output of: klaviyo-export {' '.join(command)}"
 
 
-async def test_the_progress_line_shows_accepted_and_imported_separately(segment: Path, simulator) -> None:
-    """On a terminal (a pseudo-terminal here) the progress line is drawn; elsewhere it is not."""
+async def on_a_terminal(*args: str) -> tuple[int, str]:
+    """Run the CLI with stderr on a pseudo-terminal (where the progress line is drawn)."""
     controller, terminal = pty.openpty()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", *export_args(segment, "--klaviyo-url", simulator.url), cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL, stderr=terminal, env={**os.environ, "KLAVIYO_API_KEY": API_KEY})
+        sys.executable, "-m", "exporter", *args, cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=terminal,
+        env={**os.environ, "KLAVIYO_API_KEY": API_KEY})
     os.close(terminal)
     await process.wait()
     screen = b""
@@ -263,6 +263,20 @@ async def test_the_progress_line_shows_accepted_and_imported_separately(segment:
             break
         screen += chunk
     os.close(controller)
-    text = screen.decode()
-    assert process.returncode == 0
-    assert re.search(r"3 rows read\s+2 accepted\s+2 imported", text), text
+    assert process.returncode is not None
+    return process.returncode, screen.decode()
+
+
+async def test_the_progress_line_shows_accepted_and_imported_separately(segment: Path, simulator) -> None:
+    code, screen = await on_a_terminal(*export_args(segment, "--klaviyo-url", simulator.url))
+    assert code == 0
+    assert re.search(r"3 rows read\s+2 accepted\s+2 imported", screen), screen
+
+
+async def test_the_progress_line_shows_the_retrying(segment: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+    code, screen = await on_a_terminal(*export_args(segment, "--klaviyo-url", f"http://127.0.0.1:{port}"))
+    assert code == 1
+    assert f"[connection refused by 127.0.0.1:{port}; retrying in" in screen, screen
