@@ -10,9 +10,11 @@ import azurefunctions.extensions.bindings.blob as blob_binding
 
 from exporter.logsafe import install_everywhere
 from exporter.runs import api
+from exporter.runs.events import quiet_sdk_loggers
 from exporter.runs.runtime import AppRuntime
 
 install_everywhere()  # every record masked as it is made, whichever handler the worker emits it through
+quiet_sdk_loggers()  # the worker forwards every record it sees, whatever host.json says for these names
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 RUNTIME = AppRuntime()

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
@@ -85,13 +86,16 @@ async def segment_path(blobs: BlobServiceClient, container: str, source: str) ->
     if not source.endswith("/"):
         return source
     newest = None
-    async for blob in blobs.get_container_client(container).list_blobs(name_starts_with=source):
-        try:
-            checked_blob_name(blob.name)
-        except OutOfReach:
-            continue
-        if newest is None or blob.last_modified > newest.last_modified:
-            newest = blob
+    try:
+        async for blob in blobs.get_container_client(container).list_blobs(name_starts_with=source):
+            try:
+                checked_blob_name(blob.name)
+            except OutOfReach:
+                continue
+            if newest is None or blob.last_modified > newest.last_modified:
+                newest = blob
+    except ResourceNotFoundError:
+        raise ExportError(f"no segment file under {container}/{source}: the container does not exist") from None
     if newest is None:
         raise ExportError(f"no segment file under {container}/{source}")
     return str(newest.name)

@@ -33,7 +33,7 @@ from exporter.klaviyo.limits import BULK_IMPORT_RATE
 from exporter.logsafe import install_everywhere
 from exporter.mapping import FieldMapping
 from exporter.mapping.fields import INVALID_FIELD_POLICIES
-from exporter.pipeline import ExportPlan, run_export
+from exporter.pipeline import ExportPlan, Progress, run_export
 from exporter.rejects import RejectsFile
 from exporter.report import Counts, RunReport, new_run_id
 from exporter.secrets import KEY_ENV, KeyVaultApiKey, api_key_from_environment, key_vault_client
@@ -324,8 +324,8 @@ class _ProgressBar:
         self._retry = ""
         self._counts = Counts()
 
-    def __call__(self, counts: Counts) -> None:
-        self._counts = counts
+    def __call__(self, progress: Progress) -> None:
+        self._counts = progress.counts
         now = time.monotonic()
         if now - self._last < 0.1:
             return

@@ -45,6 +45,16 @@ class ExportPlan:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """What a running export has done so far, for a progress line or a status API."""
+
+    counts: Counts
+    jobs_accepted: int  # Klaviyo jobs taken so far (in this leg and earlier ones)
+    jobs_in_flight: int  # of those, not yet finished by Klaviyo
+    bytes_read: int  # of the segment file, as stored (compressed, if it is)
+
+
+@dataclass(frozen=True)
 class PipelineOptions:
     senders: int = 6
     queued_jobs: int = 2  # jobs built ahead of the senders; each is at most 5 MB
@@ -55,7 +65,7 @@ class PipelineOptions:
 
 class _Run:
     def __init__(self, plan: ExportPlan, klaviyo: KlaviyoClient | None, rejects: RejectsFile, report: RunReport,
-                 options: PipelineOptions, progress: Callable[[Counts], None] | None, ledger: JobLedger):
+                 options: PipelineOptions, progress: Callable[[Progress], None] | None, ledger: JobLedger):
         self.plan, self.klaviyo, self.rejects, self.report = plan, klaviyo, rejects, report
         self.options, self.progress, self.ledger = options, progress, ledger
         self.counts = report.counts
@@ -65,6 +75,7 @@ class _Run:
         self.sending_done = asyncio.Event()
         self.job_accepted = asyncio.Event()
         self.cut = False  # the deadline passed: the rest of the segment is for the next leg
+        self.segment: Segment | None = None
         self.columns = dict(plan.mapping.fields)
         self.columns["email"] = plan.mapping.email_column
 
@@ -76,7 +87,8 @@ class _Run:
 
     def tick(self) -> None:
         if self.progress is not None:
-            self.progress(self.counts)
+            bytes_read = self.segment.bytes_read if self.segment is not None else 0
+            self.progress(Progress(self.counts, len(self.report.jobs), len(self.pending), bytes_read))
 
     def past_deadline(self) -> bool:
         deadline = self.options.deadline
@@ -241,7 +253,7 @@ async def run_export(
     *,
     run_id: str | None = None,
     options: PipelineOptions | None = None,
-    progress: Callable[[Counts], None] | None = None,
+    progress: Callable[[Progress], None] | None = None,
     credential: Any = None,
     ledger: JobLedger | None = None,
 ) -> RunReport:
@@ -253,7 +265,7 @@ async def run_export(
     run = _Run(plan, klaviyo, rejects, report, options or PipelineOptions(), progress, ledger or MemoryLedger())
     mapper: ProfileMapper | None = None
     try:
-        segment = await open_segment(plan.source, credential, encoding=plan.encoding, format=plan.format)
+        segment = run.segment = await open_segment(plan.source, credential, encoding=plan.encoding, format=plan.format)
         report.source = segment.description
         mapper = ProfileMapper.for_columns(plan.mapping, segment.columns, _display(plan.encoding))
         if klaviyo is not None:

@@ -11,6 +11,7 @@ from typing import Any
 import azure.functions as func
 import orjson
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
 from azure.functions.queue import QueueMessage
 from azure.storage.blob import BlobClient as SyncBlobClient
 from azure.storage.blob.aio import BlobServiceClient
@@ -77,7 +78,11 @@ class App:
         worker = function_app.run_worker.build().get_user_function()
         handled = 0
         while handled < max_messages:
-            batch = [m async for m in queue.receive_messages(max_messages=1, visibility_timeout=30)]
+            try:
+                batch = [m async for m in queue.receive_messages(max_messages=1, visibility_timeout=30)]
+            except ResourceNotFoundError:
+                return handled  # no run was ever accepted: the queue was never created
+
             if not batch:
                 return handled
             message = batch[0]

@@ -93,6 +93,7 @@ class KlaviyoClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=10)
         self._on_retry = on_retry  # told what failed each time a request is retried (the CLI's progress line)
         self._reached = False  # any answer at all yet: if the very first requests cannot connect, fail fast
+        self.throttled = 0  # 429s Klaviyo answered this client
 
     async def __aenter__(self) -> KlaviyoClient:
         if self._session is None:
@@ -200,6 +201,7 @@ class KlaviyoClient:
                 raise NotFound(f"Klaviyo has no {_path_only(url)} (404)")
             if status == 429:
                 throttles += 1
+                self.throttled += 1
                 if self._on_retry is not None:
                     self._on_retry("Klaviyo is throttling (429); waiting as it asks")
                 if limited and self._limiter is not None:

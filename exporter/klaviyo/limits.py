@@ -14,3 +14,12 @@ MAX_PROFILE_BYTES = 100 * 1024
 # (requests, window seconds): the bulk import tier allows 10/s burst and 150/min steady.
 BULK_IMPORT_RATE = ((10, 1.0), (150, 60.0))
 PAGE_SIZE_MAX = 100
+
+
+def rate_floor_seconds(jobs: int, limits: tuple[tuple[int, float], ...] = BULK_IMPORT_RATE) -> float:
+    """The earliest time, from now, by which ``jobs`` more jobs can all have been sent under the
+    tier's windows (a fresh window, no time to build them counted): what no exporter can beat."""
+    times: list[float] = []
+    for k in range(jobs):
+        times.append(max([0.0] + [times[k - limit] + window for limit, window in limits if k >= limit]))
+    return times[-1] if times else 0.0

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -27,13 +28,14 @@ from exporter.config import EXPORT_NAME, ConfigError, ExportDefinition, ExportsC
 from exporter.errors import ExportError, SourceError, TransientError
 from exporter.klaviyo.auth import ApiKeySource, StaticApiKey
 from exporter.klaviyo.client import KlaviyoClient
-from exporter.klaviyo.limits import BULK_IMPORT_RATE
+from exporter.klaviyo.limits import BULK_IMPORT_RATE, MAX_PROFILES_PER_JOB, rate_floor_seconds
 from exporter.klaviyo.ratelimit import AsyncRateLimiter
 from exporter.mapping import FieldMapping
-from exporter.pipeline import ExportPlan, PipelineOptions, run_export
+from exporter.pipeline import ExportPlan, PipelineOptions, Progress, run_export
 from exporter.rejects import RejectsFile
 from exporter.report import Counts, RunReport, new_run_id, utc_now
 from exporter.runs.checkpoint import Checkpoint
+from exporter.runs.events import report_event, run_event
 from exporter.runs.lock import ExportLock
 from exporter.runs.store import RunState, RunStore, StateChanged, is_run_id
 from exporter.sources.reach import OutOfReach, checked_blob_name, reachable
@@ -128,13 +130,14 @@ class ExportService:
     async def start(self, name: str, *, dry_run: bool = False, source: str | None = None,
                     trigger: str = "http", wait_if_busy: bool = False) -> StartResult:
         """Queue a run of one export. Busy export: refused, or (``wait_if_busy``) queued to
-        start once the current run ends, so a dropped file is never lost."""
-        await self._prepare()
+        start once the current run ends, so a dropped file is never lost. A refused start
+        (unknown export, bad source) changes nothing: storage is prepared only for a run."""
         export = (await self.config()).export(name)
         if source is not None:
             path = await self._check_source(reachable(export.name, export.source, source))
         else:
             path = await segment_path(self.storage.blobs, self.settings.segments_container, export.source)
+        await self._prepare()
         run_id = new_run_id()
         lock = ExportLock(self.store.container, export.name)
         message = RunMessage(run_id, export.name, path, dry_run)
@@ -147,7 +150,6 @@ class ExportService:
             return StartResult(True, run_id, export.name)
         await self.store.save_state(RunState(run_id, export.name, path, dry_run, trigger))
         await self.queue.send_message(message.encode())
-        log.info("export run queued: export=%s run_id=%s trigger=%s", export.name, run_id, trigger)
         return StartResult(True, run_id, export.name)
 
     async def run_scheduled(self) -> list[StartResult]:
@@ -259,7 +261,7 @@ class ExportService:
         if message.waits >= MAX_WAITS:
             state.status, state.error = "failed", f"export stayed busy for {MAX_WAITS * WAIT_SECONDS // 60} minutes"
             await self.store.save_state(state)
-            log.error("export run failed: export=%s run_id=%s reason=%s", state.export, state.run_id, state.error)
+            self._event("failed", state)
             return
         state.status = "waiting"
         await self.store.save_state(state)
@@ -269,6 +271,7 @@ class ExportService:
         export = (await self.config()).export(message.export)
         if state.list_id is None:
             await self._pin(state, export)
+            self._event("started", state)
         remaining = self._time_left(state)
         state.legs = message.leg + 1
         await self.store.save_state(state)
@@ -285,9 +288,12 @@ class ExportService:
             saver = asyncio.create_task(self._save_while_running(state, checkpoint))
             try:
                 async with self._klaviyo(export, message.dry_run) as klaviyo:
-                    report = await run_export(plan, klaviyo, rejects, run_id=message.run_id, options=options,
-                                              progress=lambda counts: _remember(state, counts),
-                                              credential=self.storage.credential, ledger=checkpoint)
+                    try:
+                        report = await run_export(plan, klaviyo, rejects, run_id=message.run_id, options=options,
+                                                  progress=lambda progress: _remember(state, progress),
+                                                  credential=self.storage.credential, ledger=checkpoint)
+                    finally:
+                        state.throttled += klaviyo.throttled if klaviyo is not None else 0
             finally:
                 saver.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -296,14 +302,13 @@ class ExportService:
             if rejects.count:
                 report.rejects = await self.store.save_rejects(export.name, message.run_id, rejects.path)
         report.started_at = state.started_at or report.started_at
-        state.counts = asdict(report.counts)
+        state.counts, state.jobs = asdict(report.counts), len(report.jobs)
         if report.status == "continuing":
             state.status = "continuing"
             await self.store.save_state(state)
             await self.queue.send_message(replace(message, leg=message.leg + 1).encode())
             await lock.stop_renewing()  # the continuation takes the same lease (same run id)
-            log.info("export run continues in a new leg: export=%s run_id=%s leg=%d", export.name,
-                     message.run_id, message.leg + 1)
+            self._event("handover", state)
             return
         await self._finish(state, report, lock)
 
@@ -339,12 +344,12 @@ class ExportService:
         state.status, state.error = report.status, report.error
         await self.store.save_state(state)
         await lock.release(state.run_id)
-        if report.status == "failed":
-            log.error("export run failed: export=%s run_id=%s reason=%s", state.export, state.run_id, report.error)
-        else:
-            c = report.counts
-            log.info("export run %s: export=%s run_id=%s rows=%d sent=%d rejected=%d duplicates=%d", report.status,
-                     state.export, state.run_id, c.rows_read, c.sent, c.rejected, c.duplicates)
+        report_event(report, leg=state.leg, trigger=state.trigger, throttled=state.throttled)
+
+    def _event(self, event: str, state: RunState) -> None:
+        run_event(event, export=state.export, run_id=state.run_id, leg=state.leg, trigger=state.trigger,
+                  status=state.status, dry_run=state.dry_run, counts=state.counts, started_at=state.started_at,
+                  jobs=state.jobs, throttled=state.throttled, error=state.error)
 
     async def _fail(self, state: RunState, lock: ExportLock, reason: str) -> None:
         report = RunReport(state.run_id, state.export, state.source, state.list_id or "",
@@ -424,8 +429,25 @@ def _mapping_from(document: dict[str, str] | None, options: dict[str, Any]) -> F
                         options.get("phone_region"), options.get("invalid_fields", "drop"))
 
 
-def _remember(state: RunState, counts: Counts) -> None:
-    state.counts = asdict(counts)
+def _remember(state: RunState, progress: Progress) -> None:
+    """The run's progress on its state, which the heartbeat saves for the status API."""
+    c = progress.counts
+    state.counts, state.jobs = asdict(c), progress.jobs_accepted
+    expected_rows = None
+    if state.source_size and progress.bytes_read:
+        expected_rows = round(c.rows_read * state.source_size / progress.bytes_read)
+    remaining_jobs = 0
+    if expected_rows is not None:
+        expected_profiles = max(expected_rows - c.rejected - c.duplicates - c.unchanged, 0)
+        remaining_jobs = max(math.ceil(expected_profiles / MAX_PROFILES_PER_JOB) - progress.jobs_accepted, 0)
+    earliest = datetime.now(UTC) + timedelta(seconds=rate_floor_seconds(remaining_jobs))
+    state.progress = {
+        "leg": state.leg, "rows_read": c.rows_read, "expected_rows": expected_rows,
+        "bytes_read": progress.bytes_read, "source_size": state.source_size,
+        "profiles_accepted": c.accepted, "profiles_imported": c.sent,
+        "jobs_accepted": progress.jobs_accepted, "jobs_in_flight": progress.jobs_in_flight,
+        "earliest_finish": earliest.isoformat(timespec="seconds"),
+    }
 
 
 def environment_key_source(variable: str) -> ApiKeySource:

@@ -52,6 +52,10 @@ class RunState:
     list_id: str | None = None
     mapping: dict[str, str] | None = None  # {"email": column, target: column, ...}
     options: dict[str, Any] | None = None  # phone_region, invalid_fields, encoding, format
+    # What operators see of a run in progress (refreshed by its heartbeat) and after it:
+    progress: dict[str, Any] | None = None
+    jobs: int = 0  # Klaviyo jobs accepted
+    throttled: int = 0  # 429s Klaviyo answered, over all legs
 
     @classmethod
     def from_json(cls, raw: bytes) -> RunState:

@@ -39,7 +39,8 @@ async def open_segment(source: str | BlobLocation, credential: Any = None, *, en
         chunks, name = blob_chunks(source, credential), redact_url(source)
     else:
         chunks, name = local_chunks(Path(source)), source
-    texts = decoded_text(chunks, encoding)
+    counted = _Counted(chunks)
+    texts = decoded_text(counted.chunks(), encoding)
     start = await _first_text(texts)
     if format is None:
         jsonl = name.lower().endswith(JSONL_SUFFIXES) or start.lstrip().startswith("{")
@@ -54,7 +55,26 @@ async def open_segment(source: str | BlobLocation, credential: Any = None, *, en
     else:
         if parser.columns is None:
             raise SourceError(f"{name} is empty: no header row (CSV) or object (JSON Lines) found")
-    return Segment(parser.columns, _replay(first, blocks), name)
+    segment = Segment(parser.columns, _replay(first, blocks), name)
+    counted.segment = segment
+    segment.bytes_read = counted.total
+    return segment
+
+
+class _Counted:
+    """Counts the bytes a segment's stream has delivered, onto the segment once it exists."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]):
+        self._chunks = chunks
+        self.total = 0
+        self.segment: Segment | None = None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async for chunk in self._chunks:
+            self.total += len(chunk)
+            if self.segment is not None:
+                self.segment.bytes_read = self.total
+            yield chunk
 
 
 async def _first_text(texts: AsyncGenerator[str, None]) -> str:

@@ -32,6 +32,7 @@ class Segment:
     columns: list[str]
     blocks: AsyncIterator[RowBlock]
     description: str  # where the rows come from, safe to log and report
+    bytes_read: int = 0  # of the file as stored, so far: with its size, how far the run has come
 
 
 def has_undecodable(text: str) -> bool:
