@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -58,7 +59,9 @@ class Progress:
 class PipelineOptions:
     senders: int = 6
     queued_jobs: int = 2  # jobs built ahead of the senders; each is at most 5 MB
-    poll_interval: float = 1.0
+    poll_interval: float = 1.0  # the longest wait between polls once every job is sent
+    first_poll: float = 0.25  # the first wait after the last job is sent (doubling from there)
+    poll_while_sending: float = 5.0  # polls share the tier's rate limit: rare while jobs still go out
     deadline: float | None = None  # event-loop time after which the run hands over
     job_timeout: float = 3600.0  # a job Klaviyo has not finished by then fails the run
 
@@ -193,7 +196,12 @@ class _Run:
         return rejects
 
     async def poll(self) -> None:
+        """Watch accepted jobs until Klaviyo finishes them. Polls share the bulk-import tier's
+        rate limit with the job submissions, so while jobs are still being sent they are
+        rare (``poll_while_sending``); once the last job is in, the first poll comes soon
+        and the wait doubles up to ``poll_interval``, so the run ends close after Klaviyo does."""
         assert self.klaviyo is not None
+        interval = self._first_interval()
         while not (self.sending_done.is_set() and (not self.pending or self.cut)):
             if not self.pending:
                 self.job_accepted.clear()
@@ -205,13 +213,23 @@ class _Run:
             if self.sending_done.is_set() and self.past_deadline():
                 self.cut = True  # only waiting for Klaviyo now: the next leg polls on
                 return
-            await asyncio.sleep(self.options.poll_interval)
+            if not self.sending_done.is_set():
+                with contextlib.suppress(TimeoutError):  # wake at once when the last job is in
+                    await asyncio.wait_for(self.sending_done.wait(), self.options.poll_while_sending)
+                if self.sending_done.is_set():
+                    continue
+            else:
+                await asyncio.sleep(interval)
+                interval = min(interval * 2, self.options.poll_interval)
             statuses = await self.klaviyo.job_statuses(set(self.pending))
             for status in statuses.values():
                 if status.finished:
                     await self._settle(status)
             self._check_stuck()
             self.tick()
+
+    def _first_interval(self) -> float:
+        return min(self.options.first_poll, self.options.poll_interval)
 
     def _check_stuck(self) -> None:
         now = asyncio.get_running_loop().time()

@@ -18,7 +18,7 @@ from exporter.mapping import FieldMapping
 from exporter.pipeline import ExportPlan, PipelineOptions, run_export
 from exporter.rejects import RejectsFile
 from exporter.report import RunReport
-from tests.conftest import API_KEY, LIST_ID, client_for
+from tests.conftest import API_KEY, LIST_ID, client_for, write
 
 FAST = PipelineOptions(poll_interval=0.02)
 ROOT = Path(__file__).resolve().parent.parent
@@ -250,3 +250,21 @@ async def test_cli_finds_a_config_exports_newest_segment_in_the_segments_contain
     assert report["source"].endswith(f"/{container}/vip/new.csv") and report["counts"]["sent"] == 7
     lost = await _in_thread(run_cli, *args, env={"AZURE_STORAGE_CONNECTION_STRING": "", "AzureWebJobsStorage": ""})
     assert lost.returncode == 2 and "neither a file nor a URL" in lost.stderr
+
+
+async def test_polls_wait_until_the_jobs_are_sent_then_come_soon(start_simulator, tmp_path) -> None:
+    """Polls share the import tier's rate limit: none while jobs still go out, then quick ones."""
+    sim = await start_simulator(job_delay=0.05)
+    polls_when_job_arrived: list[int] = []
+    sim.simulator.on_job_accepted = lambda count: polls_when_job_arrived.append(_job_listings(sim))
+    source = write(tmp_path, "s.csv", segment_bytes(30_000))
+    options = PipelineOptions(poll_interval=0.05, first_poll=0.02)
+    async with client_for(sim) as client:
+        report = await run_export(plan(source), client, RejectsFile(tmp_path / "r.csv"), options=options)
+    assert report.status == "succeeded" and len(polls_when_job_arrived) == 3
+    assert polls_when_job_arrived == [0, 0, 0]  # the old fixed interval polled between the jobs
+    assert 1 <= _job_listings(sim) <= 10
+
+
+def _job_listings(sim) -> int:
+    return sum(n for route, n in sim.simulator.stats.by_route.items() if route.startswith("GET /api/profile-bulk-import-jobs"))

@@ -38,7 +38,7 @@ class ImportJob:
 
     sequence: int  # position in the run: the same segment and mapping give the same jobs
     payload: bytes
-    lines: array  # array('L'), one per profile, in payload order
+    lines: array  # array('I'), one per profile, in payload order
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -48,7 +48,7 @@ class ImportJob:
         profiles = orjson.loads(self.payload)["data"]["attributes"]["profiles"]["data"]
         keep = [i for i in range(len(profiles)) if i not in indexes]
         return ImportJob(self.sequence, job_body([profiles[i] for i in keep], list_id),
-                         array("L", (self.lines[i] for i in keep)))
+                         array("I", (self.lines[i] for i in keep)))
 
 
 class JobBatcher:
@@ -63,7 +63,7 @@ class JobBatcher:
 
     def _start(self) -> None:
         self._bodies: list[memoryview] = []
-        self._lines = array("L")
+        self._lines = array("I")
         self._bytes = -1  # n bodies need n-1 commas
 
     def add(self, chunk: MappedChunk, keep: list[int]) -> list[ImportJob]:

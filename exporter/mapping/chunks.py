@@ -24,10 +24,10 @@ from exporter.sources.rows import RowBlock
 @dataclass(slots=True)
 class MappedChunk:
     rows: int  # rows this chunk accounts for: profiles + rejects
-    lines: array  # array('L'): source line of each profile
+    lines: array  # array('I'): source line of each profile
     keys: array  # array('q'): hash of each profile's lower-cased email
     bodies: bytes  # the profiles' JSON, back to back
-    ends: array  # array('L'): where each profile's JSON ends in ``bodies``
+    ends: array  # array('I'): where each profile's JSON ends in ``bodies``
     rejects: list[Reject]
     warnings: list[Reject]  # fields left out of profiles that were kept
 
@@ -43,7 +43,7 @@ def map_chunk(mapper: ProfileMapper, block: RowBlock) -> MappedChunk:
     """Map and serialize one block."""
     profiles, rejects, warnings = mapper.map_block(block)
     parts: list[bytes] = []
-    lines, keys, ends = array("L"), array("q"), array("L")
+    lines, keys, ends = array("I"), array("q"), array("I")
     total = 0
     for profile in profiles:
         body = orjson.dumps({"type": "profile", "attributes": profile.attributes})
