@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import AsyncIterator, Callable, Sequence
 from urllib.parse import urlsplit
 
-from exporter.azure_storage import segment_path, storage_from_environment
 from exporter.errors import ConfigError, ExportError, TransientError
-from exporter.klaviyo.auth import ApiKeySource
+from exporter.klaviyo.auth import KEY_ENV, ApiKeySource, api_key_from_environment
 from exporter.klaviyo.client import DEFAULT_BASE_URL, KlaviyoClient
 from exporter.klaviyo.limits import BULK_IMPORT_RATE
 from exporter.logsafe import install_everywhere
@@ -36,7 +35,6 @@ from exporter.mapping.fields import INVALID_FIELD_POLICIES
 from exporter.pipeline import ExportPlan, Progress, run_export
 from exporter.rejects import RejectsFile
 from exporter.report import Counts, RunReport, new_run_id
-from exporter.secrets import KEY_ENV, KeyVaultApiKey, api_key_from_environment, key_vault_client
 from exporter.sources import FORMATS, BlobLocation, is_blob_url
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -276,6 +274,8 @@ async def _config_source(source: str) -> str | BlobLocation:
     """A config export's source is a path in the segments container (as the app reads it),
     unless it is a URL or a local file: find it in the storage account the environment
     names (AZURE_STORAGE_CONNECTION_STRING, or the app's AzureWebJobsStorage settings)."""
+    from exporter.azure_storage import segment_path, storage_from_environment  # only this path needs the SDKs
+
     environ = dict(os.environ)
     if environ.get("AZURE_STORAGE_CONNECTION_STRING"):
         environ["AzureWebJobsStorage"] = environ["AZURE_STORAGE_CONNECTION_STRING"]
@@ -300,6 +300,8 @@ async def _klaviyo(args: argparse.Namespace, progress: _ProgressBar | None) -> A
         if args.key_vault_url or args.secret_name:
             if not (args.key_vault_url and args.secret_name):
                 raise UsageError("--key-vault-url and --secret-name go together")
+            from exporter.secrets import KeyVaultApiKey, key_vault_client  # the Key Vault SDK only when used
+
             secrets = await stack.enter_async_context(key_vault_client(args.key_vault_url))
             key = KeyVaultApiKey(secrets, args.secret_name)
         else:

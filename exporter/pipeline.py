@@ -202,6 +202,7 @@ class _Run:
         and the wait doubles up to ``poll_interval``, so the run ends close after Klaviyo does."""
         assert self.klaviyo is not None
         interval = self._first_interval()
+        polled = False
         while not (self.sending_done.is_set() and (not self.pending or self.cut)):
             if not self.pending:
                 self.job_accepted.clear()
@@ -210,8 +211,8 @@ class _Run:
                 await asyncio.wait({accepted, done}, return_when=asyncio.FIRST_COMPLETED)
                 accepted.cancel(), done.cancel()
                 continue
-            if self.sending_done.is_set() and self.past_deadline():
-                self.cut = True  # only waiting for Klaviyo now: the next leg polls on
+            if self.sending_done.is_set() and self.past_deadline() and polled:
+                self.cut = True  # only waiting for Klaviyo now (and asked once in this leg): the next leg polls on
                 return
             if not self.sending_done.is_set():
                 with contextlib.suppress(TimeoutError):  # wake at once when the last job is in
@@ -222,6 +223,7 @@ class _Run:
                 await asyncio.sleep(interval)
                 interval = min(interval * 2, self.options.poll_interval)
             statuses = await self.klaviyo.job_statuses(set(self.pending))
+            polled = True
             for status in statuses.values():
                 if status.finished:
                     await self._settle(status)

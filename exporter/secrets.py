@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from typing import Any
 
@@ -23,10 +22,9 @@ from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpRes
 from azure.keyvault.secrets.aio import SecretClient
 
 from exporter.errors import ConfigError, ExportError, TransientError
-from exporter.klaviyo.auth import ApiKeySource, StaticApiKey
+from exporter.klaviyo.auth import KEY_ENV, api_key_from_environment
 from exporter.klaviyo.retry import RetryPolicy
 
-KEY_ENV = "KLAVIYO_API_KEY"
 KEY_VAULT_RETRY = RetryPolicy(max_attempts=4, base_delay=0.5, max_delay=4.0, budget_seconds=20.0)
 RECHECK_SECONDS = 30.0  # with a cached key, how soon to try Key Vault again after a failed refresh
 
@@ -115,6 +113,4 @@ def key_vault_client(vault_url: str, credential: Any = None, **client_options: A
     return SecretClient(vault_url=vault_url, credential=credential, **client_options)
 
 
-def api_key_from_environment(variable: str = KEY_ENV) -> ApiKeySource | None:
-    value = os.environ.get(variable, "").strip()
-    return StaticApiKey(value) if value else None
+__all__ = ["KEY_ENV", "KeyVaultApiKey", "api_key_from_environment", "key_vault_client"]

@@ -280,3 +280,14 @@ async def test_the_progress_line_shows_the_retrying(segment: Path) -> None:
     code, screen = await on_a_terminal(*export_args(segment, "--klaviyo-url", f"http://127.0.0.1:{port}"))
     assert code == 1
     assert f"[connection refused by 127.0.0.1:{port}; retrying in" in screen, screen
+
+
+def test_a_local_dry_run_loads_no_azure_sdk(segment: Path) -> None:
+    """Start-up is paid per run: a local file needs neither the storage nor the Key Vault SDK."""
+    code = ("import sys; from exporter.cli import main; code = main(sys.argv[1:]); "
+            "print(sorted({m.split('.')[1] for m in sys.modules if m.startswith('azure.')}), file=sys.stderr); "
+            "sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", code, *export_args(segment, "--dry-run")], capture_output=True,
+                            text=True, cwd=ROOT, env={**os.environ, "KLAVIYO_API_KEY": ""}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "[]"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Protocol
+
+KEY_ENV = "KLAVIYO_API_KEY"
 
 
 class ApiKeySource(Protocol):
@@ -27,3 +30,8 @@ class StaticApiKey:
 
     def __repr__(self) -> str:
         return "StaticApiKey(<redacted>)"
+
+
+def api_key_from_environment(variable: str = KEY_ENV) -> ApiKeySource | None:
+    value = os.environ.get(variable, "").strip()
+    return StaticApiKey(value) if value else None

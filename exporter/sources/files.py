@@ -11,14 +11,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator
-
-from azure.core import MatchConditions
-from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
-from azure.storage.blob.aio import BlobClient
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from exporter.connection_string import account_key
 from exporter.errors import SourceError
+
+if TYPE_CHECKING:  # the storage SDK is imported when a blob is read, not to read a local file
+    from azure.storage.blob.aio import BlobClient
 
 CHUNK_BYTES = 256 * 1024  # bounds memory per block; the first GET is capped too, not 32 MB
 
@@ -41,6 +40,8 @@ class BlobLocation:
         return f"{self.account_url.rstrip('/')}/{self.container}/{self.name}"
 
     def client(self) -> BlobClient:
+        from azure.storage.blob.aio import BlobClient
+
         credential = self.credential if self.credential is not None else _credential_from_environment()
         return BlobClient(self.account_url, self.container, self.name, credential=credential,
                           max_single_get_size=CHUNK_BYTES, max_chunk_get_size=CHUNK_BYTES, **self.options)
@@ -63,12 +64,17 @@ async def local_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES) -> AsyncItera
 def blob_client(url: str, credential: Any = None) -> BlobClient:
     """A client for one blob URL; the credential defaults to the storage connection string's key
     (``AZURE_STORAGE_CONNECTION_STRING``) or, failing that, ``DefaultAzureCredential``."""
+    from azure.storage.blob.aio import BlobClient
+
     if credential is None:
         credential = _credential_from_environment()
     return BlobClient.from_blob_url(url, credential=credential, max_single_get_size=CHUNK_BYTES, max_chunk_get_size=CHUNK_BYTES)
 
 
 async def blob_chunks(source: str | BlobLocation, credential: Any = None) -> AsyncIterator[bytes]:
+    from azure.core import MatchConditions
+    from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
+
     if isinstance(source, BlobLocation):
         client, name, etag = source.client(), source.description, source.etag
     else:
