@@ -49,7 +49,7 @@ class AsyncRateLimiter:
     little more (up to ``max_margin``): the jitter this server shows is the one to allow.
     """
 
-    def __init__(self, limits: Sequence[tuple[int, float]], margin: float = 0.05, max_margin: float = 0.3):
+    def __init__(self, limits: Sequence[tuple[int, float]], margin: float = 0.1, max_margin: float = 0.3):
         self._windows = SlidingWindows(limits)
         self._lock = asyncio.Lock()
         self.margin = margin

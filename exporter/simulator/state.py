@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -69,13 +70,15 @@ class Account:
         self.jobs: dict[str, SimJob] = {}
         self._job_ids = itertools.count(1)
         self._profile_ids = itertools.count(1)
+        self._lock = threading.Lock()  # jobs are applied in a worker thread; readers take the lock too
 
     def add_list(self, list_id: str, name: str | None = None) -> None:
         self.lists[list_id] = name or list_id
         self.members.setdefault(list_id, {})
 
     def member_emails(self, list_id: str) -> list[str]:
-        return [self.profiles[p].get("email") or "" for p in self.members.get(list_id, {})]
+        with self._lock:
+            return [self.profiles[p].get("email") or "" for p in self.members.get(list_id, {})]
 
     def submit(self, profiles: list[dict[str, Any]], list_ids: list[str]) -> SimJob:
         job = SimJob(f"sim-job-{next(self._job_ids)}", list_ids, profiles, len(profiles), _now())
@@ -85,9 +88,19 @@ class Account:
 
     def _start(self, job: SimJob) -> None:
         job.status, job.started_at = "processing", _now()
-        asyncio.get_running_loop().call_later(self.job_delay / 2, self._finish, job)
+        loop = asyncio.get_running_loop()
+        applied = loop.run_in_executor(None, self._apply, job)  # 10,000 upserts: off the event loop, which times requests
+        loop.call_later(self.job_delay / 2, lambda: applied.add_done_callback(lambda _: self._complete(job)))
 
-    def _finish(self, job: SimJob) -> None:
+    def _complete(self, job: SimJob) -> None:
+        job.profiles = None
+        job.status, job.completed_at = "complete", _now()
+
+    def _apply(self, job: SimJob) -> None:
+        with self._lock:
+            self._apply_locked(job)
+
+    def _apply_locked(self, job: SimJob) -> None:
         for index, profile in enumerate(job.profiles or []):
             attributes = profile["attributes"]
             email = attributes.get("email")
@@ -110,8 +123,6 @@ class Account:
             for list_id in job.list_ids:
                 self.members[list_id][profile_id] = None
             job.completed += 1
-        job.profiles = None
-        job.status, job.completed_at = "complete", _now()
 
     def _upsert(self, attributes: dict[str, Any]) -> str:
         key = (attributes.get("email") or attributes.get("phone_number") or attributes.get("external_id") or "").lower()
