@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the file's text encoding, any Python codec, e.g. cp1252 for Excel (default: utf-8)")
     export.add_argument("--format", choices=FORMATS, default=None,
                         help="force the format (default: from the name, else from the content)")
+    export.add_argument("--columns", metavar="A,B,C",
+                        help="column names of a CSV without a header row (its first line is then data)")
     export.add_argument("--config", type=Path, help="exports JSON document (with --export)")
     export.add_argument("--export", dest="export_name", help="name of the export in --config")
     export.add_argument("--force", action="store_true", help="run an export marked \"enabled\": false")
@@ -240,7 +242,8 @@ def _plan(args: argparse.Namespace) -> ExportPlan:
     if missing:
         raise UsageError(f"missing {', '.join(missing)} (or use --config with --export)")
     mapping = FieldMapping.from_pairs(args.email_column, args.map, args.phone_region, args.invalid_fields or "drop")
-    return ExportPlan("cli", args.source, args.list_id.strip(), mapping, args.encoding or "utf-8", args.format)
+    return ExportPlan("cli", args.source, args.list_id.strip(), mapping, args.encoding or "utf-8", args.format,
+                      _columns(args.columns))
 
 
 def _plan_from_config(args: argparse.Namespace) -> ExportPlan:
@@ -257,7 +260,17 @@ def _plan_from_config(args: argparse.Namespace) -> ExportPlan:
         mapping = replace(mapping, phone_region=args.phone_region or mapping.phone_region,
                           invalid_fields=args.invalid_fields or mapping.invalid_fields)
     return ExportPlan(export.name, args.source or export.source, export.list_id, mapping,
-                      args.encoding or export.encoding, args.format or export.format)
+                      args.encoding or export.encoding, args.format or export.format,
+                      _columns(args.columns) or export.columns)
+
+
+def _columns(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise UsageError(f"--columns expects distinct names separated by commas, got {text!r}")
+    return names
 
 
 def _check_url(url: str) -> None:

@@ -53,7 +53,8 @@ class ExportDefinition:
     mapping: FieldMapping
     enabled: bool = True
     encoding: str = "utf-8"  # the segment files' text encoding
-    format: str | None = None  # "csv" | "jsonl"; None: detected
+    format: str | None = None  # "csv" | "jsonl" | "parquet"; None: detected
+    columns: list[str] | None = None  # column names for segment files without a header row
 
     @property
     def is_prefix(self) -> bool:
@@ -173,10 +174,11 @@ def _exports(items: Any, connections: dict[str, Connection], problems: list[str]
         if not isinstance(enabled, bool):
             problems.append(f"{where}: 'enabled' must be true or false")
         encoding, format = _source_options(item, where, problems)
+        columns = _columns(item.get("columns"), where, problems)
         mapping = _mapping(item.get("mapping"), where, problems, _mapping_options(item, where, problems))
         if len(problems) == before and connection is not None and mapping is not None:
             exports[name] = ExportDefinition(name, connection, str(source), str(list_id), mapping, enabled,
-                                             encoding, format)
+                                             encoding, format, columns)
     _overlapping_sources(exports, problems)
     return exports
 
@@ -192,6 +194,15 @@ def _source_options(item: dict[str, Any], where: str, problems: list[str]) -> tu
         problems.append(f"{where}: 'format' must be one of {', '.join(FORMATS)} (or left out to detect it)")
         format = None
     return encoding, format
+
+
+def _columns(value: Any, where: str, problems: list[str]) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(_text(c) for c in value) or len(set(value)) != len(value):
+        problems.append(f"{where}: 'columns' must be a list of distinct column names (for files without a header row)")
+        return None
+    return [c.strip() for c in value]
 
 
 def _mapping_options(item: dict[str, Any], where: str, problems: list[str]) -> dict[str, Any]:

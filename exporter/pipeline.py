@@ -42,7 +42,8 @@ class ExportPlan:
     list_id: str
     mapping: FieldMapping
     encoding: str = "utf-8"  # the segment's text encoding (any codec Python knows)
-    format: str | None = None  # "csv" | "jsonl"; None: from the name, else from the content
+    format: str | None = None  # "csv" | "jsonl" | "parquet"; None: from the name, else from the content
+    columns: list[str] | None = None  # the column names of a CSV without a header row
 
 
 @dataclass(frozen=True)
@@ -285,7 +286,8 @@ async def run_export(
     run = _Run(plan, klaviyo, rejects, report, options or PipelineOptions(), progress, ledger or MemoryLedger())
     mapper: ProfileMapper | None = None
     try:
-        segment = run.segment = await open_segment(plan.source, credential, encoding=plan.encoding, format=plan.format)
+        segment = run.segment = await open_segment(plan.source, credential, encoding=plan.encoding, format=plan.format,
+                                                   columns=plan.columns)
         report.source = segment.description
         mapper = ProfileMapper.for_columns(plan.mapping, segment.columns, _display(plan.encoding))
         if klaviyo is not None:

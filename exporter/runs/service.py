@@ -281,7 +281,7 @@ class ExportService:
         segment = self.storage.segment(self.settings.segments_container, state.source, state.source_etag)
         pinned = state.options or {}
         plan = ExportPlan(export.name, segment, state.list_id or export.list_id, _mapping_from(state.mapping, pinned),
-                          pinned.get("encoding", "utf-8"), pinned.get("format"))
+                          pinned.get("encoding", "utf-8"), pinned.get("format"), pinned.get("columns"))
         checkpoint = await self.store.load_checkpoint(export.name, message.run_id)
         with tempfile.TemporaryDirectory(prefix="exporter-run-") as workdir:
             rejects = RejectsFile(Path(workdir) / "rejects.csv")
@@ -326,7 +326,7 @@ class ExportService:
         state.source_etag, state.source_size = properties.etag, properties.size
         state.list_id, state.mapping = export.list_id, _mapping_document(export.mapping)
         state.options = {"phone_region": export.mapping.phone_region, "invalid_fields": export.mapping.invalid_fields,
-                         "encoding": export.encoding, "format": export.format}
+                         "encoding": export.encoding, "format": export.format, "columns": export.columns}
         state.started_at = state.started_at or utc_now()
 
     def _time_left(self, state: RunState) -> float:

@@ -16,6 +16,7 @@ from exporter.sources.csv_format import CsvParser
 from exporter.sources.files import BlobLocation, blob_chunks, is_blob_url, local_chunks, redact_url
 from exporter.sources.jsonl_format import JsonlParser
 from exporter.sources.lines import LineSplitter
+from exporter.sources.parquet import PARQUET_MAGIC
 from exporter.sources.rows import FORMATS, RowBlock, Segment
 from exporter.sources.text import decoded_text
 
@@ -31,21 +32,30 @@ class _Parser(Protocol):
 
 
 async def open_segment(source: str | BlobLocation, credential: Any = None, *, encoding: str = "utf-8",
-                       format: str | None = None) -> Segment:
-    """Open a segment and read its header; the rows stream as the blocks are consumed."""
+                       format: str | None = None, columns: list[str] | None = None) -> Segment:
+    """Open a segment and read its header; the rows stream as the blocks are consumed.
+    ``columns`` names the columns of a CSV without a header row (its first line is data)."""
+    local: Path | None = None
     if isinstance(source, BlobLocation):
         chunks, name = blob_chunks(source), source.description
     elif is_blob_url(source):
         chunks, name = blob_chunks(source, credential), redact_url(source)
     else:
-        chunks, name = local_chunks(Path(source)), source
+        local = Path(source)
+        chunks, name = local_chunks(local), source
     counted = _Counted(chunks)
-    texts = decoded_text(counted.chunks(), encoding)
+    stream = counted.chunks()
+    head = await _first_chunk(stream)
+    if format == "parquet" or (format is None and (name.lower().endswith(".parquet") or head.startswith(PARQUET_MAGIC))):
+        from exporter.sources.parquet import open_parquet  # pyarrow only for Parquet files
+
+        return await open_parquet(_prepend(head, stream), local, name)
+    texts = decoded_text(_prepend(head, stream), encoding)
     start = await _first_text(texts)
     if format is None:
         jsonl = name.lower().endswith(JSONL_SUFFIXES) or start.lstrip().startswith("{")
         format = "jsonl" if jsonl else "csv"
-    parser: _Parser = JsonlParser() if format == "jsonl" else CsvParser()
+    parser: _Parser = JsonlParser(columns) if format == "jsonl" else CsvParser(columns)
     blocks = _blocks(_prepend(start, texts), LineSplitter(), parser)
     first: list[RowBlock] = []
     async for block in blocks:
@@ -87,14 +97,22 @@ async def _first_text(texts: AsyncGenerator[str, None]) -> str:
     return "".join(pieces)
 
 
-async def _prepend(start: str, texts: AsyncGenerator[str, None]) -> AsyncGenerator[str, None]:
+async def _first_chunk(chunks: AsyncIterator[bytes]) -> bytes:
+    async for chunk in chunks:
+        if chunk:
+            return chunk
+    return b""
+
+
+async def _prepend(start: Any, rest: Any) -> Any:
+    """``start`` (text or bytes already read to look at the file), then the rest of the stream."""
     try:
         if start:
             yield start
-        async for text in texts:
-            yield text
+        async for piece in rest:
+            yield piece
     finally:
-        await texts.aclose()
+        await rest.aclose()
 
 
 async def _blocks(texts: AsyncGenerator[str, None], splitter: LineSplitter, parser: _Parser) -> AsyncGenerator[RowBlock, None]:

@@ -37,9 +37,10 @@ def unclosed_quote(line: int) -> Reject:
 class CsvParser:
     """Feed whole lines (``LineSplitter``'s output); get blocks of rows with their line numbers."""
 
-    def __init__(self) -> None:
-        self.columns: list[str] | None = None
-        self._delimiter = ","
+    def __init__(self, columns: list[str] | None = None) -> None:
+        """``columns``: the names of a file without a header row (its first line is data)."""
+        self.columns: list[str] | None = columns
+        self._delimiter: str | None = None  # detected from the first line (the header, or the first row)
         self._carry: list[str] = []  # the lines of a record whose quote is still open
         self._lines_done = 0  # physical lines fully consumed so far
 
@@ -87,7 +88,7 @@ class CsvParser:
     def _parse_run(self, lines: list[str], block: RowBlock) -> None:
         if not lines:
             return
-        if self.columns is None:
+        if self._delimiter is None:
             self._delimiter = detect_delimiter(_first_nonblank(lines))
         reader = csv.reader(io.StringIO("\n".join(lines) + "\n", newline=""), delimiter=self._delimiter)
         base = self._lines_done
@@ -118,9 +119,9 @@ class CsvParser:
         block = RowBlock([], [], has_undecodable=has_undecodable(text))
         lines = text.split("\n")
         lines.pop()
-        if self.columns is None:
+        if self._delimiter is None and any(lines):
             self._delimiter = detect_delimiter(_first_nonblank(lines))
-        delimiter, line = self._delimiter, self._lines_done
+        delimiter, line = self._delimiter or ",", self._lines_done
         for row in lines:
             line += 1
             if not row:

@@ -15,8 +15,9 @@ from exporter.sources.rows import RowBlock, has_undecodable
 class JsonlParser:
     """Feed whole lines (``LineSplitter``'s output); get blocks of rows with their line numbers."""
 
-    def __init__(self) -> None:
-        self.columns: list[str] | None = None
+    def __init__(self, columns: list[str] | None = None) -> None:
+        """``columns``: the keys to read (by default, the first object's)."""
+        self.columns: list[str] | None = columns
         self._lines_done = 0
 
     def feed(self, text: str, final: bool = False) -> RowBlock:

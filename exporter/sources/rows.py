@@ -12,7 +12,7 @@ from typing import AsyncIterator, Sequence
 from exporter.rejects import Reject
 
 UNDECODABLE = "\udc80-\udcff"  # surrogateescape's range: bytes that were not UTF-8
-FORMATS = ("csv", "jsonl")  # what a segment's format may be forced to
+FORMATS = ("csv", "jsonl", "parquet")  # what a segment's format may be forced to
 
 
 @dataclass(slots=True)
