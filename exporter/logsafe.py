@@ -61,10 +61,6 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def install(handler: logging.Handler) -> None:
-    handler.addFilter(RedactingFilter())
-
-
 def install_everywhere() -> None:
     """Redact every record at creation (idempotent)."""
     previous = logging.getLogRecordFactory()

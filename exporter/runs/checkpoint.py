@@ -27,10 +27,6 @@ class Checkpoint(MemoryLedger):
         self._saved = 0  # the version the store holds
         self._lock = asyncio.Lock()
 
-    @property
-    def dirty(self) -> bool:
-        return self._saved < self._version
-
     def record_accepted(self, sequence: int, accepted: Accepted) -> None:
         super().record_accepted(sequence, accepted)
         self._version += 1
