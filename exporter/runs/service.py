@@ -285,12 +285,13 @@ class ExportService:
         checkpoint = await self.store.load_checkpoint(export.name, message.run_id)
         with tempfile.TemporaryDirectory(prefix="exporter-run-") as workdir:
             rejects = RejectsFile(Path(workdir) / "rejects.csv")
-            saver = asyncio.create_task(self._save_while_running(state, checkpoint))
+            latest = _LatestProgress()
+            saver = asyncio.create_task(self._save_while_running(state, checkpoint, latest))
             try:
                 async with self._klaviyo(export, message.dry_run) as klaviyo:
                     try:
                         report = await run_export(plan, klaviyo, rejects, run_id=message.run_id, options=options,
-                                                  progress=lambda progress: _remember(state, progress),
+                                                  progress=latest,
                                                   credential=self.storage.credential, ledger=checkpoint)
                     finally:
                         state.throttled += klaviyo.throttled if klaviyo is not None else 0
@@ -302,6 +303,8 @@ class ExportService:
             if rejects.count:
                 report.rejects = await self.store.save_rejects(export.name, message.run_id, rejects.path)
         report.started_at = state.started_at or report.started_at
+        if latest.progress is not None:
+            _remember(state, latest.progress)  # where the leg ended, for a run that continues
         state.counts, state.jobs = asdict(report.counts), len(report.jobs)
         if report.status == "continuing":
             state.status = "continuing"
@@ -362,12 +365,14 @@ class ExportService:
         report.finish(error=reason)
         await self._finish(state, report, lock)
 
-    async def _save_while_running(self, state: RunState, checkpoint: Checkpoint) -> None:
+    async def _save_while_running(self, state: RunState, checkpoint: Checkpoint, latest: _LatestProgress) -> None:
         """The leg's heartbeat: progress and settled jobs every few seconds (acceptances are
         saved as they happen, by the senders)."""
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             await checkpoint.save()
+            if latest.progress is not None:
+                _remember(state, latest.progress)
             await self.store.save_state(state)
 
     @contextlib.asynccontextmanager
@@ -427,6 +432,17 @@ def _mapping_from(document: dict[str, str] | None, options: dict[str, Any]) -> F
         raise ExportError("the run's pinned mapping is missing from its state")
     return FieldMapping(document["email"], {k: v for k, v in document.items() if k != "email"},
                         options.get("phone_region"), options.get("invalid_fields", "drop"))
+
+
+class _LatestProgress:
+    """Keeps the newest progress report of a leg (a call per block: cheap); the heartbeat
+    turns it into the state's progress every few seconds."""
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+
+    def __call__(self, progress: Progress) -> None:
+        self.progress = progress
 
 
 def _remember(state: RunState, progress: Progress) -> None:
