@@ -129,3 +129,68 @@ async def test_list_members_are_visible_for_tests_and_the_demo(simulator) -> Non
         await asyncio.sleep(0.01)
     status, members = await get(simulator, f"/_sim/lists/{LIST_ID}")
     assert status == 200 and members == {"list_id": LIST_ID, "count": 1, "emails": ["a@x.com"]}
+
+
+# ---- what mirror mode will need: profile lookup by email, list membership removal ----------
+
+async def import_members(sim, emails: list[str]) -> None:
+    status, answer = await post(sim, job_body([{"email": e} for e in emails]))
+    assert status == 202
+    while sim.simulator.account.jobs[answer["data"]["id"]].status != "complete":
+        await asyncio.sleep(0.01)
+
+
+async def remove(sim, body: object, list_id: str = LIST_ID) -> tuple[int, bytes]:
+    async with aiohttp.ClientSession() as session:
+        async with session.delete(f"{sim.url}/api/lists/{list_id}/relationships/profiles", data=orjson.dumps(body),
+                                  headers=HEADERS) as response:
+            return response.status, await response.read()
+
+
+async def test_profiles_are_found_by_email_filter_case_insensitively_and_match_the_schema(simulator) -> None:
+    await import_members(simulator, ["a@x.com", "b@x.com", "c@x.com"])
+    status, one = await get(simulator, '/api/profiles?filter=equals(email,"B@x.com")')
+    assert status == 200 and [p["attributes"]["email"] for p in one["data"]] == ["b@x.com"]
+    status, some = await get(simulator, '/api/profiles?filter=any(email,["a@x.com","c@x.com","nobody@x.com"])'
+                                        "&page[size]=1")
+    assert status == 200 and len(some["data"]) == 1 and "next" in some["links"]
+    _, rest = await get(simulator, some["links"]["next"].split(simulator.url, 1)[1])
+    assert [p["attributes"]["email"] for p in some["data"] + rest["data"]] == ["a@x.com", "c@x.com"]
+    validator = validator_for("GetProfileResponsePluralConversationsCollectionCompoundDocument")
+    assert list(validator.iter_errors(some)) == []
+
+
+@pytest.mark.parametrize("query, status", [
+    ("filter=equals(phone_number,\"+1\")", 400),
+    ("filter=any(email,[a@x.com])", 400),
+    ("filter=any(email,[" + ",".join(f'"u{i}@x.com"' for i in range(101)) + "])", 400),
+    ("filter=any(email,[\"a@x.com\"])&page[size]=101", 400),
+])
+async def test_profile_lookup_refuses_what_klaviyo_would(simulator, query: str, status: int) -> None:
+    assert (await get(simulator, f"/api/profiles?{query}"))[0] == status
+
+
+async def test_removal_takes_members_off_the_list_and_keeps_the_profiles(simulator) -> None:
+    await import_members(simulator, ["a@x.com", "b@x.com"])
+    [a_id] = simulator.simulator.account.profile_ids_by_email(["a@x.com"])
+    status, body = await remove(simulator, {"data": [{"type": "profile", "id": a_id}]})
+    assert (status, body) == (204, b"")
+    assert simulator.simulator.account.member_emails(LIST_ID) == ["b@x.com"]
+    assert simulator.simulator.account.profiles[a_id]["email"] == "a@x.com"  # removed from the list, not deleted
+
+
+@pytest.mark.parametrize("body, list_id, status", [
+    ({"data": [{"type": "profile", "id": f"p{i}"} for i in range(1_001)]}, LIST_ID, 400),
+    ({"data": []}, LIST_ID, 400),
+    ({"data": [{"type": "profile", "attributes": {"email": "a@x.com"}}]}, LIST_ID, 400),
+    ({"data": [{"type": "profile", "id": "p1"}]}, "NoSuchList", 404),
+])
+async def test_removal_is_strict(simulator, body: object, list_id: str, status: int) -> None:
+    assert (await remove(simulator, body, list_id))[0] == status
+
+
+async def test_removal_and_lookup_have_their_own_rate_limits(simulator) -> None:
+    statuses = [(await remove(simulator, {"data": [{"type": "profile", "id": "p1"}]}))[0] for _ in range(11)]
+    assert statuses[:10] == [204] * 10 and statuses[10] == 429
+    lookups = [(await get(simulator, '/api/profiles?filter=equals(email,"a@x.com")'))[0] for _ in range(12)]
+    assert lookups == [200] * 12  # 75/s for reads: not throttled by the membership tier

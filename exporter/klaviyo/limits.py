@@ -15,6 +15,13 @@ MAX_PROFILE_BYTES = 100 * 1024
 BULK_IMPORT_RATE = ((10, 1.0), (150, 60.0))
 PAGE_SIZE_MAX = 100
 
+# List membership changes (POST/DELETE /api/lists/{id}/relationships/profiles): ids only.
+LIST_MEMBERSHIP_RATE = ((10, 1.0), (150, 60.0))
+MAX_MEMBERSHIP_IDS = 1_000
+# Profile reads (GET /api/profiles with an email filter; GET /api/lists/{id}/profiles).
+PROFILE_READ_RATE = ((75, 1.0), (750, 60.0))
+MAX_FILTER_VALUES = 100  # no documented cap on any(); we send at most a page's worth
+
 
 def rate_floor_seconds(jobs: int, limits: tuple[tuple[int, float], ...] = BULK_IMPORT_RATE) -> float:
     """The earliest time, from now, by which ``jobs`` more jobs can all have been sent under the

@@ -21,13 +21,24 @@ from typing import Any, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from exporter.klaviyo.limits import BULK_IMPORT_RATE, JSONAPI, MAX_JOB_BYTES, PAGE_SIZE_MAX
+from exporter.klaviyo.limits import (
+    BULK_IMPORT_RATE,
+    JSONAPI,
+    LIST_MEMBERSHIP_RATE,
+    MAX_FILTER_VALUES,
+    MAX_JOB_BYTES,
+    MAX_MEMBERSHIP_IDS,
+    PAGE_SIZE_MAX,
+    PROFILE_READ_RATE,
+)
 from exporter.klaviyo.ratelimit import SlidingWindows
 from exporter.simulator.state import Account
 from exporter.simulator.validation import check_import_job, error
 
 FAULTS = ("500", "503", "drop", "latency")  # drawn at --fault-rate; scripted faults may also be "429"
 _REVISION = re.compile(r"\d{4}-\d{2}-\d{2}(\.pre|\.beta)?")
+_EMAIL_FILTER = re.compile(r"""equals\(email,\s*"([^"]*)"\)|any\(email,\s*\[(.*)\]\)""")
+_QUOTED = re.compile(r'\s*"([^"]*)"\s*(?:,|$)')
 _STATUS_FILTER = re.compile(r"""(equals|any)\(status,\s*\[?(.*?)\]?\)""")
 
 
@@ -60,6 +71,35 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return web.Response(body=orjson.dumps(data), status=status, content_type=JSONAPI, headers=headers)
 
 
+def _tier(request: web.Request) -> str | None:
+    """Which of Klaviyo's rate-limit tiers a request counts against."""
+    path = request.path
+    if path.startswith("/api/profile-bulk-import-jobs"):
+        return "import"
+    if path.startswith("/api/lists/") and path.endswith("/relationships/profiles") and request.method != "GET":
+        return "membership"
+    if path == "/api/profiles":
+        return "profiles"
+    return None
+
+
+def _filter_emails(text: str) -> list[str] | None:
+    match = _EMAIL_FILTER.fullmatch(text.strip())
+    if match is None:
+        return None
+    if match.group(1) is not None:
+        return [match.group(1)]
+    values, listed = [], match.group(2)
+    position = 0
+    while position < len(listed):
+        item = _QUOTED.match(listed, position)
+        if item is None:
+            return None
+        values.append(item.group(1))
+        position = item.end()
+    return values
+
+
 def _base(request: web.Request) -> str:
     return f"{request.scheme}://{request.host}"
 
@@ -82,7 +122,9 @@ class KlaviyoSimulator:
         # use it to act at an exact point of a run (kill a worker, deliver a duplicate).
         self.on_job_accepted: Callable[[int], None] | None = None
         self._random = random.Random(self.config.seed)
-        self._tier = SlidingWindows(BULK_IMPORT_RATE)
+        # One sliding-window log per rate-limit tier, as Klaviyo keeps them per account.
+        self._tiers = {"import": SlidingWindows(BULK_IMPORT_RATE), "membership": SlidingWindows(LIST_MEMBERSHIP_RATE),
+                       "profiles": SlidingWindows(PROFILE_READ_RATE)}
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_JOB_BYTES * 4, middlewares=[self._middleware])
@@ -92,6 +134,8 @@ class KlaviyoSimulator:
             web.get("/api/profile-bulk-import-jobs", self.list_jobs),
             web.get("/api/profile-bulk-import-jobs/{id}", self.get_job),
             web.get("/api/profile-bulk-import-jobs/{id}/import-errors", self.import_errors),
+            web.get("/api/profiles", self.get_profiles),
+            web.delete("/api/lists/{id}/relationships/profiles", self.remove_members),
             web.get("/_sim/lists/{id}", self.sim_members),
             web.post("/_sim/lists", self.sim_add_list),
             web.get("/_sim/stats", self.sim_stats),
@@ -122,8 +166,9 @@ class KlaviyoSimulator:
                 return self._throttled(1.0)
             else:
                 return _errors(int(fault), error(int(fault), "server_error", "Server error.", "Simulated fault."))
-        if request.path.startswith("/api/profile-bulk-import-jobs") and self.config.rate_limits:
-            wait = self._tier.wait_time()
+        tier = _tier(request)
+        if tier is not None and self.config.rate_limits:
+            wait = self._tiers[tier].wait_time()
             if wait > 0:
                 return self._throttled(wait)
         return await handler(request)
@@ -219,6 +264,46 @@ class KlaviyoSimulator:
         if job is None:
             return _errors(404, error(404, "not_found", "Not found.", "No such job."))
         return self._page(request, job.errors)
+
+    async def get_profiles(self, request: web.Request) -> web.Response:
+        """Profiles by email: ``filter=equals(email,"a@x.com")`` or ``any(email,["a@x.com",...])``
+        (at most 100 values here), cursor pages of at most 100. Emails match case-insensitively."""
+        wanted = request.query.get("filter")
+        if wanted is None:
+            return self._page(request, [self.account.profile_resource(p, _base(request)) for p in self.account.profiles])
+        emails = _filter_emails(wanted)
+        if emails is None:
+            return _errors(400, _parameter_error("only equals(email,...) and any(email,[...]) can be filtered", "filter"))
+        if len(emails) > MAX_FILTER_VALUES:
+            return _errors(400, _parameter_error(f"at most {MAX_FILTER_VALUES} values in any()", "filter"))
+        ids = self.account.profile_ids_by_email(emails)
+        return self._page(request, [self.account.profile_resource(p, _base(request)) for p in ids])
+
+    async def remove_members(self, request: web.Request) -> web.Response:
+        """Removes profiles from a list (never deletes, suppresses or unsubscribes them): 204."""
+        list_id = request.match_info["id"]
+        if request.content_type != JSONAPI:
+            return _errors(415, error(415, "unsupported_media_type", "Unsupported media type.",
+                                      f"Content-Type must be {JSONAPI}"))
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return _errors(400, error(400, "parse_error", "Malformed JSON.", "The body is not valid JSON."))
+        items = body.get("data") if isinstance(body, dict) and set(body) == {"data"} else None
+        if not isinstance(items, list) or not items:
+            return _errors(400, error(400, "invalid", "Invalid input.", "data must be a non-empty array", "/data"))
+        if len(items) > MAX_MEMBERSHIP_IDS:
+            return _errors(400, error(400, "invalid", "Invalid input.",
+                                      f"at most {MAX_MEMBERSHIP_IDS} profiles per request, got {len(items)}", "/data"))
+        for i, item in enumerate(items):
+            if not (isinstance(item, dict) and item.get("type") == "profile" and isinstance(item.get("id"), str)
+                    and set(item) == {"type", "id"}):
+                return _errors(400, error(400, "invalid", "Invalid input.", "each item needs type 'profile' and an id",
+                                          f"/data/{i}"))
+        if list_id not in self.account.lists:
+            return _errors(404, error(404, "not_found", "Not found.", f"A list with id {list_id} does not exist."))
+        self.account.remove_members(list_id, [item["id"] for item in items])
+        return web.Response(status=204)
 
     def _page(self, request: web.Request, items: list[dict[str, Any]]) -> web.Response:
         try:

@@ -80,6 +80,24 @@ class Account:
         with self._lock:
             return [self.profiles[p].get("email") or "" for p in self.members.get(list_id, {})]
 
+    def profile_ids_by_email(self, emails: list[str]) -> list[str]:
+        with self._lock:
+            found = (self.profile_by_email.get(email.lower()) for email in dict.fromkeys(emails))
+            return [profile_id for profile_id in found if profile_id is not None]
+
+    def profile_resource(self, profile_id: str, base_url: str) -> dict[str, Any]:
+        attributes = {key: None for key in ("email", "phone_number", "external_id", "first_name", "last_name")}
+        attributes.update(self.profiles[profile_id])
+        return {"type": "profile", "id": profile_id, "attributes": attributes,
+                "links": {"self": f"{base_url}/api/profiles/{profile_id}/"}}
+
+    def remove_members(self, list_id: str, profile_ids: list[str]) -> None:
+        """Only the membership goes: the profiles, their consent and suppressions stay."""
+        with self._lock:
+            members = self.members[list_id]
+            for profile_id in profile_ids:
+                members.pop(profile_id, None)
+
     def submit(self, profiles: list[dict[str, Any]], list_ids: list[str]) -> SimJob:
         job = SimJob(f"sim-job-{next(self._job_ids)}", list_ids, profiles, len(profiles), _now())
         self.jobs[job.job_id] = job
