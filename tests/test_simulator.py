@@ -141,10 +141,9 @@ async def import_members(sim, emails: list[str]) -> None:
 
 
 async def remove(sim, body: object, list_id: str = LIST_ID) -> tuple[int, bytes]:
-    async with aiohttp.ClientSession() as session:
-        async with session.delete(f"{sim.url}/api/lists/{list_id}/relationships/profiles", data=orjson.dumps(body),
-                                  headers=HEADERS) as response:
-            return response.status, await response.read()
+    url = f"{sim.url}/api/lists/{list_id}/relationships/profiles"
+    async with aiohttp.ClientSession() as session, session.delete(url, data=orjson.dumps(body), headers=HEADERS) as answer:
+        return answer.status, await answer.read()
 
 
 async def test_profiles_are_found_by_email_filter_case_insensitively_and_match_the_schema(simulator) -> None:
