@@ -23,7 +23,14 @@ import orjson
 
 from exporter.errors import KlaviyoAuthError, KlaviyoRequestError
 from exporter.klaviyo.auth import ApiKeySource
-from exporter.klaviyo.limits import BULK_IMPORT_RATE, JSONAPI, PAGE_SIZE_MAX, REVISION
+from exporter.klaviyo.limits import (
+    BULK_IMPORT_RATE,
+    JSONAPI,
+    LIST_MEMBERSHIP_RATE,
+    PAGE_SIZE_MAX,
+    PROFILE_READ_RATE,
+    REVISION,
+)
 from exporter.klaviyo.ratelimit import AsyncRateLimiter
 from exporter.klaviyo.retry import RetryPolicy, parse_retry_after
 
@@ -90,6 +97,11 @@ class KlaviyoClient:
         self._owns_session = session is None
         self._retry = retry or RetryPolicy()
         self._limiter = limiter or (AsyncRateLimiter(rate_limits) if rate_limits else None)
+        self._limiters: dict[str, AsyncRateLimiter | None] = {
+            "import": self._limiter,
+            "membership": AsyncRateLimiter(LIST_MEMBERSHIP_RATE) if rate_limits else None,
+            "profiles": AsyncRateLimiter(PROFILE_READ_RATE) if rate_limits else None,
+        }
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=10)
         self._on_retry = on_retry  # told what failed each time a request is retried (the CLI's progress line)
         self._reached = False  # any answer at all yet: if the very first requests cannot connect, fail fast
@@ -109,7 +121,7 @@ class KlaviyoClient:
         """Fail before reading the segment if the key is refused or the list does not exist."""
         path = f"/api/lists/{list_id}"
         try:
-            body = await self._request("GET", path, limited=False)
+            body = await self.request("GET", path, tier=None)
         except NotFound:
             raise NotFound(f"Klaviyo list {list_id!r} does not exist in this account") from None
         with _expecting("GET", path):
@@ -157,15 +169,21 @@ class KlaviyoClient:
                 if problem is not None:
                     yield problem
 
-    async def _request(self, method: str, path: str, *, payload: bytes | None = None, limited: bool = True) -> Any:
+    async def _request(self, method: str, path: str, *, payload: bytes | None = None) -> Any:
+        return await self.request(method, path, payload=payload)
+
+    async def request(self, method: str, path: str, *, payload: bytes | None = None, tier: str | None = "import") -> Any:
+        """One API call with the retry policy; ``tier`` names the rate-limit tier it counts
+        against (``import``, ``membership``, ``profiles``; None for untiered reads)."""
+        limiter = self._limiters.get(tier) if tier else None
         assert self._session is not None, "use 'async with KlaviyoClient(...)'"
         url = self._same_origin(path)
         deadline = time.monotonic() + self._retry.budget_seconds
         refreshed_key = False
         attempt = throttles = 0  # a 429 is Klaviyo pacing us, not failing: it uses time, not attempts
         while True:
-            if limited and self._limiter is not None:
-                await self._limiter.acquire()
+            if limiter is not None:
+                await limiter.acquire()
             headers = {
                 "Authorization": f"Klaviyo-API-Key {await self._api_key.get()}",
                 "revision": REVISION,
@@ -204,8 +222,8 @@ class KlaviyoClient:
                 self.throttled += 1
                 if self._on_retry is not None:
                     self._on_retry("Klaviyo is throttling (429); waiting as it asks")
-                if limited and self._limiter is not None:
-                    self._limiter.throttled()
+                if limiter is not None:
+                    limiter.throttled()
                 wait = self._retry.delay(throttles, retry_after)
                 if time.monotonic() + wait > deadline:
                     raise KlaviyoRequestError(f"Klaviyo kept throttling {method} {_path_only(url)} (429) for "
