@@ -29,7 +29,7 @@ from devtools.azurite import Azurite, free_port, start_azurite, upload
 from devtools.demo import wait_for
 from devtools.sample import MAPPING, segment_lines
 from exporter.klaviyo.limits import BULK_IMPORT_RATE, MAX_PROFILES_PER_JOB
-from exporter.klaviyo.ratelimit import SlidingWindows
+from exporter.klaviyo.ratelimit import rate_floor_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 LIST_ID = "Bench"
@@ -67,12 +67,7 @@ class PeakRss:
 def floor_seconds(jobs: int) -> float:
     """When the last of ``jobs`` requests may be sent under the tier's windows, sent as early
     as allowed from t=0, plus one burst interval (0.1 s) for that request's own slot."""
-    clock = [0.0]
-    windows = SlidingWindows(BULK_IMPORT_RATE, clock=lambda: clock[0])
-    for _ in range(jobs):
-        while (wait := windows.wait_time()) > 0:
-            clock[0] += wait
-    return clock[0] + 1 / BULK_IMPORT_RATE[0][0]
+    return rate_floor_seconds(jobs, BULK_IMPORT_RATE) + 1 / BULK_IMPORT_RATE[0][0]
 
 
 async def upload_segment(azurite: Azurite, rows: int) -> tuple[str, int]:

@@ -22,7 +22,6 @@ from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpRes
 from azure.keyvault.secrets.aio import SecretClient
 
 from exporter.errors import ConfigError, ExportError, TransientError
-from exporter.klaviyo.auth import KEY_ENV, api_key_from_environment
 from exporter.klaviyo.retry import RetryPolicy
 
 KEY_VAULT_RETRY = RetryPolicy(max_attempts=4, base_delay=0.5, max_delay=4.0, budget_seconds=20.0)
@@ -112,5 +111,3 @@ def key_vault_client(vault_url: str, credential: Any = None, **client_options: A
         credential = DefaultAzureCredential()
     return SecretClient(vault_url=vault_url, credential=credential, **client_options)
 
-
-__all__ = ["KEY_ENV", "KeyVaultApiKey", "api_key_from_environment", "key_vault_client"]

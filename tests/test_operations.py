@@ -17,7 +17,8 @@ from pycep import BicepParser
 
 import function_app
 from devtools.sample import segment_bytes
-from exporter.klaviyo.limits import rate_floor_seconds
+from exporter.klaviyo.limits import BULK_IMPORT_RATE
+from exporter.klaviyo.ratelimit import rate_floor_seconds
 from exporter.runs.events import NOISY_LOGGERS, PREFIX
 from tests.app_harness import App, call, config, get, post, status_of
 
@@ -98,7 +99,7 @@ async def test_a_running_runs_status_shows_its_progress(azurite, simulator, monk
 
 
 def test_the_rate_limit_floor_is_klaviyos_windows() -> None:
-    assert [rate_floor_seconds(n) for n in (0, 1, 10, 11, 100, 151)] == [0.0, 0.0, 0.0, 1.0, 9.0, 60.0]
+    assert [rate_floor_seconds(n, BULK_IMPORT_RATE) for n in (0, 1, 10, 11, 100, 151)] == [0.0, 0.0, 0.0, 1.0, 9.0, 60.0]
 
 
 @pytest.mark.parametrize("request_", [post("nope"), post("vip", body=b'{"source": "../x.csv"}'),

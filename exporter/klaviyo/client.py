@@ -129,7 +129,7 @@ class KlaviyoClient:
 
     async def create_import_job(self, payload: bytes) -> str:
         """Submit a bulk import job; returns its id. ``202`` only means queued, not imported."""
-        body = await self._request("POST", "/api/profile-bulk-import-jobs", payload=payload)
+        body = await self.request("POST", "/api/profile-bulk-import-jobs", payload=payload)
         with _expecting("POST", "/api/profile-bulk-import-jobs"):
             job_id = body["data"]["id"]
             if not isinstance(job_id, str) or not job_id:
@@ -144,7 +144,7 @@ class KlaviyoClient:
         path: str | None = f"/api/profile-bulk-import-jobs?sort=-created_at&page[size]={PAGE_SIZE_MAX}"
         pages = 0
         while path and wanted and pages < 10:
-            body = await self._request("GET", path)
+            body = await self.request("GET", path)
             pages += 1
             with _expecting("GET", "/api/profile-bulk-import-jobs"):
                 for item in body["data"]:
@@ -153,7 +153,7 @@ class KlaviyoClient:
                         wanted.discard(item["id"])
                 path = _next_link(body)
         for job_id in wanted:  # older than the pages we read: ask for each directly
-            body = await self._request("GET", f"/api/profile-bulk-import-jobs/{job_id}")
+            body = await self.request("GET", f"/api/profile-bulk-import-jobs/{job_id}")
             with _expecting("GET", "/api/profile-bulk-import-jobs/{id}"):
                 found[job_id] = _job_status(body["data"])
         return found
@@ -161,16 +161,13 @@ class KlaviyoClient:
     async def import_errors(self, job_id: str) -> AsyncIterator[ProfileProblem]:
         path: str | None = f"/api/profile-bulk-import-jobs/{job_id}/import-errors?page[size]={PAGE_SIZE_MAX}"
         while path:
-            body = await self._request("GET", path)
+            body = await self.request("GET", path)
             with _expecting("GET", "/api/profile-bulk-import-jobs/{id}/import-errors"):
                 problems = [_problem(item["attributes"]) for item in body["data"]]
                 path = _next_link(body)
             for problem in problems:
                 if problem is not None:
                     yield problem
-
-    async def _request(self, method: str, path: str, *, payload: bytes | None = None) -> Any:
-        return await self.request(method, path, payload=payload)
 
     async def request(self, method: str, path: str, *, payload: bytes | None = None, tier: str | None = "import") -> Any:
         """One API call with the retry policy; ``tier`` names the rate-limit tier it counts

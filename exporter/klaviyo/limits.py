@@ -22,11 +22,3 @@ MAX_MEMBERSHIP_IDS = 1_000
 PROFILE_READ_RATE = ((75, 1.0), (750, 60.0))
 MAX_FILTER_VALUES = 100  # no documented cap on any(); we send at most a page's worth
 
-
-def rate_floor_seconds(jobs: int, limits: tuple[tuple[int, float], ...] = BULK_IMPORT_RATE) -> float:
-    """The earliest time, from now, by which ``jobs`` more jobs can all have been sent under the
-    tier's windows (a fresh window, no time to build them counted): what no exporter can beat."""
-    times: list[float] = []
-    for k in range(jobs):
-        times.append(max([0.0] + [times[k - limit] + window for limit, window in limits if k >= limit]))
-    return times[-1] if times else 0.0

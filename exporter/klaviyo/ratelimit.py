@@ -41,6 +41,17 @@ class SlidingWindows:
         return wait
 
 
+def rate_floor_seconds(requests: int, limits: Sequence[tuple[int, float]]) -> float:
+    """When the last of ``requests`` more requests may be sent under ``limits``, each sent as
+    early as the windows allow from a fresh start: what no client can beat."""
+    clock = [0.0]
+    windows = SlidingWindows(limits, clock=lambda: clock[0])
+    for _ in range(requests):
+        while (wait := windows.wait_time()) > 0:
+            clock[0] += wait
+    return clock[0]
+
+
 class AsyncRateLimiter:
     """Makes callers wait their turn, in arrival order, so requests rarely draw a 429.
 

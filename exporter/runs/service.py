@@ -28,8 +28,8 @@ from exporter.config import EXPORT_NAME, ConfigError, ExportDefinition, ExportsC
 from exporter.errors import ExportError, SourceError, TransientError
 from exporter.klaviyo.auth import ApiKeySource, StaticApiKey
 from exporter.klaviyo.client import KlaviyoClient
-from exporter.klaviyo.limits import BULK_IMPORT_RATE, MAX_PROFILES_PER_JOB, rate_floor_seconds
-from exporter.klaviyo.ratelimit import AsyncRateLimiter
+from exporter.klaviyo.limits import BULK_IMPORT_RATE, MAX_PROFILES_PER_JOB
+from exporter.klaviyo.ratelimit import AsyncRateLimiter, rate_floor_seconds
 from exporter.mapping import FieldMapping
 from exporter.pipeline import ExportPlan, PipelineOptions, Progress, run_export
 from exporter.rejects import RejectsFile
@@ -224,7 +224,7 @@ class ExportService:
         if not await lock.acquire(message.run_id):
             await self._wait_for_turn(message, state)
             return
-        state.status, state.leg, state.error = "running", message.leg, None
+        state.status, state.leg, state.legs, state.error = "running", message.leg, message.leg + 1, None
         try:  # the claim: of two deliveries of one message racing to here, one writes first
             await self.store.save_state(state, if_etag=etag)
         except StateChanged:
@@ -271,10 +271,9 @@ class ExportService:
         export = (await self.config()).export(message.export)
         if state.list_id is None:
             await self._pin(state, export)
+            await self.store.save_state(state)
             self._event("started", state)
         remaining = self._time_left(state)
-        state.legs = message.leg + 1
-        await self.store.save_state(state)
         loop = asyncio.get_running_loop()
         options = PipelineOptions(deadline=loop.time() + min(self.settings.time_budget_seconds, remaining),
                                   poll_interval=self.settings.poll_interval)
@@ -456,7 +455,7 @@ def _remember(state: RunState, progress: Progress) -> None:
     if expected_rows is not None:
         expected_profiles = max(expected_rows - c.rejected - c.duplicates - c.unchanged, 0)
         remaining_jobs = max(math.ceil(expected_profiles / MAX_PROFILES_PER_JOB) - progress.jobs_accepted, 0)
-    earliest = datetime.now(UTC) + timedelta(seconds=rate_floor_seconds(remaining_jobs))
+    earliest = datetime.now(UTC) + timedelta(seconds=rate_floor_seconds(remaining_jobs, BULK_IMPORT_RATE))
     state.progress = {
         "leg": state.leg, "rows_read": c.rows_read, "expected_rows": expected_rows,
         "bytes_read": progress.bytes_read, "source_size": state.source_size,
