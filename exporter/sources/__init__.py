@@ -49,14 +49,14 @@ async def open_segment(source: str | BlobLocation, credential: Any = None, *, en
     if format == "parquet" or (format is None and (name.lower().endswith(".parquet") or head.startswith(PARQUET_MAGIC))):
         from exporter.sources.parquet import open_parquet  # pyarrow only for Parquet files
 
-        return await open_parquet(_prepend(head, stream), local, name)
-    texts = decoded_text(_prepend(head, stream), encoding)
+        return await open_parquet(_chain([head], stream), local, name)
+    texts = decoded_text(_chain([head], stream), encoding)
     start = await _first_text(texts)
     if format is None:
         jsonl = name.lower().endswith(JSONL_SUFFIXES) or start.lstrip().startswith("{")
         format = "jsonl" if jsonl else "csv"
     parser: _Parser = JsonlParser(columns) if format == "jsonl" else CsvParser(columns)
-    blocks = _blocks(_prepend(start, texts), LineSplitter(), parser)
+    blocks = _blocks(_chain([start], texts), LineSplitter(), parser)
     first: list[RowBlock] = []
     async for block in blocks:
         first.append(block)
@@ -65,7 +65,7 @@ async def open_segment(source: str | BlobLocation, credential: Any = None, *, en
     else:
         if parser.columns is None:
             raise SourceError(f"{name} is empty: no header row (CSV) or object (JSON Lines) found")
-    segment = Segment(parser.columns, _replay(first, blocks), name)
+    segment = Segment(parser.columns, _chain(first, blocks), name)
     counted.segment = segment
     segment.bytes_read = counted.total
     return segment
@@ -104,11 +104,12 @@ async def _first_chunk(chunks: AsyncIterator[bytes]) -> bytes:
     return b""
 
 
-async def _prepend(start: Any, rest: Any) -> Any:
-    """``start`` (text or bytes already read to look at the file), then the rest of the stream."""
+async def _chain(first: list[Any], rest: Any) -> Any:
+    """What was already read to look at the file (bytes, text or row blocks), then the rest of
+    its stream, which is closed with this one."""
     try:
-        if start:
-            yield start
+        for piece in first:
+            yield piece
         async for piece in rest:
             yield piece
     finally:
@@ -130,9 +131,3 @@ async def _blocks(texts: AsyncGenerator[str, None], splitter: LineSplitter, pars
     finally:
         await texts.aclose()
 
-
-async def _replay(first: list[RowBlock], rest: AsyncGenerator[RowBlock, None]) -> AsyncIterator[RowBlock]:
-    for block in first:
-        yield block
-    async for block in rest:
-        yield block
