@@ -202,7 +202,7 @@ class _Run:
         rare (``poll_while_sending``); once the last job is in, the first poll comes soon
         and the wait doubles up to ``poll_interval``, so the run ends close after Klaviyo does."""
         assert self.klaviyo is not None
-        interval = self._first_interval()
+        interval = min(self.options.first_poll, self.options.poll_interval)
         polled = False
         while not (self.sending_done.is_set() and (not self.pending or self.cut)):
             if not self.pending:
@@ -230,9 +230,6 @@ class _Run:
                     await self._settle(status)
             self._check_stuck()
             self.tick()
-
-    def _first_interval(self) -> float:
-        return min(self.options.first_poll, self.options.poll_interval)
 
     def _check_stuck(self) -> None:
         now = asyncio.get_running_loop().time()
