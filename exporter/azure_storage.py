@@ -12,15 +12,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
 from exporter.connection_string import account_key, connection_parts
-from exporter.errors import ConfigError, ExportError
+from exporter.errors import ConfigError
 from exporter.sources.files import BlobLocation
-from exporter.sources.reach import OutOfReach, checked_blob_name
 
 CONNECTION = "AzureWebJobsStorage"
 
@@ -77,25 +75,3 @@ def storage_from_environment(environ: dict[str, str] | None = None, credential: 
         credential = owned = DefaultAzureCredential(managed_identity_client_id=env.get("AZURE_CLIENT_ID") or None)
     return StorageClients(BlobServiceClient(blob_uri, credential=credential, **options), queue_uri, credential,
                           owned_credential=owned, options=options)
-
-
-async def segment_path(blobs: BlobServiceClient, container: str, source: str) -> str:
-    """An export's source as one blob path: the path itself, or the newest blob under a
-    prefix (a source ending in ``/``), since segment refreshes drop new files. A listed name
-    that is not a plain blob name (``..`` segments, control characters) is never picked."""
-    if not source.endswith("/"):
-        return source
-    newest = None
-    try:
-        async for blob in blobs.get_container_client(container).list_blobs(name_starts_with=source):
-            try:
-                checked_blob_name(blob.name)
-            except OutOfReach:
-                continue
-            if newest is None or blob.last_modified > newest.last_modified:
-                newest = blob
-    except ResourceNotFoundError:
-        raise ExportError(f"no segment file under {container}/{source}: the container does not exist") from None
-    if newest is None:
-        raise ExportError(f"no segment file under {container}/{source}")
-    return str(newest.name)

@@ -36,6 +36,8 @@ from exporter.pipeline import ExportPlan, Progress, run_export
 from exporter.rejects import RejectsFile
 from exporter.report import Counts, RunReport, new_run_id
 from exporter.sources import FORMATS, BlobLocation, is_blob_url
+from exporter.sources.folders import BlobFolder
+from exporter.sources.parts import SegmentRun, folder_of, resolve_folder
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEBUG_ENV = "EXPORTER_DEBUG"
@@ -98,7 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="export one segment into one Klaviyo list", formatter_class=formatter, epilog=EXPORT_EPILOG,
         description="Read a segment file (CSV, CSV.gz, JSON Lines), map each row to a Klaviyo profile\n"
                     "and import the profiles into one Klaviyo list.")
-    export.add_argument("--source", help="local path or blob URL of the segment (CSV, JSON Lines, either gzipped)")
+    export.add_argument("--source", help="local path or blob URL of the segment: a file (CSV, JSON Lines, either "
+                        "gzipped, or Parquet), or a folder (a CDM export folder holding model.json, or a folder of "
+                        "runs: its newest run is read)")
+    export.add_argument("--entity", metavar="NAME", help="the entity to read from a CDM folder holding several")
     export.add_argument("--list-id", help="the Klaviyo list to add the profiles to")
     export.add_argument("--email-column", help="the column holding the email address (required)")
     export.add_argument("--map", action="append", default=[], metavar="COL=FIELD",
@@ -198,8 +203,10 @@ def _export_command(args: argparse.Namespace) -> int:
 async def _export(args: argparse.Namespace, plan: ExportPlan) -> tuple[RunReport, list[str]]:
     if isinstance(plan.source, str) and not is_blob_url(plan.source) and not Path(plan.source).exists():
         if not args.config:
-            raise UsageError(f"--source {plan.source}: no such file")
-        plan = replace(plan, source=await _config_source(plan.source))
+            raise UsageError(f"--source {plan.source}: no such file or folder")
+        plan = replace(plan, source=await _config_source(plan.source, plan.entity))
+    elif isinstance(plan.source, str) and (folder := folder_of(plan.source)) is not None:
+        plan = replace(plan, source=await resolve_folder(folder, plan.entity))
     run_id = new_run_id()
     rejects = RejectsFile(_rejects_path(args, run_id), always=args.rejects is not None)
     progress = _ProgressBar() if sys.stderr.isatty() else None
@@ -243,7 +250,7 @@ def _plan(args: argparse.Namespace) -> ExportPlan:
         raise UsageError(f"missing {', '.join(missing)} (or use --config with --export)")
     mapping = FieldMapping.from_pairs(args.email_column, args.map, args.phone_region, args.invalid_fields or "drop")
     return ExportPlan("cli", args.source, args.list_id.strip(), mapping, args.encoding or "utf-8", args.format,
-                      _columns(args.columns))
+                      _columns(args.columns), args.entity)
 
 
 def _plan_from_config(args: argparse.Namespace) -> ExportPlan:
@@ -261,7 +268,7 @@ def _plan_from_config(args: argparse.Namespace) -> ExportPlan:
                           invalid_fields=args.invalid_fields or mapping.invalid_fields)
     return ExportPlan(export.name, args.source or export.source, export.list_id, mapping,
                       args.encoding or export.encoding, args.format or export.format,
-                      _columns(args.columns) or export.columns)
+                      _columns(args.columns) or export.columns, args.entity or export.entity)
 
 
 def _columns(text: str | None) -> list[str] | None:
@@ -283,11 +290,11 @@ def _check_url(url: str) -> None:
         raise UsageError(f"--klaviyo-url must be an http(s) URL such as {DEFAULT_BASE_URL}, got {url!r}")
 
 
-async def _config_source(source: str) -> str | BlobLocation:
+async def _config_source(source: str, entity: str | None) -> BlobLocation | SegmentRun:
     """A config export's source is a path in the segments container (as the app reads it),
     unless it is a URL or a local file: find it in the storage account the environment
     names (AZURE_STORAGE_CONNECTION_STRING, or the app's AzureWebJobsStorage settings)."""
-    from exporter.azure_storage import segment_path, storage_from_environment  # only this path needs the SDKs
+    from exporter.azure_storage import storage_from_environment  # only this path needs the SDKs
 
     environ = dict(os.environ)
     if environ.get("AZURE_STORAGE_CONNECTION_STRING"):
@@ -299,8 +306,9 @@ async def _config_source(source: str) -> str | BlobLocation:
                          "to read it from the segments container, or pass --source") from None
     container = environ.get("SEGMENTS_CONTAINER") or "segments"
     try:
-        name = await segment_path(storage.blobs, container, source)
-        return BlobLocation(storage.blobs.url, container, name)  # credential: the environment's, when read
+        if source.endswith("/"):  # credentials: the environment's, when read
+            return await resolve_folder(BlobFolder(storage.blobs.url, container, source), entity)
+        return BlobLocation(storage.blobs.url, container, source)
     finally:
         await storage.close()
 

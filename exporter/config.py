@@ -9,8 +9,10 @@ fixes its file in one go; a document with any problem starts no run at all.
                   "mapping": {"email": "Email", "phone_number": "Phone", "properties.tier": "Tier"},
                   "enabled": true}]}
 
-``source`` is a blob path in the segments container, or a prefix ending in ``/`` (a
-scheduled or on-demand run then takes the newest blob under it).
+``source`` is a blob path in the segments container, or a folder (a prefix ending in
+``/``): a CDM export folder (``model.json`` or ``manifest.cdm.json`` at its root; ``entity``
+picks one of several), or a folder of refreshes, whose newest run is read (see
+``exporter.sources.folders``).
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ class ExportDefinition:
     encoding: str = "utf-8"  # the segment files' text encoding
     format: str | None = None  # "csv" | "jsonl" | "parquet"; None: detected
     columns: list[str] | None = None  # column names for segment files without a header row
+    entity: str | None = None  # the entity of a CDM folder source (default: its only one)
+    settle_seconds: float = 60.0  # a folder's run of part files is complete once quiet this long
 
     @property
     def is_prefix(self) -> bool:
@@ -175,10 +179,17 @@ def _exports(items: Any, connections: dict[str, Connection], problems: list[str]
             problems.append(f"{where}: 'enabled' must be true or false")
         encoding, format = _source_options(item, where, problems)
         columns = _columns(item.get("columns"), where, problems)
+        entity = item.get("entity")
+        if entity is not None and not _text(entity):
+            problems.append(f"{where}: 'entity' must be the name of an entity in the source's CDM manifest")
+        settle = item.get("settle_seconds", 60)
+        if type(settle) not in (int, float) or not 0 <= settle <= 3600:
+            problems.append(f"{where}: 'settle_seconds' must be a number of seconds from 0 to 3600")
+            settle = 60
         mapping = _mapping(item.get("mapping"), where, problems, _mapping_options(item, where, problems))
         if len(problems) == before and connection is not None and mapping is not None:
             exports[name] = ExportDefinition(name, connection, str(source), str(list_id), mapping, enabled,
-                                             encoding, format, columns)
+                                             encoding, format, columns, entity, float(settle))
     _overlapping_sources(exports, problems)
     return exports
 

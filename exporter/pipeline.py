@@ -29,6 +29,7 @@ from exporter.mapping.chunks import map_chunk
 from exporter.rejects import Reject, RejectsFile
 from exporter.report import Counts, RunReport, new_run_id, utc_now
 from exporter.sources import BlobLocation, Segment, open_segment
+from exporter.sources.parts import SegmentPart, SegmentRun, open_parts
 
 _DONE = None
 
@@ -38,12 +39,13 @@ class ExportPlan:
     """What to export where: one segment source into one Klaviyo list."""
 
     name: str
-    source: str | BlobLocation  # a local path or blob URL (the CLI), or a blob by name (the app)
+    source: str | BlobLocation | SegmentRun  # a path or blob URL (the CLI), a blob by name (the app), or a folder's run
     list_id: str
     mapping: FieldMapping
     encoding: str = "utf-8"  # the segment's text encoding (any codec Python knows)
     format: str | None = None  # "csv" | "jsonl" | "parquet"; None: from the name, else from the content
     columns: list[str] | None = None  # the column names of a CSV without a header row
+    entity: str | None = None  # the entity to read from a CDM folder
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class _Run:
         dedupe = Deduplicator()
         batcher = JobBatcher(self.plan.list_id)
         new_jobs = 0
+        where = segment.part_lines.describe if segment.part_lines else "line {}".format
         async for block in segment.blocks:
             chunk = map_chunk(mapper, block)
             self.counts.rows_read += chunk.rows
@@ -113,7 +116,7 @@ class _Run:
             self.counts.duplicates += len(seen)
             if seen:  # every row traceable: a duplicate is listed too, though not counted as rejected
                 email = self.plan.mapping.email_column
-                self.rejects.add(Reject(chunk.lines[i], email, f"duplicate of line {first}") for i, first in seen)
+                self.rejects.add(Reject(chunk.lines[i], email, f"duplicate of {where(first)}") for i, first in seen)
             for job in batcher.add(chunk, keep):
                 new_jobs += self.ledger.accepted(job.sequence) is None
                 await self.queue.put(job)
@@ -277,14 +280,14 @@ async def run_export(
 ) -> RunReport:
     """Run (or resume) one export; ``klaviyo=None`` is a dry run. An export failure does
     not raise: the report says ``failed`` and why."""
-    source = plan.source.description if isinstance(plan.source, BlobLocation) else plan.source
+    source = plan.source if isinstance(plan.source, str) else plan.source.description
     report = RunReport(run_id or new_run_id(), plan.name, source, plan.list_id, utc_now(),
                        dry_run=klaviyo is None)
     run = _Run(plan, klaviyo, rejects, report, options or PipelineOptions(), progress, ledger or MemoryLedger())
     mapper: ProfileMapper | None = None
     try:
-        segment = run.segment = await open_segment(plan.source, credential, encoding=plan.encoding, format=plan.format,
-                                                   columns=plan.columns)
+        segment = run.segment = await _open(plan, credential)
+        rejects.parts = segment.part_lines
         report.source = segment.description
         mapper = ProfileMapper.for_columns(plan.mapping, segment.columns, _display(plan.encoding))
         if klaviyo is not None:
@@ -305,6 +308,18 @@ async def run_export(
         report.rejects = str(rejects.path)
     run.tick()
     return report
+
+
+async def _open(plan: ExportPlan, credential: Any) -> Segment:
+    if not isinstance(plan.source, SegmentRun):
+        return await open_segment(plan.source, credential, encoding=plan.encoding, format=plan.format,
+                                  columns=plan.columns)
+
+    async def open_part(part: SegmentPart) -> Segment:
+        return await open_segment(part.source, credential, encoding=part.encoding or plan.encoding, format=plan.format,
+                                  columns=part.columns or plan.columns, delimiter=part.delimiter)
+
+    return await open_parts(plan.source, open_part)
 
 
 UNDECODABLE_SHARE = 0.01  # more undecodable rows than this says the encoding is wrong, not a few rows

@@ -7,7 +7,8 @@ shared more widely than the segment itself, and the line number finds the row.
 Rejects arrive out of order (Klaviyo reports on a job long after later rows were read), but
 a person reads the file top to bottom, so it is written in line order. Memory stays flat
 on a bad segment: rejects are kept in sorted runs of at most ``RUN_SIZE`` on disk and
-merged into the file when it closes.
+merged into the file when it closes. A segment read from several part files adds a
+``file`` column, and each line is that file's own.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import csv
 import heapq
 import tempfile
 from pathlib import Path
-from typing import IO, Iterable, Iterator, NamedTuple
+from typing import IO, TYPE_CHECKING, Iterable, Iterator, NamedTuple
+
+if TYPE_CHECKING:
+    from exporter.sources.rows import PartLines
 
 RUN_SIZE = 50_000
 
@@ -39,6 +43,7 @@ class RejectsFile:
         self._buffer: list[Reject] = []
         self._runs: list[IO[str]] = []
         self._closed = False
+        self.parts: PartLines | None = None  # set when the segment has several part files
 
     def add(self, rejects: Iterable[Reject]) -> None:
         for reject in rejects:
@@ -66,11 +71,21 @@ class RejectsFile:
         runs = [_read(run) for run in self._runs]
         with self.path.open("w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out)
-            writer.writerow(self.HEADER)
-            writer.writerows(heapq.merge(iter(self._buffer), *runs))
+            merged = heapq.merge(iter(self._buffer), *runs)
+            if self.parts is None:
+                writer.writerow(self.HEADER)
+                writer.writerows(merged)
+            else:
+                writer.writerow((*self.HEADER, "file"))
+                writer.writerows(_with_file(reject, self.parts) for reject in merged)
         for run in self._runs:
             run.close()
         self._buffer, self._runs = [], []
+
+
+def _with_file(reject: Reject, parts: PartLines) -> tuple[int, str, str, str]:
+    label, line = parts.locate(reject.line)
+    return line, reject.column, reject.reason, label
 
 
 def _read(run: IO[str]) -> Iterator[Reject]:

@@ -235,8 +235,9 @@ async def test_cli_finds_a_config_exports_newest_segment_in_the_segments_contain
     container = f"seg{tmp_path.name[-8:].lower().replace('_', '')}"
     async with BlobServiceClient.from_connection_string(azurite.connection_string) as service:
         await service.create_container(container)
-        await service.get_blob_client(container, "vip/old.csv").upload_blob(segment_bytes(5))
-        await service.get_blob_client(container, "vip/new.csv").upload_blob(segment_bytes(7))
+        # Blob times have one-second resolution: within a second the greater name is the newer
+        await service.get_blob_client(container, "vip/2026-11-01.csv").upload_blob(segment_bytes(5))
+        await service.get_blob_client(container, "vip/2026-11-02.csv").upload_blob(segment_bytes(7))
     config = {"connections": [{"name": "c", "env": "KLAVIYO_API_KEY"}],
               "exports": [{"name": "vip", "connection": "c", "source": "vip/", "list_id": "L1",
                            "mapping": {"email": "email"}}]}
@@ -247,7 +248,7 @@ async def test_cli_finds_a_config_exports_newest_segment_in_the_segments_contain
                                                   "SEGMENTS_CONTAINER": container})
     assert found.returncode == 0, found.stderr
     report = orjson.loads(found.stdout)
-    assert report["source"].endswith(f"/{container}/vip/new.csv") and report["counts"]["sent"] == 7
+    assert report["source"].endswith(f"/{container}/vip/2026-11-02.csv") and report["counts"]["sent"] == 7
     lost = await _in_thread(run_cli, *args, env={"AZURE_STORAGE_CONNECTION_STRING": "", "AzureWebJobsStorage": ""})
     assert lost.returncode == 2 and "neither a file nor a URL" in lost.stderr
 

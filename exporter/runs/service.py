@@ -23,7 +23,7 @@ import aiohttp
 import orjson
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 
-from exporter.azure_storage import StorageClients, segment_path
+from exporter.azure_storage import StorageClients
 from exporter.config import EXPORT_NAME, ConfigError, ExportDefinition, ExportsConfig
 from exporter.errors import ExportError, SourceError, TransientError
 from exporter.klaviyo.auth import ApiKeySource, StaticApiKey
@@ -38,6 +38,9 @@ from exporter.runs.checkpoint import Checkpoint
 from exporter.runs.events import report_event, run_event
 from exporter.runs.lock import ExportLock
 from exporter.runs.store import RunState, RunStore, StateChanged, is_run_id
+from exporter.sources.files import BlobLocation
+from exporter.sources.folders import BlobFolder
+from exporter.sources.parts import SegmentPart, SegmentRun, resolve_folder
 from exporter.sources.reach import OutOfReach, checked_blob_name, reachable
 
 log = logging.getLogger("exporter.runs")
@@ -136,7 +139,7 @@ class ExportService:
         if source is not None:
             path = await self._check_source(reachable(export.name, export.source, source))
         else:
-            path = await segment_path(self.storage.blobs, self.settings.segments_container, export.source)
+            path = export.source  # a folder's newest run is found when the run begins
         await self._prepare()
         run_id = new_run_id()
         lock = ExportLock(self.store.container, export.name)
@@ -270,16 +273,17 @@ class ExportService:
     async def _run_leg(self, message: RunMessage, state: RunState, lock: ExportLock) -> None:
         export = (await self.config()).export(message.export)
         if state.list_id is None:
-            await self._pin(state, export)
+            if not await self._pin(state, export, message, lock):
+                return
             await self.store.save_state(state)
             self._event("started", state)
         remaining = self._time_left(state)
         loop = asyncio.get_running_loop()
         options = PipelineOptions(deadline=loop.time() + min(self.settings.time_budget_seconds, remaining),
                                   poll_interval=self.settings.poll_interval)
-        segment = self.storage.segment(self.settings.segments_container, state.source, state.source_etag)
         pinned = state.options or {}
-        plan = ExportPlan(export.name, segment, state.list_id or export.list_id, _mapping_from(state.mapping, pinned),
+        plan = ExportPlan(export.name, self._pinned_run(state), state.list_id or export.list_id,
+                          _mapping_from(state.mapping, pinned),
                           pinned.get("encoding", "utf-8"), pinned.get("format"), pinned.get("columns"))
         checkpoint = await self.store.load_checkpoint(export.name, message.run_id)
         with tempfile.TemporaryDirectory(prefix="exporter-run-") as workdir:
@@ -314,22 +318,83 @@ class ExportService:
             return
         await self._finish(state, report, lock)
 
-    async def _pin(self, state: RunState, export: ExportDefinition) -> None:
-        """The first leg fixes what the run reads and where it goes: the file's version (ETag)
-        and size, the list and the mapping. Every later leg reads that version only (a
+    async def _pin(self, state: RunState, export: ExportDefinition, message: RunMessage, lock: ExportLock) -> bool:
+        """The first leg fixes what the run reads and where it goes: each file's version (ETag)
+        and size, the list and the mapping. Every later leg reads those versions only (a
         conditional read) into that list, so a replaced file or an edited export can
-        never give a run half of one and half of another."""
-        reachable(export.name, export.source, state.source)
-        blob = self.storage.blobs.get_blob_client(self.settings.segments_container, state.source)
-        try:
-            properties = await blob.get_blob_properties()
-        except ResourceNotFoundError:
-            raise SourceError(f"the segment file {self.settings.segments_container}/{state.source} is gone") from None
-        state.source_etag, state.source_size = properties.etag, properties.size
+        never give a run half of one and half of another. False: the run does not go ahead
+        (a blob event for a run already exported, or for parts still arriving)."""
+        run = await self._resolve(export, state)
+        if state.trigger == "blob":
+            reason = await self._already_done(export, state, run)
+            if reason is not None:
+                state.status, state.error = "skipped", reason
+                await self.store.save_state(state)
+                await lock.release(state.run_id)
+                self._event("skipped", state)
+                return False
+            settle = export.settle_seconds - (datetime.now(UTC).timestamp() - max(p.modified for p in run.parts))
+            if export.is_prefix and run.manifest is None and "/" in run.parts[0].label and settle > 0 \
+                    and message.waits < MAX_WAITS:
+                state.status = "waiting"  # part files still arriving: look again once the folder is quiet
+                await self.store.save_state(state)
+                await lock.release(state.run_id)
+                await self.queue.send_message(replace(message, waits=message.waits + 1).encode(),
+                                              visibility_timeout=math.ceil(settle))
+                return False
+        await self.store.save_exported_source(export.name, run.fingerprint(), state.run_id)
+        state.parts = [_part_document(part) for part in run.parts]
+        state.source_description, state.source_size = run.description, run.size
         state.list_id, state.mapping = export.list_id, _mapping_document(export.mapping)
         state.options = {"phone_region": export.mapping.phone_region, "invalid_fields": export.mapping.invalid_fields,
                          "encoding": export.encoding, "format": export.format, "columns": export.columns}
         state.started_at = state.started_at or utc_now()
+        return True
+
+    async def _resolve(self, export: ExportDefinition, state: RunState) -> SegmentRun:
+        """The files of the run: a folder's newest run (for a folder export started by the
+        timer, a request or any blob event in the folder), else the one blob named."""
+        container = self.settings.segments_container
+        if export.is_prefix and (state.trigger == "blob" or state.source == export.source):
+            folder = BlobFolder(self.storage.blobs.url, container, export.source, self.storage.credential,
+                                self.storage.options)
+            return await resolve_folder(folder, export.entity)
+        reachable(export.name, export.source, state.source)
+        blob = self.storage.blobs.get_blob_client(container, state.source)
+        try:
+            properties = await blob.get_blob_properties()
+        except ResourceNotFoundError:
+            raise SourceError(f"the segment file {container}/{state.source} is gone") from None
+        location = self.storage.segment(container, state.source, properties.etag)
+        part = SegmentPart(location, state.source, properties.size, modified=properties.last_modified.timestamp())
+        return SegmentRun(location.description, [part])
+
+    async def _already_done(self, export: ExportDefinition, state: RunState, run: SegmentRun) -> str | None:
+        """Why a blob event needs no run: its blob is not in the run to export (a part the
+        manifest does not list yet, an older run's file), or that very run was exported
+        (events arrive at least once, in any order, one per part file)."""
+        if export.is_prefix:
+            names = {export.source + part.label for part in run.parts}
+            if run.manifest is not None:
+                names.add(export.source + run.manifest)
+            if state.source not in names:
+                return (f"{state.source} is not a file of the source's newest run ({run.description}); "
+                        "a CDM run starts when its manifest lists it")
+        record = await self.store.exported_source(export.name)
+        if record is None or record.get("fingerprint") != run.fingerprint():
+            return None
+        previous = await self.store.load_state(export.name, str(record.get("run_id")))
+        if previous is not None and previous.status == "failed":
+            return None  # that attempt failed: this event gets the run another one
+        return f"run {record.get('run_id')} already exported this version of the source ({run.description})"
+
+    def _pinned_run(self, state: RunState) -> SegmentRun:
+        if not state.parts:
+            raise ExportError("the run's pinned source files are missing from its state")
+        container = self.settings.segments_container
+        parts = [SegmentPart(self.storage.segment(container, part["name"], part["etag"]), part["label"], part["size"],
+                             part.get("columns"), part.get("delimiter"), part.get("encoding")) for part in state.parts]
+        return SegmentRun(state.source_description or state.source, parts)
 
     def _time_left(self, state: RunState) -> float:
         """Seconds left before the run's overall deadline; past it the run fails, freeing its export."""
@@ -420,6 +485,12 @@ def _leg_in_progress(state: RunState, message: RunMessage) -> bool:
 
 def _count(value: object) -> bool:
     return type(value) is int and 0 <= value < 1_000_000
+
+
+def _part_document(part: SegmentPart) -> dict[str, Any]:
+    assert isinstance(part.source, BlobLocation)
+    return {"name": part.source.name, "label": part.label, "etag": part.source.etag, "size": part.size,
+            "columns": part.columns, "delimiter": part.delimiter, "encoding": part.encoding}
 
 
 def _mapping_document(mapping: FieldMapping) -> dict[str, str]:

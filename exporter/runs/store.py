@@ -19,7 +19,7 @@ from azure.storage.blob.aio import ContainerClient
 from exporter.report import RunReport, utc_now
 from exporter.runs.checkpoint import Checkpoint
 
-FINISHED = ("succeeded", "partial", "failed")
+FINISHED = ("succeeded", "partial", "failed", "skipped")  # skipped: a blob event for a run already exported
 RUN_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}")  # as ``new_run_id`` makes them; nothing else names a run
 
 
@@ -35,10 +35,10 @@ class StateChanged(Exception):
 class RunState:
     run_id: str
     export: str
-    source: str  # blob path inside the segments container
+    source: str  # blob path or folder (ending in "/") inside the segments container; a blob event's blob
     dry_run: bool
     trigger: str  # http | timer | blob
-    status: str = "queued"  # queued | waiting | running | continuing | succeeded | partial | failed
+    status: str = "queued"  # queued | waiting | running | continuing | succeeded | partial | failed | skipped
     created_at: str = field(default_factory=utc_now)
     started_at: str | None = None  # when its first leg began
     updated_at: str = field(default_factory=utc_now)
@@ -46,8 +46,9 @@ class RunState:
     leg: int = 0  # the leg (its queue message's number) being carried or last carried
     counts: dict[str, int] | None = None
     error: str | None = None
-    # Pinned by the first leg, so every leg reads the same file version into the same list:
-    source_etag: str | None = None
+    # Pinned by the first leg, so every leg reads the same file versions into the same list:
+    parts: list[dict[str, Any]] | None = None  # the files of the run: name, label, etag, size, read options
+    source_description: str | None = None  # the file, or the folder's run, for reports
     source_size: int | None = None
     list_id: str | None = None
     mapping: dict[str, str] | None = None  # {"email": column, target: column, ...}
@@ -110,6 +111,14 @@ class RunStore:
     async def latest(self, export: str) -> dict[str, Any] | None:
         raw = await self._get(f"{export}/latest.json")
         return orjson.loads(raw) if raw else None
+
+    async def exported_source(self, export: str) -> dict[str, Any] | None:
+        """Which run of the source (its fingerprint) the export last started, and the run's id."""
+        raw = await self._get(f"{export}/source.json")
+        return orjson.loads(raw) if raw else None
+
+    async def save_exported_source(self, export: str, fingerprint: str, run_id: str) -> None:
+        await self._put(f"{export}/source.json", orjson.dumps({"fingerprint": fingerprint, "run_id": run_id}))
 
     async def save_report(self, report: RunReport) -> None:
         await self._put(_run_path(report.export, report.run_id, "report.json"), report.to_json())

@@ -37,10 +37,11 @@ def unclosed_quote(line: int) -> Reject:
 class CsvParser:
     """Feed whole lines (``LineSplitter``'s output); get blocks of rows with their line numbers."""
 
-    def __init__(self, columns: list[str] | None = None) -> None:
-        """``columns``: the names of a file without a header row (its first line is data)."""
+    def __init__(self, columns: list[str] | None = None, delimiter: str | None = None) -> None:
+        """``columns``: the names of a file without a header row (its first line is data);
+        ``delimiter``: as a manifest states it (else detected from the first line)."""
         self.columns: list[str] | None = columns
-        self._delimiter: str | None = None  # detected from the first line (the header, or the first row)
+        self._delimiter: str | None = delimiter
         self._carry: list[str] = []  # the lines of a record whose quote is still open
         self._lines_done = 0  # physical lines fully consumed so far
 

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
+from urllib.parse import urlsplit
 
 from exporter.connection_string import account_key
 from exporter.errors import SourceError
@@ -42,7 +43,7 @@ class BlobLocation:
     def client(self) -> BlobClient:
         from azure.storage.blob.aio import BlobClient
 
-        credential = self.credential if self.credential is not None else _credential_from_environment()
+        credential = self.credential if self.credential is not None else credential_from_environment()
         return BlobClient(self.account_url, self.container, self.name, credential=credential,
                           max_single_get_size=CHUNK_BYTES, max_chunk_get_size=CHUNK_BYTES, **self.options)
 
@@ -67,7 +68,7 @@ def blob_client(url: str, credential: Any = None) -> BlobClient:
     from azure.storage.blob.aio import BlobClient
 
     if credential is None:
-        credential = _credential_from_environment()
+        credential = credential_from_environment()
     return BlobClient.from_blob_url(url, credential=credential, max_single_get_size=CHUNK_BYTES, max_chunk_get_size=CHUNK_BYTES)
 
 
@@ -94,12 +95,28 @@ async def blob_chunks(source: str | BlobLocation, credential: Any = None) -> Asy
             raise SourceError(f"cannot read blob {name}: {exc.__class__.__name__}") from None
 
 
+def blob_folder_address(url: str) -> tuple[str, str, str]:
+    """(account URL, container, prefix ending in ``/``) of a folder's URL; the SDK's parser
+    knows account-style (``acct.blob.core.windows.net``) and path-style (Azurite) URLs."""
+    from azure.storage.blob.aio import BlobClient
+
+    path = urlsplit(url).path
+    folder_url = url.split("?", 1)[0]
+    if not path.endswith("/"):
+        folder_url = folder_url.rpartition("/")[0] + "/"
+    client = BlobClient.from_blob_url(folder_url + "_")  # a name inside the folder; the client is never used
+    prefix = client.blob_name[:-1]
+    if not client.container_name or not prefix.strip("/"):
+        raise SourceError(f"{redact_url(url)} names no folder inside a container")
+    return f"{client.scheme}://{client.primary_hostname}", client.container_name, prefix
+
+
 def redact_url(url: str) -> str:
     """The URL without its query string, which may carry a SAS token."""
     return url.split("?", 1)[0]
 
 
-def _credential_from_environment() -> Any:
+def credential_from_environment() -> Any:
     key = account_key(os.environ.get("AZURE_STORAGE_CONNECTION_STRING", ""))
     if key is not None:
         return key

@@ -6,6 +6,7 @@ async-generator step per row would cost more than mapping the row does.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Sequence
 
@@ -25,6 +26,25 @@ class RowBlock:
     rejects: list[Reject] = field(default_factory=list)  # lines the format itself refused
 
 
+@dataclass
+class PartLines:
+    """A run of several part files numbers its lines on from one part to the next; this maps
+    such a line back to (part file, its own line) for the rejects file."""
+
+    starts: list[int] = field(default_factory=list)  # lines of the parts before each part
+    labels: list[str] = field(default_factory=list)
+
+    def locate(self, line: int) -> tuple[str, int]:
+        if line <= 0 or not self.starts:
+            return "", line
+        i = bisect.bisect_left(self.starts, line) - 1
+        return self.labels[i], line - self.starts[i]
+
+    def describe(self, line: int) -> str:
+        label, own = self.locate(line)
+        return f"line {own} of {label}" if label else f"line {own}"
+
+
 @dataclass(slots=True)
 class Segment:
     """An opened segment: its column names and a one-shot stream of row blocks."""
@@ -33,6 +53,7 @@ class Segment:
     blocks: AsyncIterator[RowBlock]
     description: str  # where the rows come from, safe to log and report
     bytes_read: int = 0  # of the file as stored, so far: with its size, how far the run has come
+    part_lines: PartLines | None = None  # for a run of several part files
 
 
 def has_undecodable(text: str) -> bool:
