@@ -71,6 +71,7 @@ class App:
 
     async def set_config(self, document: Any) -> None:
         await self.put(self.config_url.rsplit("/", 2)[1], "exports.json", orjson.dumps(document))
+        self.runtime._config = None  # the app rereads its config every few minutes; a test cannot wait
 
     async def deliver(self, max_messages: int = 50) -> int:
         """Hand every visible runs-queue message to run_worker, as the host would."""

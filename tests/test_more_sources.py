@@ -4,14 +4,18 @@ kept out of the functions that must start fast."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from azure.storage.blob.aio import BlobServiceClient
 
 from devtools.sample import MAPPING, segment_bytes, segment_lines
 from exporter.mapping import FieldMapping
@@ -97,3 +101,48 @@ def test_pyarrow_stays_out_of_the_function_apps_import() -> None:
                             env={**os.environ}, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+CALL_EVERY_STARTING_FUNCTION = """
+import asyncio, sys
+import azure.functions as func
+from azure.storage.blob import BlobClient
+import function_app
+
+def call(builder, *args):
+    return builder.build().get_user_function()(*args)
+
+async def main():
+    request = func.HttpRequest("POST", "https://x/api/exports/lake/runs", route_params={"name": "lake"}, body=b"")
+    assert (await call(function_app.start_run, request)).status_code == 202
+    await call(function_app.scheduled_exports, None)
+    blob = BlobClient.from_connection_string(sys.argv[1], sys.argv[2], "lake/part-0.parquet")
+    await call(function_app.segment_dropped, blob)
+    await function_app.RUNTIME.aclose()
+
+asyncio.run(main())
+print("pyarrow" in sys.modules)
+"""
+
+
+async def test_the_http_timer_and_blob_functions_never_load_pyarrow(azurite, tmp_path) -> None:
+    """They only queue runs: a Parquet segment is read by the queue worker, so their cold
+    starts never pay for pyarrow (their import alone is checked above; this runs them)."""
+    container = f"seg{tmp_path.name[-8:].lower().replace('_', '')}"
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"email": ["a@example.com"]}), buffer)
+    async with BlobServiceClient.from_connection_string(azurite.connection_string) as service:
+        await service.create_container(container)
+        await service.get_blob_client(container, "lake/part-0.parquet").upload_blob(buffer.getvalue())
+    config = {"connections": [{"name": "c", "env": "KLAVIYO_API_KEY"}],
+              "exports": [{"name": "lake", "connection": "c", "source": "lake/", "list_id": "L1", "format": "parquet",
+                           "mapping": {"email": "email"}}]}
+    (tmp_path / "exports.json").write_bytes(orjson.dumps(config))
+    env = {**os.environ, "AzureWebJobsStorage": azurite.connection_string, "SEGMENTS_CONTAINER": container,
+           "REPORTS_CONTAINER": container + "r", "RUNS_QUEUE": container + "q", "EXPORTS_CONFIG_URL": "",
+           "EXPORTS_CONFIG_FILE": str(tmp_path / "exports.json"), "EXPORTER_LOCAL_MODE": "true"}
+    result = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", CALL_EVERY_STARTING_FUNCTION,
+                                                      azurite.connection_string, container],
+                                     capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False"

@@ -11,7 +11,8 @@ lead a run outside the folder. The run to export is the newest one:
 
 "Newest" is the latest modification time (blob ``Last-Modified``, file mtime); blob times
 have one-second resolution, so files written within the same second are ordered by name
-(the greater is newer: dated and numbered names sort in time order). Manifests (``*.json``) and marker files (``_SUCCESS``, dot-files) are not data.
+(the greater is newer: dated and numbered names sort in time order). Manifests
+(``*.json``) and marker files (``_SUCCESS``, dot-files) are not data.
 """
 
 from __future__ import annotations
