@@ -1,9 +1,11 @@
-"""Benchmark: a synthetic segment in Azurite exported to the simulator, limits on and off.
+"""Benchmark: a synthetic segment in Azurite exported to the simulator, limits on and off,
+as one CSV, as a CDM folder of 8 headerless part files, and as Parquet.
 
-Writes BENCHMARKS.md: wall time, profiles/s, peak RSS of the export process, and the ratio
-of the time to the last accepted job to Klaviyo's rate-limit floor. The exporter runs as
-``python -m exporter export`` in its own process, exactly as a user runs it; the simulator
-runs in another process, so each has a core.
+Writes the results table of BENCHMARKS.md (between its ``bench`` markers, keeping the
+reading notes around them): wall time, profiles/s, peak RSS of the export process, and
+the ratio of the time to the last accepted job to Klaviyo's rate-limit floor. The exporter
+runs as ``python -m exporter export`` in its own process, exactly as a user runs it; the
+simulator runs in another process, so each has a core.
 
     .venv/bin/python -m bench.run [--rows 1000000]
 """
@@ -27,7 +29,7 @@ from pathlib import Path
 
 from devtools.azurite import Azurite, free_port, start_azurite, upload
 from devtools.demo import wait_for
-from devtools.sample import MAPPING, segment_lines
+from devtools.sample import HEADER, MAPPING, cdm_export_folder, segment_lines
 from exporter.klaviyo.limits import BULK_IMPORT_RATE, MAX_PROFILES_PER_JOB
 from exporter.klaviyo.ratelimit import rate_floor_seconds
 
@@ -70,18 +72,37 @@ def floor_seconds(jobs: int) -> float:
     return rate_floor_seconds(jobs, BULK_IMPORT_RATE) + 1 / BULK_IMPORT_RATE[0][0]
 
 
-async def upload_segment(azurite: Azurite, rows: int) -> tuple[str, int]:
-    path = Path(tempfile.mkdtemp(prefix="bench-")) / "segment.csv"
+CDM_PARTS = 8
+PARQUET_ROW_GROUP = 100_000
+
+
+async def upload_segments(azurite: Azurite, rows: int) -> tuple[dict[str, str], int]:
+    """The same rows three ways: one CSV, a CDM folder of headerless parts, a Parquet file."""
+    import pyarrow.csv
+    import pyarrow.parquet
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-"))
+    path = folder / "segment.csv"
     with path.open("w") as out:
         out.writelines(segment_lines(rows))
     size = path.stat().st_size
+    urls = {}
     with path.open("rb") as data:
-        url = await upload(azurite, "segments", "bench/segment.csv", data)
-    path.unlink()
-    return url, size
+        urls["CSV, 1 file"] = await upload(azurite, "segments", "bench/segment.csv", data)
+    for name, data in cdm_export_folder([("2026/11/25/0600", 0, rows)], parts=CDM_PARTS).items():
+        url = await upload(azurite, "segments", f"bench-cdm/{name}", data)
+    urls[f"CDM folder, {CDM_PARTS} headerless parts"] = url.rpartition("/model.json")[0] + "/"
+    table = pyarrow.csv.read_csv(path, convert_options=pyarrow.csv.ConvertOptions(
+        column_types={name: pyarrow.string() for name in HEADER.strip().split(",")}))
+    pyarrow.parquet.write_table(table, folder / "segment.parquet", row_group_size=PARQUET_ROW_GROUP)
+    with (folder / "segment.parquet").open("rb") as data:
+        urls["Parquet, 1 file"] = await upload(azurite, "segments", "bench/segment.parquet", data)
+    for file in folder.iterdir():
+        file.unlink()
+    return urls, size
 
 
-def run_case(azurite: Azurite, url: str, rows: int, limits: bool) -> dict[str, object]:
+def run_case(azurite: Azurite, source: str, url: str, rows: int, limits: bool) -> dict[str, object]:
     port = free_port()
     simulator = subprocess.Popen([sys.executable, "-m", "exporter", "simulate-klaviyo", "--port", str(port),
                                   "--list", LIST_ID, "--rate-limits", "klaviyo" if limits else "off"],
@@ -114,6 +135,7 @@ def run_case(azurite: Azurite, url: str, rows: int, limits: bool) -> dict[str, o
     accepted = stats["last_job_received_at"] - started
     jobs = math.ceil(rows / MAX_PROFILES_PER_JOB)
     return {
+        "source": source,
         "limits": "klaviyo" if limits else "off",
         "status": report["status"],
         "exit": status,
@@ -130,10 +152,12 @@ def run_case(azurite: Azurite, url: str, rows: int, limits: bool) -> dict[str, o
     }
 
 
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
 def write_markdown(rows: int, size: int, results: list[dict[str, object]], path: Path) -> None:
     lines = [
-        "# Benchmarks",
-        "",
+        START,
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `python -m bench.run --rows {rows}` on this machine "
         f"({os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}).",
         f"Segment: {rows:,} synthetic rows ({size / 1e6:.0f} MB CSV, 6 columns, 5 mapped fields) in Azurite; "
@@ -145,17 +169,26 @@ def write_markdown(rows: int, size: int, results: list[dict[str, object]], path:
         "150/min steady limits, plus that request's 0.1 s slot; *ratio* = accepted / floor (target <= 1.2);",
         "- *peak RSS*: the export process's own high-water mark (`VmHWM`, sampled every 20 ms; target < 150 MB).",
         "",
-        "| rate limits | status | sent | list members | jobs | 429s | wall (s) | accepted (s) | profiles/s (wall) "
-        "| peak RSS (MB) | floor (s) | ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| source | rate limits | status | sent | list members | jobs | 429s | wall (s) | accepted (s) "
+        "| profiles/s (wall) | peak RSS (MB) | floor (s) | ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r['limits']} | {r['status']} | {r['sent']:,} | {r['members']:,} | {r['jobs']} | {r['throttled']} "
+            f"| {r['source']} | {r['limits']} | {r['status']} | {r['sent']:,} | {r['members']:,} | {r['jobs']} "
+            f"| {r['throttled']} "
             f"| {r['wall_s']:.2f} | {r['accepted_s']:.2f} | {r['profiles_per_s']:,.0f} | {r['peak_rss_mb']:.0f} "
             f"| {r['floor_s']:.1f} | {r['ratio']:.2f} |"
         )
-    path.write_text("\n".join(lines) + "\n")
+    lines.append(END)
+    table = "\n".join(lines)
+    old = path.read_text() if path.exists() else "# Benchmarks\n\n" + START + END + "\n"
+    if START in old and END in old:
+        before, rest = old.split(START, 1)
+        text = before + table + rest.split(END, 1)[1]
+    else:
+        text = "# Benchmarks\n\n" + table + "\n"
+    path.write_text(text)
 
 
 def main() -> int:
@@ -165,8 +198,9 @@ def main() -> int:
     args = parser.parse_args()
     azurite = start_azurite()
     try:
-        url, size = asyncio.run(upload_segment(azurite, args.rows))
-        results = [run_case(azurite, url, args.rows, limits) for limits in (True, False)]
+        urls, size = asyncio.run(upload_segments(azurite, args.rows))
+        cases = [(source, limits) for source in urls for limits in ((True, False) if source.startswith("CSV") else (True,))]
+        results = [run_case(azurite, source, urls[source], args.rows, limits) for source, limits in cases]
     finally:
         azurite.stop()
     write_markdown(args.rows, size, results, args.output)
