@@ -3,6 +3,10 @@
 Starts Azurite and the Klaviyo simulator on free loopback ports, uploads a generated
 segment to Azurite, runs ``python -m exporter export`` on its blob URL exactly as a user
 would, then prints the report and how many members the Klaviyo list received.
+
+``--cdm`` exports a customer-data platform's CDM export folder instead (``model.json``
+and headerless part files of two runs, from ``devtools/samples/cdm-export``): the
+newest run is read as one segment.
 """
 
 from __future__ import annotations
@@ -36,7 +40,22 @@ def wait_for(url: str, timeout: float = 15.0) -> None:
             time.sleep(0.1)
 
 
-def main() -> int:
+CDM_SAMPLE = Path(__file__).parent / "samples" / "cdm-export"
+CDM_FOLDER = "CustomerInsights_demo/VIPExport/"
+
+
+async def upload_cdm_sample(azurite) -> str:  # type: ignore[no-untyped-def]
+    """The sample folder, older run first (a run's time is its files' upload time)."""
+    url = ""
+    for path in sorted(CDM_SAMPLE.rglob("*"), key=lambda p: (p.name == "model.json", str(p))):
+        if path.is_file():
+            url = await upload(azurite, "segments", CDM_FOLDER + path.relative_to(CDM_SAMPLE).as_posix(),
+                               path.read_bytes())
+    return url.rpartition("/model.json")[0] + "/"
+
+
+def main(argv: list[str] | None = None) -> int:
+    cdm = "--cdm" in (sys.argv[1:] if argv is None else argv)
     print("demo: starting Azurite (the storage emulator) and the Klaviyo simulator on free loopback ports", flush=True)
     azurite = start_azurite()
     port = free_port()
@@ -45,9 +64,15 @@ def main() -> int:
     try:
         klaviyo = f"http://127.0.0.1:{port}"
         wait_for(f"{klaviyo}/_sim/stats")
-        url = asyncio.run(upload(azurite, "segments", "demo/vip-customers.csv", segment_bytes(ROWS, bad_every=500)))
-        print(f"Azurite on port {azurite.blob_port}, Klaviyo simulator on {klaviyo}; "
-              f"uploaded a {ROWS:,}-row segment to segments/demo/vip-customers.csv", flush=True)
+        if cdm:
+            url = asyncio.run(upload_cdm_sample(azurite))
+            print(f"Azurite on port {azurite.blob_port}, Klaviyo simulator on {klaviyo}; "
+                  f"uploaded a CDM export folder (model.json and two runs of 3 part files) to segments/{CDM_FOLDER}",
+                  flush=True)
+        else:
+            url = asyncio.run(upload(azurite, "segments", "demo/vip-customers.csv", segment_bytes(ROWS, bad_every=500)))
+            print(f"Azurite on port {azurite.blob_port}, Klaviyo simulator on {klaviyo}; "
+                  f"uploaded a {ROWS:,}-row segment to segments/demo/vip-customers.csv", flush=True)
         out = Path(tempfile.mkdtemp(prefix="exporter-demo-"))
         env = dict(os.environ, AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string,
                    KLAVIYO_API_KEY="pk_demo_local_simulator_key")
