@@ -16,20 +16,25 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from exporter.batching import ImportJob, JobBatcher
 from exporter.errors import ExportError, KlaviyoRequestError
 from exporter.klaviyo.client import InvalidProfiles, JobStatus, KlaviyoClient, ProfileProblem
 from exporter.ledger import Accepted, JobLedger, MemoryLedger, Settled
-from exporter.mapping import Deduplicator, FieldMapping, ProfileMapper
+from exporter.mapping import FieldMapping, ProfileMapper
 from exporter.mapping.chunks import map_chunk
 from exporter.rejects import Reject, RejectsFile
 from exporter.report import Counts, RunReport, new_run_id, utc_now
 from exporter.sources import BlobLocation, Segment, open_segment
 from exporter.sources.parts import SegmentPart, SegmentRun, open_parts
+from exporter.sync.converge import SyncRun, settle_status
+from exporter.sync.delta import Delta
+from exporter.sync.plan import SyncPlan
 
 _DONE = None
 
@@ -46,6 +51,7 @@ class ExportPlan:
     format: str | None = None  # "csv" | "jsonl" | "parquet"; None: from the name, else from the content
     columns: list[str] | None = None  # the column names of a CSV without a header row
     entity: str | None = None  # the entity to read from a CDM folder
+    sync: SyncPlan | None = None  # keep a snapshot: delta refresh, mirror mode (None: send everything, keep nothing)
 
 
 @dataclass(frozen=True)
@@ -71,8 +77,11 @@ class PipelineOptions:
 
 class _Run:
     def __init__(self, plan: ExportPlan, klaviyo: KlaviyoClient | None, rejects: RejectsFile, report: RunReport,
-                 options: PipelineOptions, progress: Callable[[Progress], None] | None, ledger: JobLedger):
+                 options: PipelineOptions, progress: Callable[[Progress], None] | None, ledger: JobLedger,
+                 delta: Delta):
         self.plan, self.klaviyo, self.rejects, self.report = plan, klaviyo, rejects, report
+        self.delta = delta
+        self.refused: set[int] = set()  # lines Klaviyo did not import: not in the next snapshot
         self.options, self.progress, self.ledger = options, progress, ledger
         self.counts = report.counts
         self.queue: asyncio.Queue[ImportJob | None] = asyncio.Queue(options.queued_jobs)
@@ -90,6 +99,7 @@ class _Run:
         self.counts.rejected += len(rejects)
         if by_klaviyo:
             self.counts.klaviyo_errors += len(rejects)
+            self.refused.update(reject.line for reject in rejects)
 
     def tick(self) -> None:
         if self.progress is not None:
@@ -101,7 +111,6 @@ class _Run:
         return deadline is not None and asyncio.get_running_loop().time() > deadline
 
     async def read(self, segment: Segment, mapper: ProfileMapper) -> None:
-        dedupe = Deduplicator()
         batcher = JobBatcher(self.plan.list_id)
         new_jobs = 0
         where = segment.part_lines.describe if segment.part_lines else "line {}".format
@@ -112,8 +121,10 @@ class _Run:
             if chunk.warnings:
                 self.rejects.add(chunk.warnings)
                 self.counts.warnings += len(chunk.warnings)
-            keep, seen = dedupe.unique(chunk.keys, chunk.lines)
+            classified = self.delta.classify(chunk)
+            keep, seen = classified.keep, classified.duplicates
             self.counts.duplicates += len(seen)
+            self.counts.unchanged += classified.unchanged
             if seen:  # every row traceable: a duplicate is listed too, though not counted as rejected
                 email = self.plan.mapping.email_column
                 self.rejects.add(Reject(chunk.lines[i], email, f"duplicate of {where(first)}") for i, first in seen)
@@ -252,6 +263,8 @@ class _Run:
             refused = self._rejects_for(job, [p async for p in self.klaviyo.import_errors(status.job_id)])[:failed]
             unexplained = failed - len(refused)
             refused += [Reject(0, "", f"Klaviyo reported a failure in job {status.job_id} without details")] * unexplained
+            if unexplained:
+                self.refused.update(job.lines)  # which ones is unknown: none of the job goes into the snapshot
         settled = Settled(len(job) - failed, failed, refused)
         self.ledger.record_settled(status.job_id, settled)
         self._apply(self.pending.pop(status.job_id), settled)
@@ -283,30 +296,41 @@ async def run_export(
     source = plan.source if isinstance(plan.source, str) else plan.source.description
     report = RunReport(run_id or new_run_id(), plan.name, source, plan.list_id, utc_now(),
                        dry_run=klaviyo is None)
-    run = _Run(plan, klaviyo, rejects, report, options or PipelineOptions(), progress, ledger or MemoryLedger())
     mapper: ProfileMapper | None = None
-    try:
-        segment = run.segment = await _open(plan, credential)
-        rejects.parts = segment.part_lines
-        report.source = segment.description
-        mapper = ProfileMapper.for_columns(plan.mapping, segment.columns, _display(plan.encoding))
-        if klaviyo is not None:
-            await klaviyo.check_list(plan.list_id)
-        await _run_stages(run, segment, mapper)
-    except ExportError as exc:
-        report.finish(error=str(exc))
-    else:
-        if run.cut:
-            report.status = "continuing"
+    run: _Run | None = None
+    with tempfile.TemporaryDirectory(prefix="exporter-run-") as workdir:
+        sync = SyncRun(plan.sync, plan.list_id, plan.mapping, Path(workdir))
+        try:
+            delta = await sync.open()
+            run = _Run(plan, klaviyo, rejects, report, options or PipelineOptions(), progress,
+                       ledger or MemoryLedger(), delta)
+            segment = run.segment = await _open(plan, credential)
+            rejects.parts = segment.part_lines
+            report.source = segment.description
+            mapper = ProfileMapper.for_columns(plan.mapping, segment.columns, _display(plan.encoding))
+            if klaviyo is not None:
+                await klaviyo.check_list(plan.list_id)
+            await _run_stages(run, segment, mapper)
+            if not run.cut:
+                await sync.finish(delta, klaviyo, report, run.refused)
+        except ExportError as exc:
+            report.finish(error=str(exc))
         else:
-            report.finish()
-    finally:
-        rejects.close()
+            if run.cut:
+                report.status = "continuing"
+            else:
+                report.finish()
+                settle_status(report)
+        finally:
+            rejects.close()
+            if run is not None:
+                run.delta.close()
     if mapper is not None:
         _encoding_hint(report, mapper.undecodable_rows, plan.encoding)
     if rejects.count or rejects.always:
         report.rejects = str(rejects.path)
-    run.tick()
+    if run is not None:
+        run.tick()
     return report
 
 

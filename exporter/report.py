@@ -33,6 +33,8 @@ class Counts:
     warnings: int = 0  # fields left out of rows that were sent (listed in the rejects file); not a row count
     accepted: int = 0  # profiles in jobs Klaviyo has taken (``sent`` counts those it has finished importing)
     unsent: int = 0  # only on a failed run: read, but not known to have reached Klaviyo
+    removed: int = 0  # mirror mode: leavers taken off the list (or unknown to Klaviyo); not rows of this segment
+    remove_failed: int = 0  # mirror mode: leavers whose removal failed (the next run tries again)
 
     def settle_unsent(self) -> None:
         self.unsent = self.rows_read - (self.sent + self.rejected + self.duplicates + self.unchanged)
@@ -53,6 +55,7 @@ class RunReport:
     rejects: str | None = None  # where the rejects CSV is, when there are rejects
     error: str | None = None
     hints: list[str] = field(default_factory=list)  # what a person may want to change (e.g. the encoding)
+    sync: dict[str, Any] | None = None  # delta and mirror: mode, snapshot, new/changed/unchanged/leavers, guard
 
     def finish(self, error: str | None = None) -> None:
         self.finished_at = utc_now()

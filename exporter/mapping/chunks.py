@@ -19,13 +19,15 @@ from exporter.klaviyo.limits import MAX_PROFILE_BYTES
 from exporter.mapping.mapper import ProfileMapper
 from exporter.rejects import Reject
 from exporter.sources.rows import RowBlock
+from exporter.sync.keys import email_key
 
 
 @dataclass(slots=True)
 class MappedChunk:
     rows: int  # rows this chunk accounts for: profiles + rejects
     lines: array  # array('I'): source line of each profile
-    keys: array  # array('q'): hash of each profile's lower-cased email
+    keys: array  # array('q'): stable 64-bit key of each profile's lower-cased email
+    emails: list[str]  # each profile's lower-cased email (for the snapshot of what the list holds)
     bodies: bytes  # the profiles' JSON, back to back
     ends: array  # array('I'): where each profile's JSON ends in ``bodies``
     rejects: list[Reject]
@@ -44,6 +46,7 @@ def map_chunk(mapper: ProfileMapper, block: RowBlock) -> MappedChunk:
     profiles, rejects, warnings = mapper.map_block(block)
     parts: list[bytes] = []
     lines, keys, ends = array("I"), array("q"), array("I")
+    emails: list[str] = []
     total = 0
     for profile in profiles:
         body = orjson.dumps({"type": "profile", "attributes": profile.attributes})
@@ -54,5 +57,7 @@ def map_chunk(mapper: ProfileMapper, block: RowBlock) -> MappedChunk:
         total += len(body)
         ends.append(total)
         lines.append(profile.line)
-        keys.append(hash(profile.email_key))
-    return MappedChunk(len(block.rows) + len(block.rejects), lines, keys, b"".join(parts), ends, rejects, warnings)
+        keys.append(email_key(profile.email_key))
+        emails.append(profile.email_key)
+    return MappedChunk(len(block.rows) + len(block.rejects), lines, keys, emails, b"".join(parts), ends, rejects,
+                       warnings)

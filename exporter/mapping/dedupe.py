@@ -1,6 +1,6 @@
 """Drops a second row for an email already seen in this run, remembering where it was first.
 
-Only a 64-bit hash of each lower-cased email is kept, in an open-addressing table of
+Only a 64-bit key of each lower-cased email is kept (``sync.keys.email_key``), in an open-addressing table of
 machine words, with the line it was first seen on beside it (so a duplicate can be
 reported as "duplicate of line N"): 12 bytes a slot, 24-48 per address, where a Python ``set``
 of ints costs ~100. Two different addresses share a hash with odds near 1 in 10^7 per
@@ -27,7 +27,7 @@ class Deduplicator:
         each other position the line its email was first seen on."""
         keep: list[int] = []
         seen: list[tuple[int, int]] = []
-        insert = self._insert
+        insert = self.insert
         for i, key in enumerate(hashes):
             first = insert(key or 1, lines[i])
             if first:
@@ -36,7 +36,7 @@ class Deduplicator:
                 keep.append(i)
         return keep, seen
 
-    def _insert(self, key: int, line: int) -> int:
+    def insert(self, key: int, line: int) -> int:
         """Add ``key`` first seen on ``line``; 0 if new, else the line it was first seen on.
         Linear probing, grown at half full."""
         slots, mask = self._slots, self._mask
@@ -64,4 +64,4 @@ class Deduplicator:
         self._count = 0
         for key, line in zip(old_slots, old_lines, strict=True):
             if key != _EMPTY:
-                self._insert(key, line)
+                self.insert(key, line)

@@ -1,0 +1,35 @@
+"""How one run keeps its list in step with its segment (the export's settings and the
+run's own flags), and the preview a dry run writes."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from exporter.sync.delta import Samples
+from exporter.sync.snapshot import SnapshotStore
+
+MODES = ("add", "mirror")
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    store: SnapshotStore  # where the export's snapshot lives
+    mode: str = "add"  # add: only add and update; mirror: also remove leavers
+    full: bool = False  # resend every member, changed or not
+    full_every: int = 0  # every Nth run is a full one (0: never by itself)
+    allow_mass_removal: bool = False
+    max_remove_fraction: float = 0.5
+    preview: Path | None = None  # a dry run's samples file
+
+
+def write_preview(path: Path, samples: Samples, leavers: list[str]) -> None:
+    """A few rows of each kind a run would touch: line numbers and emails only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(("would", "line", "email"))
+        writer.writerows(("add", line, email) for line, email in samples.new)
+        writer.writerows(("update", line, email) for line, email in samples.changed)
+        writer.writerows(("remove", "", email) for email in leavers)

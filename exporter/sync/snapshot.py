@@ -1,0 +1,283 @@
+"""The snapshot: what one export has put in its Klaviyo list, as of its last finished run.
+
+For each member it holds a 64-bit key of the lower-cased email, a 32-bit fingerprint of
+the profile as it was sent, and the lower-cased email itself (mirror mode removes leavers
+by email); no other personal data. The file is one blob (or local file):
+
+    MAGIC, a JSON header line (list id, mapping digest, member count, ...),
+    keys   (count x 8 bytes, ascending),
+    fingerprints (count x 4 bytes, in key order),
+    emails ("email\\n" each, in no particular order)
+
+Loading reads the keys and fingerprints into two arrays (12 bytes a member) and looks a
+key up by binary search; the emails are streamed only when leavers must be named. A new
+snapshot is written whole to a temporary file and then replaces the old one in one step
+(a blob upload commits atomically; a local file is renamed over), so a crash leaves the
+old snapshot or the new one, never half of either.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from array import array
+from bisect import bisect_left
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Protocol
+
+import orjson
+
+from exporter.errors import ExportError
+from exporter.sources.files import BlobLocation
+
+MAGIC = b"KLAVIYO-EXPORTER-SNAPSHOT 1\n"
+MAX_HEADER = 64 * 1024
+FILE_NAME = "snapshot.bin"
+
+
+class SnapshotDamaged(ExportError):
+    pass
+
+
+@dataclass
+class SnapshotHeader:
+    list_id: str
+    mapping: str  # digest of the mapping the fingerprints were made with
+    members: int
+    runs_since_full: int = 0  # for "full_every"
+    run_id: str = ""
+    written_at: str = ""
+
+
+class SnapshotStore(Protocol):
+    @property
+    def description(self) -> str: ...
+
+    def read(self, offset: int = 0) -> AsyncIterator[bytes]:
+        """The stored bytes from ``offset``; nothing at all when there is no snapshot."""
+        ...
+
+    async def replace(self, path: Path) -> None: ...
+
+    async def delete(self) -> None: ...
+
+
+class LocalSnapshotStore:
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.path = folder / FILE_NAME
+
+    @property
+    def description(self) -> str:
+        return str(self.path)
+
+    async def read(self, offset: int = 0) -> AsyncIterator[bytes]:
+        try:
+            handle = self.path.open("rb")
+        except FileNotFoundError:
+            return
+        with handle:
+            handle.seek(offset)
+            while chunk := handle.read(1 << 20):
+                yield chunk
+
+    async def replace(self, path: Path) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        staged = self.folder / f".{FILE_NAME}.{os.getpid()}.tmp"
+        with path.open("rb") as source, staged.open("wb") as target:
+            while chunk := source.read(1 << 20):
+                target.write(chunk)
+            target.flush()
+            os.fsync(target.fileno())
+        os.replace(staged, self.path)
+
+    async def delete(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class BlobSnapshotStore:
+    """The snapshot as one block blob (the app: beside the export's runs in the reports container)."""
+
+    def __init__(self, location: BlobLocation):
+        self.location = location
+
+    @property
+    def description(self) -> str:
+        return self.location.description
+
+    async def read(self, offset: int = 0) -> AsyncIterator[bytes]:
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+        async with self.location.client() as client:
+            try:
+                downloader = await client.download_blob(offset=offset)
+            except ResourceNotFoundError:
+                return
+            except AzureError as exc:
+                raise SnapshotDamaged(f"cannot read the snapshot {self.description}: {exc.__class__.__name__}") from None
+            async for chunk in downloader.chunks():
+                yield chunk
+
+    async def replace(self, path: Path) -> None:
+        async with self.location.client() as client:
+            with path.open("rb") as data:
+                await client.upload_blob(data, overwrite=True)
+
+    async def delete(self) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        async with self.location.client() as client:
+            try:
+                await client.delete_blob()
+            except ResourceNotFoundError:
+                pass
+
+
+@dataclass
+class Snapshot:
+    header: SnapshotHeader
+    keys: array  # array('q'), ascending
+    fps: array  # array('I'), in key order
+    emails_at: int  # byte offset of the emails section in the stored snapshot
+
+    def find(self, key: int) -> int:
+        """The member's position, or -1."""
+        i = bisect_left(self.keys, key)
+        return i if i < len(self.keys) and self.keys[i] == key else -1
+
+
+async def load_snapshot(store: SnapshotStore) -> Snapshot | None:
+    """The stored snapshot (keys and fingerprints only), or None if there is none. A damaged
+    one is an error that says how to start over, never a silent full resend."""
+    reader = _Reader(store.read())
+    head = await reader.take(len(MAGIC))
+    if not head:
+        return None
+    damaged = (f"the snapshot {store.description} is damaged or not a snapshot; delete it to start over "
+               "(the next run is then a full one, and mirror mode cannot remove members of the lost snapshot)")
+    if head != MAGIC:
+        raise SnapshotDamaged(damaged)
+    line = await reader.line(MAX_HEADER)
+    try:
+        header = SnapshotHeader(**orjson.loads(line))
+        count = header.members
+        if type(count) is not int or count < 0:
+            raise ValueError
+    except (orjson.JSONDecodeError, TypeError, ValueError):
+        raise SnapshotDamaged(damaged) from None
+    keys, fps = array("q"), array("I")
+    for target, width in ((keys, 8), (fps, 4)):
+        remaining = count * width
+        while remaining:
+            wanted = min(remaining, 1 << 20)
+            piece = await reader.take(wanted)
+            if len(piece) != wanted:
+                raise SnapshotDamaged(damaged)
+            target.frombytes(piece)
+            remaining -= len(piece)
+    if sys.byteorder != "little":
+        keys.byteswap()
+        fps.byteswap()
+    if any(keys[i] >= keys[i + 1] for i in range(len(keys) - 1)):
+        raise SnapshotDamaged(damaged)
+    await reader.close()
+    return Snapshot(header, keys, fps, len(MAGIC) + len(line) + 1 + 12 * count)
+
+
+async def snapshot_emails(store: SnapshotStore, snapshot: Snapshot) -> AsyncIterator[str]:
+    """Every member's email, streamed from the stored snapshot."""
+    rest = b""
+    async for chunk in store.read(snapshot.emails_at):
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            if line:
+                yield line.decode("utf-8", "replace")
+    if rest:
+        yield rest.decode("utf-8", "replace")
+
+
+class SnapshotWriter:
+    """Writes a snapshot section by section into temporary files, then joins them."""
+
+    def __init__(self, folder: Path):
+        self._folder = folder
+        self._keys = tempfile.NamedTemporaryFile(dir=folder, prefix="keys-")  # noqa: SIM115 (closed in finish)
+        self._fps = tempfile.NamedTemporaryFile(dir=folder, prefix="fps-")  # noqa: SIM115
+        self._emails = tempfile.NamedTemporaryFile(dir=folder, prefix="emails-")  # noqa: SIM115
+        self._key_buffer, self._fp_buffer = array("q"), array("I")
+        self.members = 0
+        self._last: int | None = None
+
+    def member(self, key: int, fp: int) -> None:
+        """In ascending key order."""
+        if self._last is not None and key <= self._last:
+            raise ValueError("snapshot members must come in ascending key order, each once")
+        self._last = key
+        self._key_buffer.append(key)
+        self._fp_buffer.append(fp)
+        self.members += 1
+        if len(self._key_buffer) >= 65_536:
+            self._flush()
+
+    def email(self, email: str) -> None:
+        self._emails.write(email.encode() + b"\n")
+
+    def _flush(self) -> None:
+        if sys.byteorder != "little":
+            self._key_buffer.byteswap()
+            self._fp_buffer.byteswap()
+        self._keys.write(self._key_buffer.tobytes())
+        self._fps.write(self._fp_buffer.tobytes())
+        self._key_buffer, self._fp_buffer = array("q"), array("I")
+
+    def finish(self, header: SnapshotHeader) -> Path:
+        self._flush()
+        header.members = self.members
+        path = self._folder / "snapshot.new"
+        with path.open("wb") as out:
+            out.write(MAGIC + orjson.dumps(asdict(header)) + b"\n")
+            for section in (self._keys, self._fps, self._emails):
+                section.flush()
+                section.seek(0)
+                while chunk := section.read(1 << 20):
+                    out.write(chunk)
+                section.close()
+        return path
+
+
+class _Reader:
+    """Exact-size reads over a chunk stream."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]):
+        self._chunks = chunks
+        self._buffer = b""
+        self._done = False
+
+    async def _fill(self, size: int) -> None:
+        while len(self._buffer) < size and not self._done:
+            try:
+                self._buffer += await self._chunks.__anext__()
+            except StopAsyncIteration:
+                self._done = True
+
+    async def take(self, size: int) -> bytes:
+        await self._fill(size)
+        piece, self._buffer = self._buffer[:size], self._buffer[size:]
+        return piece
+
+    async def line(self, limit: int) -> bytes:
+        while b"\n" not in self._buffer and len(self._buffer) <= limit and not self._done:
+            await self._fill(len(self._buffer) + 1)
+        line, found, rest = self._buffer.partition(b"\n")
+        if not found:
+            return b""
+        self._buffer = rest
+        return line
+
+    async def close(self) -> None:
+        closer: Any = getattr(self._chunks, "aclose", None)
+        if closer is not None:
+            await closer()
