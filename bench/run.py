@@ -111,7 +111,8 @@ def run_case(azurite: Azurite, source: str, url: str, rows: int, limits: bool) -
     try:
         wait_for(f"{klaviyo}/_sim/stats")
         command = [sys.executable, "-m", "exporter", "export", "--source", url, "--list-id", LIST_ID,
-                   "--email-column", "email", "--klaviyo-url", klaviyo, "--rejects", os.devnull]
+                   "--email-column", "email", "--klaviyo-url", klaviyo, "--rejects", os.devnull,
+                   "--state", tempfile.mkdtemp(prefix="bench-state-")]  # a fresh list: a full run
         for pair in MAPPING:
             command += ["--map", pair]
         if not limits:

@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         command = [sys.executable, "-m", "exporter", "export",
                    "--source", url,
                    "--list-id", LIST_ID, "--email-column", "email", "--klaviyo-url", klaviyo,
-                   "--report", str(out / "report.json"), "--rejects", str(out / "rejects.csv")]
+                   "--report", str(out / "report.json"), "--rejects", str(out / "rejects.csv"),
+                   "--state", str(out / "state")]  # this simulator's list starts empty: so does its snapshot
         for pair in MAPPING:
             command += ["--map", pair]
         print(f"demo: running {' '.join(command[1:4])} ... into list {LIST_ID}\n", flush=True)

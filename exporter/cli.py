@@ -16,6 +16,7 @@ import contextlib
 import gc
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -36,10 +37,15 @@ from exporter.pipeline import ExportPlan, Progress, run_export
 from exporter.rejects import RejectsFile
 from exporter.report import Counts, RunReport, new_run_id
 from exporter.sources import FORMATS, BlobLocation, is_blob_url
+from exporter.sources.files import blob_folder_address
 from exporter.sources.folders import BlobFolder
 from exporter.sources.parts import SegmentRun, folder_of, resolve_folder
+from exporter.sync.plan import MODES, SyncPlan
+from exporter.sync.snapshot import FILE_NAME as SNAPSHOT_FILE
+from exporter.sync.snapshot import BlobSnapshotStore, LocalSnapshotStore, SnapshotStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+STATE_FOLDER = ".exporter-state"  # snapshots, one folder per list, under the current directory
 DEBUG_ENV = "EXPORTER_DEBUG"
 EXPORT_EPILOG = """\
 exit codes: 0 the run finished (status succeeded or partial: see the rejects file),
@@ -121,6 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="force the format (default: from the name, else from the content)")
     export.add_argument("--columns", metavar="A,B,C",
                         help="column names of a CSV without a header row (its first line is then data)")
+    export.add_argument("--mode", choices=MODES, default=None,
+                        help="add: add and update members (the default); mirror: also remove members who left "
+                             "the segment")
+    export.add_argument("--state", metavar="PATH_OR_URL",
+                        help="where the export's snapshot (what it has put in the list) lives: a local folder or a "
+                             "blob folder URL (default: .exporter-state/LIST_ID/ in the current directory)")
+    export.add_argument("--full", action="store_true", help="resend every member, changed or not")
+    export.add_argument("--allow-mass-removal", action="store_true",
+                        help="let a mirror run remove more than --max-remove-fraction of the list (or empty it)")
+    export.add_argument("--max-remove-fraction", type=_fraction, default=None, metavar="F",
+                        help="mirror mode removes nothing if it would remove more than this share of the list "
+                             "(default: 0.5)")
     export.add_argument("--config", type=Path, help="exports JSON document (with --export)")
     export.add_argument("--export", dest="export_name", help="name of the export in --config")
     export.add_argument("--force", action="store_true", help="run an export marked \"enabled\": false")
@@ -209,6 +227,8 @@ async def _export(args: argparse.Namespace, plan: ExportPlan) -> tuple[RunReport
         plan = replace(plan, source=await resolve_folder(folder, plan.entity))
     run_id = new_run_id()
     rejects = RejectsFile(_rejects_path(args, run_id), always=args.rejects is not None)
+    if args.dry_run and plan.sync is not None:
+        plan = replace(plan, sync=replace(plan.sync, preview=_beside_report(args, f"preview-{run_id}.csv")))
     progress = _ProgressBar() if sys.stderr.isatty() else None
     notes: list[str] = []
     async with _klaviyo(args, progress) as klaviyo:
@@ -227,10 +247,12 @@ async def _export(args: argparse.Namespace, plan: ExportPlan) -> tuple[RunReport
 
 
 def _rejects_path(args: argparse.Namespace, run_id: str) -> Path:
-    if args.rejects:
-        return Path(args.rejects)
+    return Path(args.rejects) if args.rejects else _beside_report(args, f"rejects-{run_id}.csv")
+
+
+def _beside_report(args: argparse.Namespace, name: str) -> Path:
     folder = args.report.parent if args.report else Path(tempfile.gettempdir()) / "klaviyo-export"
-    return folder / f"rejects-{run_id}.csv"
+    return folder / name
 
 
 def _plan(args: argparse.Namespace) -> ExportPlan:
@@ -249,8 +271,9 @@ def _plan(args: argparse.Namespace) -> ExportPlan:
     if missing:
         raise UsageError(f"missing {', '.join(missing)} (or use --config with --export)")
     mapping = FieldMapping.from_pairs(args.email_column, args.map, args.phone_region, args.invalid_fields or "drop")
-    return ExportPlan("cli", args.source, args.list_id.strip(), mapping, args.encoding or "utf-8", args.format,
-                      _columns(args.columns), args.entity)
+    list_id = args.list_id.strip()
+    return ExportPlan("cli", args.source, list_id, mapping, args.encoding or "utf-8", args.format,
+                      _columns(args.columns), args.entity, _sync_plan(args, list_id))
 
 
 def _plan_from_config(args: argparse.Namespace) -> ExportPlan:
@@ -268,7 +291,22 @@ def _plan_from_config(args: argparse.Namespace) -> ExportPlan:
                           invalid_fields=args.invalid_fields or mapping.invalid_fields)
     return ExportPlan(export.name, args.source or export.source, export.list_id, mapping,
                       args.encoding or export.encoding, args.format or export.format,
-                      _columns(args.columns) or export.columns, args.entity or export.entity)
+                      _columns(args.columns) or export.columns, args.entity or export.entity,
+                      _sync_plan(args, export.list_id, export.mode, export.full_every, export.max_remove_fraction))
+
+
+def _sync_plan(args: argparse.Namespace, list_id: str, mode: str = "add", full_every: int = 0,
+               max_remove_fraction: float = 0.5) -> SyncPlan:
+    """Command-line flags over the export's settings; the snapshot in ``--state``."""
+    state = args.state or str(Path(STATE_FOLDER) / re.sub(r"[^A-Za-z0-9_-]", "_", list_id))
+    if is_blob_url(state):
+        account_url, container, prefix = blob_folder_address(state if state.endswith("/") else state + "/")
+        sas = urlsplit(state).query or None
+        store: SnapshotStore = BlobSnapshotStore(BlobLocation(account_url, container, prefix + SNAPSHOT_FILE, sas))
+    else:
+        store = LocalSnapshotStore(Path(state))
+    fraction = args.max_remove_fraction if args.max_remove_fraction is not None else max_remove_fraction
+    return SyncPlan(store, args.mode or mode, args.full, full_every, args.allow_mass_removal, fraction)
 
 
 def _columns(text: str | None) -> list[str] | None:
@@ -383,6 +421,15 @@ def _summary(report: RunReport) -> str:
     verb = "would send" if report.dry_run else "sent"
     text = (f"{report.status}: {_plural(c.rows_read, 'row')} read, {c.sent:,} {verb}, {c.rejected:,} rejected, "
             f"{_plural(c.duplicates, 'duplicate')}, {_plural(len(report.jobs), 'Klaviyo job')}")
+    sync = report.sync or {}
+    if c.unchanged:
+        text += f", {c.unchanged:,} unchanged"
+    if sync.get("mode") == "mirror":
+        text += (f", would remove {sync['would_remove']:,}" if report.dry_run else f", {c.removed:,} removed")
+        if c.remove_failed:
+            text += f" ({c.remove_failed:,} removals failed)"
+    if sync.get("preview"):
+        text += f"; preview in {sync['preview']}"
     if c.warnings:
         text += f", {_plural(c.warnings, 'field')} left out"
     if report.rejects:

@@ -29,6 +29,7 @@ from exporter.errors import ConfigError
 from exporter.mapping.fields import FieldMapping, canonical_target
 from exporter.sources.reach import OutOfReach, checked_blob_name, within
 from exporter.sources.rows import FORMATS
+from exporter.sync.plan import MODES
 
 EXPORT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")  # it names blob folders and URL segments
 # An ``env`` connection may only name a variable meant for a Klaviyo key, never one of the
@@ -59,6 +60,9 @@ class ExportDefinition:
     columns: list[str] | None = None  # column names for segment files without a header row
     entity: str | None = None  # the entity of a CDM folder source (default: its only one)
     settle_seconds: float = 60.0  # a folder's run of part files is complete once quiet this long
+    mode: str = "add"  # add | mirror (also remove members who left the segment)
+    full_every: int = 0  # every Nth run resends every member (0: only when asked, or the mapping changed)
+    max_remove_fraction: float = 0.5  # mirror mode's guard: a run removing more of the list removes nothing
 
     @property
     def is_prefix(self) -> bool:
@@ -182,6 +186,7 @@ def _exports(items: Any, connections: dict[str, Connection], problems: list[str]
         entity = item.get("entity")
         if entity is not None and not _text(entity):
             problems.append(f"{where}: 'entity' must be the name of an entity in the source's CDM manifest")
+        mode, full_every, max_remove = _sync_options(item, where, problems)
         settle = item.get("settle_seconds", 60)
         if type(settle) not in (int, float) or not 0 <= settle <= 3600:
             problems.append(f"{where}: 'settle_seconds' must be a number of seconds from 0 to 3600")
@@ -189,7 +194,8 @@ def _exports(items: Any, connections: dict[str, Connection], problems: list[str]
         mapping = _mapping(item.get("mapping"), where, problems, _mapping_options(item, where, problems))
         if len(problems) == before and connection is not None and mapping is not None:
             exports[name] = ExportDefinition(name, connection, str(source), str(list_id), mapping, enabled,
-                                             encoding, format, columns, entity, float(settle))
+                                             encoding, format, columns, entity, float(settle), mode, full_every,
+                                             max_remove)
     _overlapping_sources(exports, problems)
     return exports
 
@@ -205,6 +211,20 @@ def _source_options(item: dict[str, Any], where: str, problems: list[str]) -> tu
         problems.append(f"{where}: 'format' must be one of {', '.join(FORMATS)} (or left out to detect it)")
         format = None
     return encoding, format
+
+
+def _sync_options(item: dict[str, Any], where: str, problems: list[str]) -> tuple[str, int, float]:
+    mode, full_every, max_remove = item.get("mode", "add"), item.get("full_every", 0), item.get("max_remove_fraction", 0.5)
+    if mode not in MODES:
+        problems.append(f"{where}: 'mode' must be \"add\" (the default) or \"mirror\" (also remove leavers)")
+        mode = "add"
+    if type(full_every) is not int or full_every < 0:
+        problems.append(f"{where}: 'full_every' must be a whole number of runs (0: never by itself)")
+        full_every = 0
+    if type(max_remove) not in (int, float) or not 0 <= max_remove <= 1:
+        problems.append(f"{where}: 'max_remove_fraction' must be a number from 0 to 1")
+        max_remove = 0.5
+    return mode, full_every, float(max_remove)
 
 
 def _columns(value: Any, where: str, problems: list[str]) -> list[str] | None:

@@ -11,6 +11,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import orjson
@@ -23,10 +24,17 @@ ROOT = Path(__file__).resolve().parent.parent
 HELP_ENV = {"COLUMNS": "100"}  # argparse wraps help to the terminal's width
 
 
-def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, timeout: float = 120) -> subprocess.CompletedProcess:
+def fresh_directory() -> str:
+    """Each CLI run in its own working directory: its default snapshot folder
+    (``.exporter-state/``) must not carry one test's list into another's."""
+    return tempfile.mkdtemp(prefix="cli-run-")
+
+
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+        timeout: float = 120) -> subprocess.CompletedProcess:
     environment = {**os.environ, "KLAVIYO_API_KEY": "", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "exporter", *args], capture_output=True, text=True, cwd=cwd,
-                          env=environment, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "exporter", *args], capture_output=True, text=True,
+                          cwd=cwd or fresh_directory(), env=environment, timeout=timeout)
 
 
 async def acli(*args: str, **kwargs: object) -> subprocess.CompletedProcess:
@@ -249,7 +257,7 @@ async def on_a_terminal(*args: str) -> tuple[int, str]:
     """Run the CLI with stderr on a pseudo-terminal (where the progress line is drawn)."""
     controller, terminal = pty.openpty()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", *args, cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=terminal,
+        sys.executable, "-m", "exporter", *args, cwd=fresh_directory(), stdout=asyncio.subprocess.DEVNULL, stderr=terminal,
         env={**os.environ, "KLAVIYO_API_KEY": API_KEY})
     os.close(terminal)
     await process.wait()

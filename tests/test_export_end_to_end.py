@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import orjson
@@ -139,7 +140,8 @@ async def test_dry_run_validates_and_counts_but_sends_nothing(azurite, upload, t
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "exporter", *args], capture_output=True, text=True, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "exporter", *args], capture_output=True, text=True,
+                          cwd=tempfile.mkdtemp(prefix="cli-run-"),  # its own default snapshot folder
                           env={**os.environ, **(env or {})}, timeout=120)
 
 
