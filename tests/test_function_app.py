@@ -59,7 +59,8 @@ async def test_dry_run_counts_but_sends_nothing(app) -> None:
     (post("vip", {"dryRun": "maybe"}), 400, "dryRun must be true or false"),
     (post("vip", {"dry": "1"}), 400, "unknown query parameter(s): dry"),
     (post("vip", body=b"{not json"), 400, "the body is not valid JSON"),
-    (post("vip", body=b'{"list_id": "x"}'), 400, 'the body may only be {"source"'),
+    (post("vip", body=b'{"list_id": "x"}'), 400, 'the body may only hold "source"'),
+    (post("vip", body=b'{"full": "yes"}'), 400, 'the body may only hold "source"'),
 ])
 async def test_bad_requests_get_specific_errors(app, request_, status, fragment) -> None:
     response = await call(function_app.start_run, request_)

@@ -86,11 +86,13 @@ class KlaviyoClient:
         retry: RetryPolicy | None = None,
         rate_limits: tuple[tuple[int, float], ...] | None = BULK_IMPORT_RATE,
         limiter: AsyncRateLimiter | None = None,
+        tier_limiters: dict[str, AsyncRateLimiter] | None = None,
         timeout_seconds: float = 60.0,
         on_retry: Callable[[str], None] | None = None,
     ):
-        """``limiter``: share one between clients of the same Klaviyo account (its limits are
-        per account); otherwise each client keeps ``rate_limits`` on its own."""
+        """``limiter`` (bulk imports) and ``tier_limiters`` (``membership``, ``profiles``): share
+        them between clients of the same Klaviyo account (its limits are per account);
+        otherwise each client keeps ``rate_limits`` on its own."""
         self._api_key = api_key
         self._base = base_url.rstrip("/")
         self._session = session
@@ -102,6 +104,7 @@ class KlaviyoClient:
             "membership": AsyncRateLimiter(LIST_MEMBERSHIP_RATE) if rate_limits else None,
             "profiles": AsyncRateLimiter(PROFILE_READ_RATE) if rate_limits else None,
         }
+        self._limiters.update(tier_limiters or {})
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=10)
         self._on_retry = on_retry  # told what failed each time a request is retried (the CLI's progress line)
         self._reached = False  # any answer at all yet: if the very first requests cannot connect, fail fast

@@ -1,6 +1,7 @@
 """The HTTP API's logic as plain data in, plain data out (the trigger layer adapts it).
 
 POST /api/exports/{name}/runs[?dryRun=true]  -> 202 + Location, 400, 404, 409
+     body (optional): {"source", "full", "allowMassRemoval", "dryRun"}
 GET  /api/exports/{name}/runs/{run_id}       -> 200 state (+ report when finished), 404
 GET  /api/exports                            -> 200 exports and the last run of each
 """
@@ -29,6 +30,11 @@ class ApiResponse:
         return orjson.dumps(self.body)
 
 
+BODY_FIELDS: dict[str, type] = {"source": str, "full": bool, "allowMassRemoval": bool, "dryRun": bool}
+BODY_SHAPE = ('the body may only hold "source" (a blob path in the segments container), "full", '
+              '"allowMassRemoval" and "dryRun" (true or false)')
+
+
 def _error(status: int, message: str, **extra: Any) -> ApiResponse:
     return ApiResponse(status, {"error": message, **extra})
 
@@ -41,17 +47,20 @@ async def start_run(service: ExportService, name: str, query: Mapping[str, str],
     unknown = sorted(set(query) - {"dryRun", "code"})
     if unknown:
         return _error(400, f"unknown query parameter(s): {', '.join(unknown)}; only dryRun is accepted")
-    source = None
+    options: dict[str, Any] = {}
     if body.strip():
         try:
             options = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             return _error(400, f"the body is not valid JSON: {exc}")
-        if not isinstance(options, dict) or set(options) - {"source"} or not isinstance(options.get("source", ""), str):
-            return _error(400, 'the body may only be {"source": "<blob path in the segments container>"}')
-        source = options.get("source")
+        if not isinstance(options, dict) or set(options) - set(BODY_FIELDS) \
+                or not all(isinstance(options[k], BODY_FIELDS[k]) for k in options):
+            return _error(400, BODY_SHAPE)
+    source = options.get("source")
+    dry_run = _BOOLEANS[flag] or options.get("dryRun", False)
     try:
-        result = await service.start(name, dry_run=_BOOLEANS[flag], source=source)
+        result = await service.start(name, dry_run=dry_run, source=source, full=options.get("full", False),
+                                     allow_mass_removal=options.get("allowMassRemoval", False))
     except ConfigProblems as exc:
         return _error(500, "the exports configuration is invalid; no run was started", problems=exc.problems)
     except UnknownExport as exc:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,7 @@ from exporter.config import EXPORT_NAME, ConfigError, ExportDefinition, ExportsC
 from exporter.errors import ExportError, SourceError, TransientError
 from exporter.klaviyo.auth import ApiKeySource, StaticApiKey
 from exporter.klaviyo.client import KlaviyoClient
-from exporter.klaviyo.limits import BULK_IMPORT_RATE, MAX_PROFILES_PER_JOB
+from exporter.klaviyo.limits import BULK_IMPORT_RATE, LIST_MEMBERSHIP_RATE, MAX_PROFILES_PER_JOB, PROFILE_READ_RATE
 from exporter.klaviyo.ratelimit import AsyncRateLimiter, rate_floor_seconds
 from exporter.mapping import FieldMapping
 from exporter.pipeline import ExportPlan, PipelineOptions, Progress, run_export
@@ -37,11 +38,13 @@ from exporter.report import Counts, RunReport, new_run_id, utc_now
 from exporter.runs.checkpoint import Checkpoint
 from exporter.runs.events import report_event, run_event
 from exporter.runs.lock import ExportLock
-from exporter.runs.store import RunState, RunStore, StateChanged, is_run_id
+from exporter.runs.store import RunState, RunStore, StateChanged, is_run_id, snapshot_name
 from exporter.sources.files import BlobLocation
 from exporter.sources.folders import BlobFolder
 from exporter.sources.parts import SegmentPart, SegmentRun, resolve_folder
 from exporter.sources.reach import OutOfReach, checked_blob_name, reachable
+from exporter.sync.plan import SyncPlan
+from exporter.sync.snapshot import BlobSnapshotStore
 
 log = logging.getLogger("exporter.runs")
 
@@ -60,6 +63,8 @@ class RunMessage:
     dry_run: bool = False
     leg: int = 0
     waits: int = 0
+    full: bool = False  # resend every member
+    allow_mass_removal: bool = False  # mirror mode: past the guard
 
     def encode(self) -> str:
         return orjson.dumps(asdict(self)).decode()
@@ -71,9 +76,11 @@ class RunMessage:
         data = orjson.loads(text)
         if not isinstance(data, dict):
             raise ValueError("not an object")
-        message = cls(**{k: data[k] for k in ("run_id", "export", "source", "dry_run", "leg", "waits") if k in data})
+        message = cls(**{k: data[k] for k in ("run_id", "export", "source", "dry_run", "leg", "waits", "full",
+                                              "allow_mass_removal") if k in data})
         if not (is_run_id(message.run_id) and isinstance(message.export, str) and EXPORT_NAME.fullmatch(message.export)
                 and isinstance(message.source, str) and isinstance(message.dry_run, bool)
+                and isinstance(message.full, bool) and isinstance(message.allow_mass_removal, bool)
                 and _count(message.leg) and _count(message.waits)):
             raise ValueError("a field is missing or of the wrong shape")
         return message
@@ -110,7 +117,7 @@ class ExportService:
         self.store = RunStore(storage.blobs.get_container_client(settings.reports_container))
         self.queue = storage.queue(settings.runs_queue)
         self._session: aiohttp.ClientSession | None = None
-        self._limiters: dict[str, AsyncRateLimiter] = {}  # per connection: Klaviyo limits are per account
+        self._limiters: dict[str, dict[str, AsyncRateLimiter]] = {}  # per connection: Klaviyo's limits are per account
         self._ready = False
 
     async def config(self) -> ExportsConfig:
@@ -131,7 +138,8 @@ class ExportService:
     # ---- starting runs -------------------------------------------------------------
 
     async def start(self, name: str, *, dry_run: bool = False, source: str | None = None,
-                    trigger: str = "http", wait_if_busy: bool = False) -> StartResult:
+                    trigger: str = "http", wait_if_busy: bool = False, full: bool = False,
+                    allow_mass_removal: bool = False) -> StartResult:
         """Queue a run of one export. Busy export: refused, or (``wait_if_busy``) queued to
         start once the current run ends, so a dropped file is never lost. A refused start
         (unknown export, bad source) changes nothing: storage is prepared only for a run."""
@@ -143,7 +151,7 @@ class ExportService:
         await self._prepare()
         run_id = new_run_id()
         lock = ExportLock(self.store.container, export.name)
-        message = RunMessage(run_id, export.name, path, dry_run)
+        message = RunMessage(run_id, export.name, path, dry_run, full=full, allow_mass_removal=allow_mass_removal)
         if not await lock.acquire(run_id):
             holder = await lock.holder()
             if not wait_if_busy:
@@ -282,9 +290,11 @@ class ExportService:
         options = PipelineOptions(deadline=loop.time() + min(self.settings.time_budget_seconds, remaining),
                                   poll_interval=self.settings.poll_interval)
         pinned = state.options or {}
+        preview = Path(tempfile.mkdtemp(prefix="exporter-preview-")) / "preview.csv"
         plan = ExportPlan(export.name, self._pinned_run(state), state.list_id or export.list_id,
                           _mapping_from(state.mapping, pinned),
-                          pinned.get("encoding", "utf-8"), pinned.get("format"), pinned.get("columns"))
+                          pinned.get("encoding", "utf-8"), pinned.get("format"), pinned.get("columns"),
+                          sync=self._sync_plan(export.name, pinned, message, preview))
         checkpoint = await self.store.load_checkpoint(export.name, message.run_id)
         with tempfile.TemporaryDirectory(prefix="exporter-run-") as workdir:
             rejects = RejectsFile(Path(workdir) / "rejects.csv")
@@ -305,6 +315,9 @@ class ExportService:
             await checkpoint.save()
             if rejects.count:
                 report.rejects = await self.store.save_rejects(export.name, message.run_id, rejects.path)
+        if report.sync and report.sync.get("preview"):
+            report.sync["preview"] = await self.store.save_file(export.name, message.run_id, preview, "preview.csv")
+        shutil.rmtree(preview.parent, ignore_errors=True)
         report.started_at = state.started_at or report.started_at
         if latest.progress is not None:
             _remember(state, latest.progress)  # where the leg ended, for a run that continues
@@ -347,7 +360,9 @@ class ExportService:
         state.source_description, state.source_size = run.description, run.size
         state.list_id, state.mapping = export.list_id, _mapping_document(export.mapping)
         state.options = {"phone_region": export.mapping.phone_region, "invalid_fields": export.mapping.invalid_fields,
-                         "encoding": export.encoding, "format": export.format, "columns": export.columns}
+                         "encoding": export.encoding, "format": export.format, "columns": export.columns,
+                         "mode": export.mode, "full_every": export.full_every,
+                         "max_remove_fraction": export.max_remove_fraction}
         state.started_at = state.started_at or utc_now()
         return True
 
@@ -387,6 +402,14 @@ class ExportService:
         if previous is not None and previous.status == "failed":
             return None  # that attempt failed: this event gets the run another one
         return f"run {record.get('run_id')} already exported this version of the source ({run.description})"
+
+    def _sync_plan(self, export: str, pinned: dict[str, Any], message: RunMessage, preview: Path) -> SyncPlan:
+        """The run's sync settings as its first leg pinned them; the snapshot beside its runs."""
+        location = BlobLocation(self.storage.blobs.url, self.settings.reports_container, snapshot_name(export),
+                                self.storage.credential, options=self.storage.options)
+        return SyncPlan(BlobSnapshotStore(location), pinned.get("mode", "add"), message.full,
+                        pinned.get("full_every", 0), message.allow_mass_removal, pinned.get("max_remove_fraction", 0.5),
+                        preview if message.dry_run else None)
 
     def _pinned_run(self, state: RunState) -> SegmentRun:
         if not state.parts:
@@ -446,9 +469,12 @@ class ExportService:
             return
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
-        limiter = self._limiters.setdefault(export.connection.name, AsyncRateLimiter(BULK_IMPORT_RATE))
+        limiters = self._limiters.setdefault(export.connection.name, {
+            "import": AsyncRateLimiter(BULK_IMPORT_RATE), "membership": AsyncRateLimiter(LIST_MEMBERSHIP_RATE),
+            "profiles": AsyncRateLimiter(PROFILE_READ_RATE)})
         key = await self._key_source(export)
-        async with KlaviyoClient(key, self.settings.klaviyo_base_url, session=self._session, limiter=limiter) as client:
+        async with KlaviyoClient(key, self.settings.klaviyo_base_url, session=self._session, limiter=limiters["import"],
+                                 tier_limiters=limiters) as client:
             yield client
 
     # ---- answering for runs --------------------------------------------------------

@@ -139,7 +139,11 @@ class RunStore:
 
     async def save_rejects(self, export: str, run_id: str, path: Path) -> str:
         """Upload the rejects CSV (streamed from disk); returns its blob URL."""
-        blob = self.container.get_blob_client(_run_path(export, run_id, "rejects.csv"))
+        return await self.save_file(export, run_id, path, "rejects.csv")
+
+    async def save_file(self, export: str, run_id: str, path: Path, name: str) -> str:
+        """Upload a file of the run (streamed from disk) into its folder; returns its blob URL."""
+        blob = self.container.get_blob_client(_run_path(export, run_id, name))
         with path.open("rb") as data:
             await blob.upload_blob(data, overwrite=True)
         return blob.url
@@ -153,6 +157,11 @@ class RunStore:
         except ResourceNotFoundError:
             return None
         return await downloader.readall()
+
+
+def snapshot_name(export: str) -> str:
+    """The export's snapshot (what it has put in its list), beside its runs."""
+    return f"{export}/snapshot.bin"
 
 
 def _run_path(export: str, run_id: str, name: str) -> str:
