@@ -1,0 +1,288 @@
+"""Delta refresh, mirror mode, the guard and the preview, through Azurite, the function
+app and the simulator (and the CLI's local snapshot), as issue 10 asks."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+from pathlib import Path
+
+import orjson
+import pytest
+
+import function_app
+from devtools.sample import segment_lines
+from exporter.mapping import FieldMapping
+from exporter.pipeline import ExportPlan, PipelineOptions, run_export
+from exporter.rejects import RejectsFile
+from exporter.sources.files import BlobLocation
+from exporter.sync.keys import email_key
+from exporter.sync.plan import SyncPlan
+from exporter.sync.snapshot import BlobSnapshotStore, LocalSnapshotStore, load_snapshot, snapshot_emails
+from tests.app_harness import SECOND_LIST, App, call, config, post, status_of
+from tests.conftest import API_KEY, LIST_ID, client_for
+
+
+def segment(rows: int, *, changed: range = range(0), removed: range = range(0), added: int = 0,
+            bad_every: int = 0) -> bytes:
+    """``rows`` synthetic rows, some renamed (changed), some left out (removed), some new."""
+    lines = list(segment_lines(rows + added, bad_every=bad_every))
+    out = [lines[0]]
+    for i, line in enumerate(lines[1:]):
+        if i in removed or (i >= rows and not added):
+            continue
+        if i in changed:
+            email, _, rest = line.partition(",")
+            line = f"{email},Renamed,{rest.split(',', 1)[1]}"
+        out.append(line)
+    return "".join(out).encode()
+
+
+def emails_in(data: bytes) -> set[str]:
+    return {line.split(",")[0].lower() for line in data.decode().splitlines()[1:]}
+
+
+def sync_config(mode: str = "add", **export: object) -> dict:
+    document = config()
+    document["exports"][0].update({"mode": mode, **export})
+    return document
+
+
+async def run(app: App, body: dict | None = None) -> dict:
+    answer = orjson.loads((await call(function_app.start_run, post("vip", body=orjson.dumps(body or {})))).get_body())
+    await app.deliver()
+    return await status_of("vip", answer["run_id"])
+
+
+async def stored_snapshot(app: App, export: str = "vip"):
+    location = BlobLocation(app.runtime.service().storage.blobs.url, app.reports, f"{export}/snapshot.bin",
+                            app.runtime.service().storage.credential)
+    store = BlobSnapshotStore(location)
+    return store, await load_snapshot(store)
+
+
+async def test_an_unchanged_segment_sends_nothing_the_second_time(app) -> None:
+    data = segment(100_000)
+    await app.put(app.segments, "vip/all.csv", data)
+    first = (await run(app))["report"]
+    assert first["counts"]["sent"] == 100_000 and first["sync"]["full"] is True
+    received = app.sim.simulator.stats.profiles_received
+    second = (await run(app))["report"]
+    assert second["status"] == "succeeded"
+    assert second["counts"]["sent"] == 0 and second["counts"]["unchanged"] == 100_000 and second["jobs"] == []
+    assert app.sim.simulator.stats.profiles_received == received
+    _, snapshot = await stored_snapshot(app)
+    assert snapshot is not None and snapshot.header.members == 100_000 and snapshot.header.list_id == LIST_ID
+
+
+async def test_a_refresh_sends_what_changed_and_mirror_mode_removes_leavers(app) -> None:
+    rows = 100_000
+    await app.set_config(sync_config("add"))
+    await app.put(app.segments, "vip/all.csv", segment(rows))
+    await run(app)
+    changed, removed = range(0, rows, 100), range(50, rows, 100)  # 1% each
+    refreshed = segment(rows, changed=changed, removed=removed, added=1_000)
+    await app.put(app.segments, "vip/all.csv", refreshed)
+    received = app.sim.simulator.stats.profiles_received
+    delta = (await run(app))["report"]
+    c = delta["counts"]
+    assert (c["sent"], c["unchanged"], c["removed"]) == (2_000, rows - 2_000, 0)
+    assert (delta["sync"]["new"], delta["sync"]["changed"], delta["sync"]["leavers"]) == (1_000, 1_000, 1_000)
+    assert app.sim.simulator.stats.profiles_received - received == 2_000  # exactly the changed and added rows
+    account = app.sim.simulator.account
+    members = {e.lower() for e in account.member_emails(LIST_ID)}
+    assert members == emails_in(segment(rows)) | emails_in(refreshed)  # add mode keeps the leavers
+    renamed = account.profiles[account.profile_by_email["ada.lovelace.0@example.com"]]
+    assert renamed["first_name"] == "Renamed"
+
+    await app.set_config(sync_config("mirror"))
+    mirror = (await run(app))["report"]
+    assert mirror["status"] == "succeeded", mirror
+    assert (mirror["counts"]["sent"], mirror["counts"]["removed"], mirror["counts"]["remove_failed"]) == (0, 1_000, 0)
+    assert {e.lower() for e in account.member_emails(LIST_ID)} == emails_in(refreshed)  # the list mirrors the segment
+    assert len(account.profiles) >= rows + 1_000  # removal takes members off the list, never deletes profiles
+    again = (await run(app))["report"]
+    assert (again["counts"]["sent"], again["counts"]["removed"], again["sync"]["leavers"]) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(("kept", "reason"), [
+    (100, "mirror mode would remove 900 of the list's 1,000 members (90%), more than max_remove_fraction 0.5 allows"),
+    (0, "the segment is empty, so mirror mode would remove all 1,000 members of the list"),
+])
+async def test_the_guard_stops_a_mirror_run_that_would_empty_much_of_the_list(app, kept, reason) -> None:
+    await app.set_config(sync_config("mirror"))
+    await app.put(app.segments, "vip/all.csv", segment(1_000))
+    await run(app)
+    await app.put(app.segments, "vip/all.csv", segment(kept))  # lost 90% of its rows, or every row
+    stopped = await run(app)
+    report = stopped["report"]
+    assert stopped["status"] == report["status"] == "partial"
+    assert report["counts"]["removed"] == 0 and report["sync"]["guard"].startswith(reason)
+    assert "--allow-mass-removal" in report["sync"]["guard"] and reason in report["hints"][0]
+    assert len(app.sim.simulator.account.member_emails(LIST_ID)) == 1_000
+    allowed = (await run(app, {"allowMassRemoval": True}))["report"]
+    assert allowed["counts"]["removed"] == 1_000 - kept and allowed["status"] == "succeeded"
+    assert len(app.sim.simulator.account.member_emails(LIST_ID)) == kept
+
+
+async def test_a_dry_run_previews_and_changes_nothing(app) -> None:
+    await app.set_config(sync_config("mirror"))
+    await app.put(app.segments, "vip/all.csv", segment(2_000))
+    await run(app)
+    store, before = await stored_snapshot(app)
+    refreshed = segment(2_000, changed=range(0, 2_000, 100), removed=range(1, 2_000, 100), added=30)
+    await app.put(app.segments, "vip/all.csv", refreshed)
+    received = app.sim.simulator.stats.profiles_received
+    preview = (await run(app, {"dryRun": True}))["report"]
+    assert preview["dry_run"] is True
+    sync = preview["sync"]
+    assert (sync["new"], sync["changed"], sync["unchanged"], sync["would_remove"], sync["guard"]) == (
+        30, 20, 2_000 - 40, 20, None)
+    assert app.sim.simulator.stats.profiles_received == received and app.sim.simulator.stats.jobs_received == 1
+    assert len(app.sim.simulator.account.member_emails(LIST_ID)) == 2_000
+    _, after = await stored_snapshot(app)
+    assert after is not None and before is not None and after.keys == before.keys and after.fps == before.fps
+    blob = app.runtime.service().store.container.get_blob_client(preview["sync"]["preview"].split(f"/{app.reports}/")[1])
+    rows = list(csv.reader((await (await blob.download_blob()).readall()).decode().splitlines()))
+    assert rows[0] == ["would", "line", "email"]
+    kinds = {kind for kind, _, _ in rows[1:]}
+    assert kinds == {"add", "update", "remove"} and all("@" in email for _, _, email in rows[1:])
+    lines = refreshed.decode().splitlines()
+    for kind, line, email in rows[1:]:
+        if kind != "remove":
+            assert lines[int(line) - 1].split(",")[0].lower() == email
+
+
+async def test_a_mapping_change_or_a_full_request_resends_everything(app) -> None:
+    await app.put(app.segments, "vip/all.csv", segment(3_000))
+    await run(app)
+    full = (await run(app, {"full": True}))["report"]
+    assert full["counts"]["sent"] == 3_000 and full["sync"]["full_reason"] == "a full run was asked for"
+    remapped = config()
+    remapped["exports"][0]["mapping"]["last_name"] = "last_name"
+    await app.set_config(remapped)
+    after = (await run(app))["report"]
+    assert after["counts"]["sent"] == 3_000 and after["sync"]["full_reason"] == "the mapping changed since the snapshot"
+    assert (await run(app))["report"]["counts"]["unchanged"] == 3_000
+    moved = config()
+    moved["exports"][0].update({"list_id": SECOND_LIST, "mapping": remapped["exports"][0]["mapping"]})
+    await app.set_config(moved)
+    other = (await run(app))["report"]
+    assert other["counts"]["sent"] == 3_000 and other["sync"]["full_reason"].startswith("the snapshot is of list")
+    assert len(app.sim.simulator.account.member_emails(SECOND_LIST)) == 3_000
+
+
+async def test_full_every_n_runs_resends_everything(app) -> None:
+    await app.set_config(sync_config(full_every=2))
+    await app.put(app.segments, "vip/all.csv", segment(500))
+    sent = [(await run(app))["report"]["counts"]["sent"] for _ in range(4)]
+    assert sent == [500, 0, 500, 0]
+
+
+async def test_a_continuation_across_legs_gives_the_same_result_as_one_leg(azurite, simulator, monkeypatch) -> None:
+    """The same two runs (a full one, then a mirror refresh) in one leg each and in many."""
+    results = []
+    for budget, list_id in ((1500, LIST_ID), (0, SECOND_LIST)):
+        app = App(azurite, simulator, budget=budget, monkeypatch=monkeypatch)
+        document = sync_config("mirror")
+        document["exports"][0]["list_id"] = list_id
+        await app.set_config(document)
+        await app.put(app.segments, "vip/all.csv", segment(34_000, bad_every=1_000))
+        first = await run(app)
+        await app.put(app.segments, "vip/all.csv", segment(34_000, changed=range(0, 34_000, 50),
+                                                            removed=range(7, 34_000, 100), added=500, bad_every=1_000))
+        second = await run(app)
+        _, snapshot = await stored_snapshot(app)
+        await app.runtime.aclose()
+        results.append((first, second, snapshot, sorted(simulator.simulator.account.member_emails(list_id))))
+    (one_a, one_b, one_snapshot, one_members), (many_a, many_b, many_snapshot, many_members) = results
+    assert one_a["legs"] == 1 and many_a["legs"] > 1 and many_b["legs"] > 1
+    for single, legs in ((one_a, many_a), (one_b, many_b)):
+        assert single["report"]["counts"] == legs["report"]["counts"]
+        assert {k: v for k, v in single["report"]["sync"].items() if k != "snapshot"} == \
+               {k: v for k, v in legs["report"]["sync"].items() if k != "snapshot"}
+    assert one_members == many_members
+    assert one_snapshot.keys == many_snapshot.keys and one_snapshot.fps == many_snapshot.fps
+
+
+# ---- the pipeline and the CLI with a local snapshot --------------------------------------
+
+
+def plan(source: str, state: Path, mode: str = "add", **sync: object) -> ExportPlan:
+    return ExportPlan("t", source, LIST_ID, FieldMapping("email", {"first_name": "first_name"}),
+                      sync=SyncPlan(LocalSnapshotStore(state), mode, **sync))  # type: ignore[arg-type]
+
+
+async def test_a_failed_run_leaves_the_snapshot_where_klaviyo_is_and_the_next_run_converges(
+        start_simulator, tmp_path) -> None:
+    sim = await start_simulator(job_delay=0.05)
+    state = tmp_path / "state"
+    source = tmp_path / "segment.csv"
+    source.write_bytes(segment(30_000, bad_every=997))  # some rows Klaviyo refuses (.invalid addresses)
+    async with client_for(sim) as klaviyo:
+        first = await run_export(plan(str(source), state), klaviyo, RejectsFile(tmp_path / "r1.csv"))
+    assert first.status == "partial" and first.counts.klaviyo_errors > 0
+    snapshot = await load_snapshot(LocalSnapshotStore(state))
+    assert snapshot is not None
+    stored = {email async for email in snapshot_emails(LocalSnapshotStore(state), snapshot)}
+    assert stored == {e.lower() for e in sim.simulator.account.member_emails(LIST_ID)}  # refused rows are not in it
+    assert all(snapshot.find(email_key(email)) >= 0 for email in stored)
+    before = (state / "snapshot.bin").read_bytes()
+
+    source.write_bytes(segment(30_000, changed=range(0, 30_000, 10), bad_every=997))
+    sim.simulator.account.job_delay = 30.0  # Klaviyo stops finishing jobs: the run times out midway
+    async with client_for(sim) as klaviyo:
+        failed = await run_export(plan(str(source), state), klaviyo, RejectsFile(tmp_path / "r2.csv"),
+                                  options=PipelineOptions(job_timeout=0.5, poll_interval=0.05))
+    assert failed.status == "failed" and (state / "snapshot.bin").read_bytes() == before
+
+    sim.simulator.account.job_delay = 0.05
+    async with client_for(sim) as klaviyo:
+        converged = await run_export(plan(str(source), state), klaviyo, RejectsFile(tmp_path / "r3.csv"))
+    assert converged.status == "partial"  # the refused rows are refused again: they are retried every run
+    assert converged.counts.sent == 3_000 - sum(1 for i in range(0, 30_000, 10) if i % 997 == 996)
+    again = await run_export(plan(str(source), state), None, RejectsFile(tmp_path / "r4.csv"))
+    assert again.counts.sent == first.counts.klaviyo_errors  # only what Klaviyo refused would be sent again
+
+
+async def test_a_damaged_snapshot_fails_clearly(tmp_path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "snapshot.bin").write_bytes(b"KLAVIYO-EXPORTER-SNAPSHOT 1\n{\"list_id\": \"L\"}\n")
+    source = tmp_path / "s.csv"
+    source.write_bytes(segment(10))
+    report = await run_export(plan(str(source), state), None, RejectsFile(tmp_path / "r.csv"))
+    assert report.status == "failed"
+    assert report.error == (f"the snapshot {state / 'snapshot.bin'} is damaged or not a snapshot; delete it to start "
+                            "over (the next run is then a full one, and mirror mode cannot remove members of the lost "
+                            "snapshot)")
+
+
+async def test_the_cli_runs_delta_and_mirror_with_a_local_snapshot(simulator, tmp_path) -> None:
+    from tests.test_cli import cli
+
+    source = tmp_path / "s.csv"
+    source.write_bytes(segment(1_000))
+    args = ("export", "--source", str(source), "--list-id", LIST_ID, "--email-column", "email",
+            "--map", "first_name=first_name", "--klaviyo-url", simulator.url, "--state", str(tmp_path / "state"))
+    env = {"KLAVIYO_API_KEY": API_KEY}
+    dry = await asyncio.to_thread(cli, *args, "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert not (tmp_path / "state" / "snapshot.bin").exists()  # a dry run keeps no snapshot
+    first = await asyncio.to_thread(cli, *args, env=env)
+    assert orjson.loads(first.stdout)["counts"]["sent"] == 1_000
+    refreshed = segment(1_000, changed=range(0, 1_000, 100), removed=range(1, 1_000, 100))
+    source.write_bytes(refreshed)
+    preview = await asyncio.to_thread(cli, *args, "--mode", "mirror", "--dry-run", "--report",
+                                      str(tmp_path / "out" / "report.json"), env=env)
+    assert preview.returncode == 0, preview.stderr
+    assert ", 980 unchanged, would remove 10; preview in " in preview.stderr
+    assert sum(1 for line in (tmp_path / "out").glob("preview-*.csv").__next__().read_text().splitlines()
+               if line.startswith("remove,")) == 10
+    mirror = await asyncio.to_thread(cli, *args, "--mode", "mirror", env=env)
+    assert mirror.returncode == 0, mirror.stderr
+    counts = orjson.loads(mirror.stdout)["counts"]
+    assert (counts["sent"], counts["unchanged"], counts["removed"]) == (10, 980, 10)
+    assert "succeeded: 990 rows read, 10 sent, 0 rejected, 0 duplicates, 1 Klaviyo job, 980 unchanged, 10 removed" \
+        in mirror.stderr
+    assert {e.lower() for e in simulator.simulator.account.member_emails(LIST_ID)} == emails_in(refreshed)
