@@ -104,8 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export", help="export one segment into one Klaviyo list", formatter_class=formatter, epilog=EXPORT_EPILOG,
-        description="Read a segment file (CSV, CSV.gz, JSON Lines), map each row to a Klaviyo profile\n"
-                    "and import the profiles into one Klaviyo list.")
+        description="Read a segment (a CSV, CSV.gz, JSON Lines or Parquet file, or a CDM export folder), map\n"
+                    "each row to a Klaviyo profile and import the profiles into one Klaviyo list. A snapshot of\n"
+                    "what the export put in the list makes the next run send only what changed (and, in\n"
+                    "mirror mode, remove members who left the segment).")
     export.add_argument("--source", help="local path or blob URL of the segment: a file (CSV, JSON Lines, either "
                         "gzipped, or Parquet), or a folder (a CDM export folder holding model.json, or a folder of "
                         "runs: its newest run is read)")
@@ -145,8 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--klaviyo-url", default=DEFAULT_BASE_URL,
                         help=f"Klaviyo API base URL; the simulator's, locally (default: {DEFAULT_BASE_URL})")
     export.add_argument("--dry-run", action="store_true",
-                        help="read, validate and batch, but send nothing (the key and list are checked when "
-                             "a key is available)")
+                        help="read, validate and batch, but send nothing and keep the snapshot as it is; report "
+                             "what would be added, updated, left unchanged and removed, with a sample of each in "
+                             "a preview file beside the rejects (the key and list are checked when a key is "
+                             "available)")
     export.add_argument("--report", type=Path, help="also write the JSON run report to this file")
     export.add_argument("--rejects", type=Path,
                         help="write rejected rows here, always (header only when none); default: beside --report, "
