@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -24,12 +25,14 @@ import tempfile
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Iterator
 
 from devtools.azurite import Azurite, free_port, start_azurite, upload
 from devtools.demo import wait_for
-from devtools.sample import HEADER, MAPPING, cdm_export_folder, segment_lines
+from devtools.sample import HEADER, MAPPING, cdm_export_folder, refreshed_lines, segment_lines
 from exporter.klaviyo.limits import BULK_IMPORT_RATE, MAX_PROFILES_PER_JOB
 from exporter.klaviyo.ratelimit import rate_floor_seconds
 
@@ -102,61 +105,107 @@ async def upload_segments(azurite: Azurite, rows: int) -> tuple[dict[str, str], 
     return urls, size
 
 
-def run_case(azurite: Azurite, source: str, url: str, rows: int, limits: bool) -> dict[str, object]:
+@contextlib.contextmanager
+def simulator(limits: bool) -> Iterator[str]:
+    """The simulator in its own process (its own core); its URL."""
     port = free_port()
-    simulator = subprocess.Popen([sys.executable, "-m", "exporter", "simulate-klaviyo", "--port", str(port),
-                                  "--list", LIST_ID, "--rate-limits", "klaviyo" if limits else "off"],
-                                 stderr=subprocess.DEVNULL, cwd=ROOT)
-    klaviyo = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen([sys.executable, "-m", "exporter", "simulate-klaviyo", "--port", str(port),
+                                "--list", LIST_ID, "--rate-limits", "klaviyo" if limits else "off"],
+                               stderr=subprocess.DEVNULL, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(f"{klaviyo}/_sim/stats")
-        command = [sys.executable, "-m", "exporter", "export", "--source", url, "--list-id", LIST_ID,
-                   "--email-column", "email", "--klaviyo-url", klaviyo, "--rejects", os.devnull,
-                   "--state", tempfile.mkdtemp(prefix="bench-state-")]  # a fresh list: a full run
-        for pair in MAPPING:
-            command += ["--map", pair]
-        if not limits:
-            command.append("--no-rate-limit")
-        env = dict(os.environ, KLAVIYO_API_KEY="pk_bench_local_key",
-                   AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)
-        started = time.time()
-        export = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        peak = PeakRss(export.pid)
-        assert export.stdout is not None
-        output = export.stdout.read()
-        status = export.wait()
-        wall = time.time() - started
-        peak.stop()
-        report = json.loads(output)
-        stats = json.loads(urllib.request.urlopen(f"{klaviyo}/_sim/stats").read())
-        members = json.loads(urllib.request.urlopen(f"{klaviyo}/_sim/lists/{LIST_ID}").read())["count"]
+        wait_for(f"{url}/_sim/stats")
+        yield url
     finally:
-        simulator.terminate()
-        simulator.wait(10)
-    accepted = stats["last_job_received_at"] - started
+        process.terminate()
+        process.wait(10)
+
+
+def simulator_stats(url: str) -> tuple[dict[str, Any], int]:
+    stats = json.loads(urllib.request.urlopen(f"{url}/_sim/stats").read())
+    return stats, json.loads(urllib.request.urlopen(f"{url}/_sim/lists/{LIST_ID}").read())["count"]
+
+
+@dataclass
+class Measured:
+    report: dict[str, Any]
+    exit: int
+    started: float
+    wall: float
+    peak_mb: float
+
+
+def export_process(azurite: Azurite, klaviyo: str, source: str, state: str, limits: bool,
+                   *extra: str) -> Measured:
+    """``python -m exporter export`` exactly as a user runs it, timed and its memory sampled."""
+    command = [sys.executable, "-m", "exporter", "export", "--source", source, "--list-id", LIST_ID,
+               "--email-column", "email", "--klaviyo-url", klaviyo, "--rejects", os.devnull, "--state", state, *extra]
+    for pair in MAPPING:
+        command += ["--map", pair]
+    if not limits:
+        command.append("--no-rate-limit")
+    env = dict(os.environ, KLAVIYO_API_KEY="pk_bench_local_key", AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)
+    started = time.time()
+    export = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    peak = PeakRss(export.pid)
+    assert export.stdout is not None
+    output = export.stdout.read()
+    status = export.wait()
+    wall = time.time() - started
+    peak.stop()
+    return Measured(json.loads(output), status, started, wall, peak.kilobytes / 1024)
+
+
+def run_case(azurite: Azurite, source: str, url: str, rows: int, limits: bool) -> dict[str, object]:
+    with simulator(limits) as klaviyo:
+        run = export_process(azurite, klaviyo, url, tempfile.mkdtemp(prefix="bench-state-"), limits)  # a full run
+        stats, members = simulator_stats(klaviyo)
+    accepted = stats["last_job_received_at"] - run.started
     jobs = math.ceil(rows / MAX_PROFILES_PER_JOB)
     return {
         "source": source,
         "limits": "klaviyo" if limits else "off",
-        "status": report["status"],
-        "exit": status,
-        "sent": report["counts"]["sent"],
+        "status": run.report["status"],
+        "exit": run.exit,
+        "sent": run.report["counts"]["sent"],
         "members": members,
-        "jobs": len(report["jobs"]),
+        "jobs": len(run.report["jobs"]),
         "throttled": stats["throttled"],
-        "wall_s": wall,
+        "wall_s": run.wall,
         "accepted_s": accepted,
-        "profiles_per_s": rows / wall,
-        "peak_rss_mb": peak.kilobytes / 1024,
+        "profiles_per_s": rows / run.wall,
+        "peak_rss_mb": run.peak_mb,
         "floor_s": floor_seconds(jobs),
         "ratio": accepted / floor_seconds(jobs),
     }
 
 
+def refresh_case(azurite: Azurite, url: str, rows: int) -> list[dict[str, object]]:
+    """Mirror mode with Klaviyo's limits: a full run, then the segment refreshed with 1% of
+    rows changed, 1% added and 1% removed, into the same list with the same snapshot."""
+    every = 100
+    refreshed = "".join(refreshed_lines(rows, changed=range(0, rows, every), removed=range(every // 2, rows, every),
+                                        added=rows // every)).encode()
+    refreshed_url = asyncio.run(upload(azurite, "segments", "bench/refreshed.csv", refreshed))
+    state = tempfile.mkdtemp(prefix="bench-state-")
+    results = []
+    with simulator(True) as klaviyo:
+        for name, source in (("full", url), ("refresh: 1% changed, 1% added, 1% removed", refreshed_url)):
+            run = export_process(azurite, klaviyo, source, state, True, "--mode", "mirror")
+            stats, members = simulator_stats(klaviyo)
+            counts = run.report["counts"]
+            results.append({"run": name, "status": run.report["status"], "exit": run.exit, "sent": counts["sent"],
+                            "unchanged": counts["unchanged"], "removed": counts["removed"], "members": members,
+                            "throttled": stats["throttled"], "wall_s": run.wall, "peak_rss_mb": run.peak_mb,
+                            "snapshot_mb": Path(state, "snapshot.bin").stat().st_size / 1e6})
+    return results
+
+
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
-def write_markdown(rows: int, size: int, results: list[dict[str, object]], path: Path) -> None:
+def write_markdown(rows: int, size: int, results: list[dict[str, object]], refresh: list[dict[str, object]],
+                   path: Path) -> None:
     lines = [
         START,
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `python -m bench.run --rows {rows}` on this machine "
@@ -181,6 +230,19 @@ def write_markdown(rows: int, size: int, results: list[dict[str, object]], path:
             f"| {r['wall_s']:.2f} | {r['accepted_s']:.2f} | {r['profiles_per_s']:,.0f} | {r['peak_rss_mb']:.0f} "
             f"| {r['floor_s']:.1f} | {r['ratio']:.2f} |"
         )
+    lines += [
+        "",
+        f"Delta refresh and mirror mode, {rows:,} rows, Klaviyo's rate limits on, one simulator and one snapshot "
+        "for both runs (the refresh reads a second blob with 1% of rows renamed, 1% new, 1% gone):",
+        "",
+        "| run | status | sent | unchanged | removed | list members | 429s | wall (s) | peak RSS (MB) "
+        "| snapshot (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in refresh:
+        lines.append(
+            f"| {r['run']} | {r['status']} | {r['sent']:,} | {r['unchanged']:,} | {r['removed']:,} | {r['members']:,} "
+            f"| {r['throttled']} | {r['wall_s']:.2f} | {r['peak_rss_mb']:.0f} | {r['snapshot_mb']:.1f} |")
     lines.append(END)
     table = "\n".join(lines)
     old = path.read_text() if path.exists() else "# Benchmarks\n\n" + START + END + "\n"
@@ -202,11 +264,12 @@ def main() -> int:
         urls, size = asyncio.run(upload_segments(azurite, args.rows))
         cases = [(source, limits) for source in urls for limits in ((True, False) if source.startswith("CSV") else (True,))]
         results = [run_case(azurite, source, urls[source], args.rows, limits) for source, limits in cases]
+        refresh = refresh_case(azurite, urls["CSV, 1 file"], args.rows)
     finally:
         azurite.stop()
-    write_markdown(args.rows, size, results, args.output)
+    write_markdown(args.rows, size, results, refresh, args.output)
     print(args.output.read_text())
-    return 0 if all(r["exit"] == 0 for r in results) else 1
+    return 0 if all(r["exit"] == 0 for r in results + refresh) else 1
 
 
 if __name__ == "__main__":

@@ -33,6 +33,22 @@ def segment_lines(rows: int, seed: int = 7, bad_every: int = 0, start: int = 0) 
         yield f"{email},{first},{last},{phone},{CITIES[i % 8]},{TIERS[i % 3]}\n"
 
 
+def refreshed_lines(rows: int, *, changed: range = range(0), removed: range = range(0), added: int = 0,
+                    bad_every: int = 0) -> Iterator[str]:
+    """The segment of ``rows`` rows as a later refresh sees it: rows in ``changed`` renamed
+    (first name "Renamed"), rows in ``removed`` gone, ``added`` new rows at the end."""
+    for i, line in enumerate(segment_lines(rows + added, bad_every=bad_every)):
+        if i == 0:
+            yield line
+        elif i - 1 in removed:
+            continue
+        elif i - 1 in changed:
+            email, _, rest = line.partition(",")
+            yield f"{email},Renamed,{rest.split(',', 1)[1]}"
+        else:
+            yield line
+
+
 MAPPING = ["first_name=first_name", "last_name=last_name", "phone=phone_number", "city=location.city",
            "tier=properties.tier"]
 

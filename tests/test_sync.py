@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 import function_app
-from devtools.sample import segment_lines
+from devtools.sample import refreshed_lines
 from exporter.mapping import FieldMapping
 from exporter.pipeline import ExportPlan, PipelineOptions, run_export
 from exporter.rejects import RejectsFile
@@ -26,16 +26,7 @@ from tests.conftest import API_KEY, LIST_ID, client_for
 def segment(rows: int, *, changed: range = range(0), removed: range = range(0), added: int = 0,
             bad_every: int = 0) -> bytes:
     """``rows`` synthetic rows, some renamed (changed), some left out (removed), some new."""
-    lines = list(segment_lines(rows + added, bad_every=bad_every))
-    out = [lines[0]]
-    for i, line in enumerate(lines[1:]):
-        if i in removed or (i >= rows and not added):
-            continue
-        if i in changed:
-            email, _, rest = line.partition(",")
-            line = f"{email},Renamed,{rest.split(',', 1)[1]}"
-        out.append(line)
-    return "".join(out).encode()
+    return "".join(refreshed_lines(rows, changed=changed, removed=removed, added=added, bad_every=bad_every)).encode()
 
 
 def emails_in(data: bytes) -> set[str]:
