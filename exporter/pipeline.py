@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -114,9 +115,13 @@ class _Run:
         batcher = JobBatcher(self.plan.list_id)
         new_jobs = 0
         where = segment.part_lines.describe if segment.part_lines else "line {}".format
+        size, sized = _stored_size(self.plan.source), False
         async for block in segment.blocks:
             chunk = map_chunk(mapper, block)
             self.counts.rows_read += chunk.rows
+            if not sized and size and segment.bytes_read and self.counts.rows_read >= 1_000:
+                self.delta.expect(int(1.1 * self.counts.rows_read * size / segment.bytes_read))
+                sized = True
             self.reject(chunk.rejects)
             if chunk.warnings:
                 self.rejects.add(chunk.warnings)
@@ -332,6 +337,16 @@ async def run_export(
     if run is not None:
         run.tick()
     return report
+
+
+def _stored_size(source: str | BlobLocation | SegmentRun) -> int | None:
+    """The segment's size as stored, where known without asking: to size the run's tables once."""
+    if isinstance(source, SegmentRun):
+        return source.size
+    if isinstance(source, str) and not source.startswith(("https://", "http://")):
+        with contextlib.suppress(OSError):
+            return os.stat(source).st_size
+    return None
 
 
 async def _open(plan: ExportPlan, credential: Any) -> Segment:

@@ -22,6 +22,16 @@ class Deduplicator:
         self._mask = capacity - 1
         self._count = 0
 
+    def reserve(self, count: int) -> None:
+        """Room for ``count`` keys without growing (an empty table only: no rehash needed)."""
+        capacity = len(self._slots)
+        while capacity < 2 * count + 2:
+            capacity *= 2
+        if capacity > len(self._slots) and self._count == 0:
+            self._slots = array("q", bytes(8 * capacity))
+            self._lines = array("I", bytes(4 * capacity))
+            self._mask = capacity - 1
+
     def unique(self, hashes: Sequence[int], lines: Sequence[int]) -> tuple[list[int], list[tuple[int, int]]]:
         """Positions of the hashes not seen before (in this call or an earlier one), and for
         each other position the line its email was first seen on."""

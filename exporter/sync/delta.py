@@ -4,9 +4,10 @@ are duplicates, and what the next snapshot holds.
 The snapshot's own arrays do the de-duplication of its members: each member gets the line
 this run first saw it on (4 bytes a member; 0 = not seen, so a leaver), and the
 fingerprint of a changed member is overwritten in place. Only emails the snapshot does not
-hold go through the ``Deduplicator`` table and into this run's list of new members (their
-keys and fingerprints in arrays, their emails spooled to disk). Memory is therefore about
-16 bytes a snapshot member plus the table's 24-48 bytes a new member.
+hold go through the ``Deduplicator`` table; new members' keys, fingerprints, lines and
+emails are spooled to disk block by block and sorted in bounded runs when the snapshot is
+written. Memory is therefore about 16 bytes a snapshot member plus the table's 12 bytes a
+slot for new members (sized once from the segment's expected rows, at most half full).
 
 The next snapshot is what Klaviyo really holds after the run: old members (minus the
 leavers mirror mode removed; a changed member Klaviyo refused keeps fingerprint 0, so the
@@ -15,10 +16,12 @@ next run resends it), plus the new members Klaviyo imported.
 
 from __future__ import annotations
 
+import heapq
+import tempfile
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, AsyncIterator
+from typing import IO, AsyncIterator, Iterator
 
 from exporter.mapping.chunks import MappedChunk
 from exporter.mapping.dedupe import Deduplicator
@@ -55,10 +58,7 @@ class Delta:
         self.first_line = array("I", bytes(4 * members))
         self.resend_all = resend_all
         self.table = Deduplicator()
-        self.new_keys, self.new_fps, self.new_lines = array("q"), array("I"), array("I")
-        self._emails: IO[str] | None = None
-        if spool is not None:
-            self._emails = (spool / "new-members.txt").open("w+", encoding="utf-8")
+        self._spool: _Spool | None = _Spool(spool) if spool is not None else None
         self.new = self.changed = 0
         self.samples = Samples()
 
@@ -66,7 +66,8 @@ class Delta:
         keep: list[int] = []
         duplicates: list[tuple[int, int]] = []
         unchanged = 0
-        snapshot, first_line, recording = self.snapshot, self.first_line, self._emails is not None
+        snapshot, first_line, spool = self.snapshot, self.first_line, self._spool
+        new_keys, new_fps, new_lines, new_emails = array("q"), array("I"), array("I"), []
         find = snapshot.find if snapshot is not None else None
         fps = snapshot.fps if snapshot is not None else None
         insert = self.table.insert
@@ -94,15 +95,21 @@ class Delta:
                 duplicates.append((i, first))
                 continue
             self.new += 1
-            if recording:
-                assert self._emails is not None
-                self.new_keys.append(key)
-                self.new_fps.append(fingerprint(chunk.body(i)))
-                self.new_lines.append(line)
-                self._emails.write(chunk.emails[i] + "\n")
+            if spool is not None:
+                new_keys.append(key)
+                new_fps.append(fingerprint(chunk.body(i)))
+                new_lines.append(line)
+                new_emails.append(chunk.emails[i])
                 self.samples.add(self.samples.new, line, chunk.emails[i])
             keep.append(i)
+        if spool is not None and new_keys:
+            spool.add(new_keys, new_fps, new_lines, new_emails)
         return Classified(keep, unchanged, duplicates)
+
+    def expect(self, rows: int) -> None:
+        """Size the table for about this many rows at once, rather than growing it (each growth
+        holds the old table and the new one)."""
+        self.table.reserve(rows - (len(self.first_line) if self.snapshot is not None else 0))
 
     def leavers(self) -> list[int]:
         """Snapshot members this run never saw (positions in the snapshot)."""
@@ -112,6 +119,7 @@ class Delta:
                     removed: set[int]) -> None:
         """Fill ``writer`` with the next snapshot: ``refused`` lines were not imported by
         Klaviyo; ``removed`` are keys of leavers taken off the list."""
+        self.table = Deduplicator(2)  # no longer needed: free it before sorting
         snapshot = self.snapshot
         old_keys = snapshot.keys if snapshot is not None else array("q")
         old_fps = snapshot.fps if snapshot is not None else array("I")
@@ -119,31 +127,92 @@ class Delta:
             for at, line in enumerate(self.first_line):
                 if line in refused:
                     old_fps[at] = 0  # the change did not reach Klaviyo: resend it next time
-        order = sorted((j for j in range(len(self.new_keys)) if self.new_lines[j] not in refused),
-                       key=self.new_keys.__getitem__)
-        i = j = 0
-        while i < len(old_keys) or j < len(order):
-            if j == len(order) or (i < len(old_keys) and old_keys[i] < self.new_keys[order[j]]):
-                if old_keys[i] not in removed:
-                    writer.member(old_keys[i], old_fps[i])
-                i += 1
-            else:
-                position = order[j]
-                writer.member(self.new_keys[position], self.new_fps[position])
-                j += 1
+        old = ((old_keys[at], old_fps[at]) for at in range(len(old_keys)) if old_keys[at] not in removed)
+        new = self._spool.sorted_members(refused) if self._spool is not None else iter(())
+        for key, fp in heapq.merge(old, new):
+            writer.member(key, fp)
         if old_emails is not None:
             async for email in old_emails:
                 if not removed or email_key(email) not in removed:
                     writer.email(email)
-        if self._emails is not None:
-            self._emails.seek(0)
-            for position, email in enumerate(self._emails):
-                if self.new_lines[position] not in refused:
-                    writer.email(email.rstrip("\n"))
+        if self._spool is not None:
+            for email in self._spool.emails(refused):
+                writer.email(email)
 
     def close(self) -> None:
-        if self._emails is not None:
-            self._emails.close()
+        if self._spool is not None:
+            self._spool.close()
+
+
+class _Spool:
+    """New members on disk: keys, fingerprints and lines as machine words, emails as lines."""
+
+    RUN = 65_536  # members sorted at once when the snapshot is written
+
+    def __init__(self, folder: Path):
+        self._folder = folder
+        self._files = {name: (folder / f"new-{name}.bin").open("w+b") for name in ("keys", "fps", "lines")}
+        self._emails = (folder / "new-emails.txt").open("w+", encoding="utf-8")
+        self._runs: list[IO[bytes]] = []
+
+    def add(self, keys: array, fps: array, lines: array, emails: list[str]) -> None:
+        for name, values in (("keys", keys), ("fps", fps), ("lines", lines)):
+            values.tofile(self._files[name])
+        self._emails.write("\n".join(emails) + "\n")
+
+    def _chunks(self) -> Iterator[tuple[array, array, array]]:
+        for handle in self._files.values():
+            handle.flush()
+            handle.seek(0)
+        while True:
+            keys, fps, lines = array("q"), array("I"), array("I")
+            for values, name in ((keys, "keys"), (fps, "fps"), (lines, "lines")):
+                values.frombytes(self._files[name].read(self.RUN * values.itemsize))
+            if not keys:
+                return
+            yield keys, fps, lines
+
+    def sorted_members(self, refused: set[int]) -> Iterator[tuple[int, int]]:
+        """(key, fingerprint) of the new members Klaviyo imported, in key order: each run of
+        ``RUN`` sorted in memory and kept on disk, then the runs merged."""
+        runs = []
+        for keys, fps, lines in self._chunks():
+            order = sorted((i for i in range(len(keys)) if lines[i] not in refused), key=keys.__getitem__)
+            run = tempfile.TemporaryFile(dir=self._folder)  # noqa: SIM115 (closed with the spool)
+            array("q", (keys[i] for i in order)).tofile(run)
+            array("I", (fps[i] for i in order)).tofile(run)
+            run.seek(0)
+            self._runs.append(run)
+            runs.append(_read_run(run, len(order)))
+        return heapq.merge(*runs)
+
+    def emails(self, refused: set[int]) -> Iterator[str]:
+        self._emails.flush()
+        self._emails.seek(0)
+        chunks = self._chunks()
+        for _, _, lines in chunks:
+            for line in lines:
+                email = self._emails.readline().rstrip("\n")
+                if line not in refused:
+                    yield email
+
+    def close(self) -> None:
+        for handle in (*self._files.values(), *self._runs):
+            handle.close()
+        self._emails.close()
+
+
+def _read_run(run: IO[bytes], count: int) -> Iterator[tuple[int, int]]:
+    """A sorted run's (key, fingerprint) pairs, read a block at a time."""
+    block = 8_192
+    for start in range(0, count, block):
+        size = min(block, count - start)
+        keys, fps = array("q"), array("I")
+        run.seek(8 * start)
+        keys.frombytes(run.read(8 * size))
+        run.seek(8 * count + 4 * start)
+        fps.frombytes(run.read(4 * size))
+        yield from zip(keys, fps, strict=True)
 
 
 def header_for(list_id: str, mapping: str, previous: SnapshotHeader | None, full: bool, run_id: str,
