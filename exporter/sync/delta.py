@@ -16,16 +16,18 @@ next run resends it), plus the new members Klaviyo imported.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import tempfile
 from array import array
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, AsyncIterator, Iterator
 
 from exporter.mapping.chunks import MappedChunk
 from exporter.mapping.dedupe import Deduplicator
-from exporter.sync.keys import email_key, fingerprint
+from exporter.sync.keys import email_key
 from exporter.sync.snapshot import Snapshot, SnapshotHeader, SnapshotWriter
 
 SAMPLE_SIZE = 10  # rows of each kind a preview lists
@@ -63,47 +65,58 @@ class Delta:
         self.samples = Samples()
 
     def classify(self, chunk: MappedChunk) -> Classified:
+        """One pass over a block's profiles. This runs once per row, so it inlines what it
+        would call: a profile's fingerprint is the first 32 bits of BLAKE2b over its JSON bytes
+        (never 0: 0 means "resend"), and ``chunk.body``."""
         keep: list[int] = []
         duplicates: list[tuple[int, int]] = []
-        unchanged = 0
-        snapshot, first_line, spool = self.snapshot, self.first_line, self._spool
+        unchanged = new = 0
+        snapshot, first_line, spool, resend_all = self.snapshot, self.first_line, self._spool, self.resend_all
         new_keys, new_fps, new_lines, new_emails = array("q"), array("I"), array("I"), []
-        find = snapshot.find if snapshot is not None else None
-        fps = snapshot.fps if snapshot is not None else None
-        insert = self.table.insert
+        keys = snapshot.keys if snapshot is not None else None
+        fps = snapshot.fps if snapshot is not None else array("I")
+        members = len(keys) if keys is not None else 0
+        insert, lines, ends, bodies = self.table.insert, chunk.lines, chunk.ends, memoryview(chunk.bodies)
+        blake2b, from_bytes = hashlib.blake2b, int.from_bytes
         for i, key in enumerate(chunk.keys):
-            line = chunk.lines[i]
-            at = find(key) if find is not None else -1
-            if at >= 0:
-                assert fps is not None
-                first = first_line[at]
-                if first:
-                    duplicates.append((i, first))
+            line = lines[i]
+            if keys is not None:
+                at = bisect_left(keys, key)
+                if at < members and keys[at] == key:
+                    first = first_line[at]
+                    if first:
+                        duplicates.append((i, first))
+                        continue
+                    first_line[at] = line
+                    fp = from_bytes(blake2b(bodies[ends[i - 1] if i else 0:ends[i]], digest_size=4).digest(),
+                                    "little") or 1
+                    if fps[at] == fp and not resend_all:
+                        unchanged += 1
+                        continue
+                    fps[at] = fp
+                    self.changed += 1
+                    self.samples.add(self.samples.changed, line, chunk.emails[i])
+                    keep.append(i)
                     continue
-                first_line[at] = line
-                fp = fingerprint(chunk.body(i))
-                if fps[at] == fp and not self.resend_all:
-                    unchanged += 1
-                    continue
-                fps[at] = fp
-                self.changed += 1
-                self.samples.add(self.samples.changed, line, chunk.emails[i])
-                keep.append(i)
-                continue
             first = insert(key, line)
             if first:
                 duplicates.append((i, first))
                 continue
-            self.new += 1
+            keep.append(i)
+            new += 1
             if spool is not None:
                 new_keys.append(key)
-                new_fps.append(fingerprint(chunk.body(i)))
+                new_fps.append(from_bytes(blake2b(bodies[ends[i - 1] if i else 0:ends[i]], digest_size=4).digest(),
+                                          "little") or 1)
                 new_lines.append(line)
                 new_emails.append(chunk.emails[i])
-                self.samples.add(self.samples.new, line, chunk.emails[i])
-            keep.append(i)
+        self.new += new
         if spool is not None and new_keys:
             spool.add(new_keys, new_fps, new_lines, new_emails)
+            for line, email in zip(new_lines, new_emails, strict=True):
+                if len(self.samples.new) >= SAMPLE_SIZE:
+                    break
+                self.samples.add(self.samples.new, line, email)
         return Classified(keep, unchanged, duplicates)
 
     def expect(self, rows: int) -> None:

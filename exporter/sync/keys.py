@@ -1,8 +1,9 @@
-"""Stable 64-bit email keys and 32-bit profile fingerprints.
+"""Stable 64-bit email keys (and the mapping's digest).
 
-Both outlive the process (they are stored in the snapshot), so they come from BLAKE2b,
-never from Python's ``hash``, which is salted per process. A fingerprint hashes the exact
-JSON a profile is sent as: any change of a mapped value (or of the mapping) changes it.
+Keys outlive the process (they are stored in the snapshot), so they come from BLAKE2b,
+never from Python's ``hash``, which is salted per process. ``map_chunk`` inlines the same
+computation per row; a profile's fingerprint (``Delta.classify``) hashes the exact JSON it
+is sent as, so any change of a mapped value (or of the mapping) changes it.
 """
 
 from __future__ import annotations
@@ -19,11 +20,6 @@ _from_bytes = int.from_bytes
 def email_key(email_lower: str) -> int:
     """A signed 64-bit key of a lower-cased email (never 0: 0 marks an empty slot)."""
     return _from_bytes(_blake2b(email_lower.encode(), digest_size=8).digest(), "little", signed=True) or 1
-
-
-def fingerprint(body: Any) -> int:
-    """An unsigned 32-bit fingerprint of a profile's JSON bytes (never 0: 0 means "resend")."""
-    return _from_bytes(_blake2b(body, digest_size=4).digest(), "little") or 1
 
 
 def mapping_digest(document: dict[str, Any]) -> str:
