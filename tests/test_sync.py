@@ -277,3 +277,11 @@ async def test_the_cli_runs_delta_and_mirror_with_a_local_snapshot(simulator, tm
     assert "succeeded: 990 rows read, 10 sent, 0 rejected, 0 duplicates, 1 Klaviyo job, 980 unchanged, 10 removed" \
         in mirror.stderr
     assert {e.lower() for e in simulator.simulator.account.member_emails(LIST_ID)} == emails_in(refreshed)
+
+
+async def test_a_mirror_export_of_a_folder_never_reads_one_named_file(app) -> None:
+    await app.set_config(sync_config("mirror"))
+    await app.put(app.segments, "vip/2026/11/25/part-1.csv", segment(10))
+    response = await call(function_app.start_run, post("vip", body=b'{"source": "vip/2026/11/25/part-1.csv"}'))
+    assert response.status_code == 400
+    assert "mirrors its folder's newest run" in orjson.loads(response.get_body())["error"]

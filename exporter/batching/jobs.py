@@ -62,7 +62,7 @@ class JobBatcher:
         self._start()
 
     def _start(self) -> None:
-        self._bodies: list[memoryview] = []
+        self._bodies: list[memoryview | bytes] = []
         self._lines = array("I")
         self._bytes = -1  # n bodies need n-1 commas
 
@@ -70,8 +70,12 @@ class JobBatcher:
         """Take the profiles of ``chunk`` at positions ``keep``; return the jobs that filled."""
         full: list[ImportJob] = []
         lines, room, limit = chunk.lines, self._room, self._max_profiles
+        # A slice of the chunk keeps the whole chunk's bytes alive until its job closes. When
+        # few of its profiles are kept (a delta refresh), a job spans hundreds of chunks: copy
+        # those few instead of pinning every chunk they came from.
+        copy = 2 * len(keep) < len(chunk)
         for i in keep:
-            body = chunk.body(i)
+            body = bytes(chunk.body(i)) if copy else chunk.body(i)
             size = len(body) + 1
             if self._bodies and (self._bytes + size > room or len(self._bodies) >= limit):
                 full.append(self._close())

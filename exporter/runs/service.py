@@ -144,6 +144,9 @@ class ExportService:
         start once the current run ends, so a dropped file is never lost. A refused start
         (unknown export, bad source) changes nothing: storage is prepared only for a run."""
         export = (await self.config()).export(name)
+        if source is not None and export.is_prefix and export.mode == "mirror" and trigger == "http":
+            raise ExportError(f"export {name!r} mirrors its folder's newest run: a run reads the whole run, never a "
+                              "file named in the request (half a segment would remove the other half's members)")
         if source is not None:
             path = await self._check_source(reachable(export.name, export.source, source))
         else:
