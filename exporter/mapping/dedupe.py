@@ -2,7 +2,8 @@
 
 Only a 64-bit key of each lower-cased email is kept (``sync.keys.email_key``), in an open-addressing table of
 machine words, with the line it was first seen on beside it (so a duplicate can be
-reported as "duplicate of line N"): 12 bytes a slot, 24-48 per address, where a Python ``set``
+reported as "duplicate of line N"): 12 bytes a slot, at most 5/8 full (19-38 bytes an
+address; sized once from the segment's expected rows when known), where a Python ``set``
 of ints costs ~100. Two different addresses share a hash with odds near 1 in 10^7 per
 million-row run; the second would be counted as a duplicate, never dropped without a count.
 """
@@ -13,6 +14,7 @@ from array import array
 from typing import Sequence
 
 _EMPTY = 0
+MAX_LOAD_EIGHTHS = 5  # grown past 5/8 full: ~4 probes for a new key, under 2 for a known one
 
 
 class Deduplicator:
@@ -25,7 +27,7 @@ class Deduplicator:
     def reserve(self, count: int) -> None:
         """Room for ``count`` keys without growing (an empty table only: no rehash needed)."""
         capacity = len(self._slots)
-        while capacity < 2 * count + 2:
+        while capacity * MAX_LOAD_EIGHTHS < 8 * count + 8:
             capacity *= 2
         if capacity > len(self._slots) and self._count == 0:
             self._slots = array("q", bytes(8 * capacity))
@@ -48,7 +50,7 @@ class Deduplicator:
 
     def insert(self, key: int, line: int) -> int:
         """Add ``key`` first seen on ``line``; 0 if new, else the line it was first seen on.
-        Linear probing, grown at half full."""
+        Linear probing, grown past 5/8 full."""
         slots, mask = self._slots, self._mask
         i = key & mask
         while True:
@@ -61,7 +63,7 @@ class Deduplicator:
         slots[i] = key
         self._lines[i] = line
         self._count += 1
-        if self._count * 2 > mask:
+        if self._count * 8 > mask * MAX_LOAD_EIGHTHS:
             self._grow()
         return 0
 
