@@ -135,7 +135,7 @@ class Measured:
     peak_mb: float
 
 
-def export_process(azurite: Azurite, klaviyo: str, source: str, state: str, limits: bool,
+def export_process(azurite: Azurite | None, klaviyo: str, source: str, state: str, limits: bool,
                    *extra: str) -> Measured:
     """``python -m exporter export`` exactly as a user runs it, timed and its memory sampled."""
     command = [sys.executable, "-m", "exporter", "export", "--source", source, "--list-id", LIST_ID,
@@ -144,7 +144,9 @@ def export_process(azurite: Azurite, klaviyo: str, source: str, state: str, limi
         command += ["--map", pair]
     if not limits:
         command.append("--no-rate-limit")
-    env = dict(os.environ, KLAVIYO_API_KEY="pk_bench_local_key", AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string)
+    env = dict(os.environ, KLAVIYO_API_KEY="pk_bench_local_key")
+    if azurite is not None:
+        env["AZURE_STORAGE_CONNECTION_STRING"] = azurite.connection_string
     started = time.time()
     export = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     peak = PeakRss(export.pid)
@@ -204,10 +206,19 @@ def refresh_case(azurite: Azurite, url: str, rows: int) -> list[dict[str, object
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
+def replace_section(path: Path, start: str, end: str, text: str) -> None:
+    """Put ``text`` between the markers in ``path``, keeping everything around them."""
+    old = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    if start in old and end in old:
+        before, rest = old.split(start, 1)
+        path.write_text(before + start + "\n" + text + "\n" + end + rest.split(end, 1)[1])
+    else:
+        path.write_text(old.rstrip("\n") + "\n\n" + start + "\n" + text + "\n" + end + "\n")
+
+
 def write_markdown(rows: int, size: int, results: list[dict[str, object]], refresh: list[dict[str, object]],
                    path: Path) -> None:
     lines = [
-        START,
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `python -m bench.run --rows {rows}` on this machine "
         f"({os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}).",
         f"Segment: {rows:,} synthetic rows ({size / 1e6:.0f} MB CSV, 6 columns, 5 mapped fields) in Azurite; "
@@ -243,15 +254,7 @@ def write_markdown(rows: int, size: int, results: list[dict[str, object]], refre
         lines.append(
             f"| {r['run']} | {r['status']} | {r['sent']:,} | {r['unchanged']:,} | {r['removed']:,} | {r['members']:,} "
             f"| {r['throttled']} | {r['wall_s']:.2f} | {r['peak_rss_mb']:.0f} | {r['snapshot_mb']:.1f} |")
-    lines.append(END)
-    table = "\n".join(lines)
-    old = path.read_text() if path.exists() else "# Benchmarks\n\n" + START + END + "\n"
-    if START in old and END in old:
-        before, rest = old.split(START, 1)
-        text = before + table + rest.split(END, 1)[1]
-    else:
-        text = "# Benchmarks\n\n" + table + "\n"
-    path.write_text(text)
+    replace_section(path, START, END, "\n".join(lines))
 
 
 def main() -> int:

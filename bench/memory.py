@@ -1,0 +1,62 @@
+"""Memory at scale: a 10,000,000-row segment (synthetic, a local file) exported in mirror
+mode to the simulator without rate limits, then refreshed with 1% of rows changed, added
+and removed. Writes peak RSS, wall time and snapshot size into BENCHMARKS.md's
+``memory`` section.
+
+    .venv/bin/python -m bench.memory [--rows 10000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.run import ROOT, export_process, replace_section, simulator, simulator_stats
+from devtools.sample import refreshed_lines, segment_lines
+
+START, END = "<!-- memory:start -->", "<!-- memory:end -->"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = parser.parse_args()
+    rows, every = args.rows, 100
+    folder = Path(tempfile.mkdtemp(prefix="bench-memory-"))
+    full, refreshed = folder / "full.csv", folder / "refreshed.csv"
+    with full.open("w") as out:
+        out.writelines(segment_lines(rows))
+    with refreshed.open("w") as out:
+        out.writelines(refreshed_lines(rows, changed=range(0, rows, every), removed=range(every // 2, rows, every),
+                                       added=rows // every))
+    state = str(folder / "state")
+    results = []
+    with simulator(False) as klaviyo:
+        for name, source in (("full", full), ("refresh: 1% changed, 1% added, 1% removed", refreshed)):
+            run = export_process(None, klaviyo, str(source), state, False, "--mode", "mirror")
+            _, members = simulator_stats(klaviyo)
+            counts = run.report["counts"]
+            results.append(f"| {name} | {run.report['status']} | {counts['rows_read']:,} | {counts['sent']:,} "
+                           f"| {counts['unchanged']:,} | {counts['removed']:,} | {members:,} | {run.wall:.1f} "
+                           f"| {run.peak_mb:.0f} | {(folder / 'state' / 'snapshot.bin').stat().st_size / 1e6:.0f} |")
+    for file in (full, refreshed):
+        file.unlink()
+    text = "\n".join([
+        f"Memory at {rows:,} rows (`python -m bench.memory --rows {rows}`): a local CSV in mirror mode to the "
+        "simulator, rate limits off, then the same segment refreshed (1% renamed, 1% new, 1% gone):",
+        "",
+        "| run | status | rows read | sent | unchanged | removed | list members | wall (s) | peak RSS (MB) "
+        "| snapshot (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *results,
+    ])
+    replace_section(args.output, START, END, text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
