@@ -34,10 +34,10 @@ def main() -> int:
                                        added=rows // every))
     state = str(folder / "state")
     results = []
-    with simulator(False) as klaviyo:
+    with simulator(False) as sim:
         for name, source in (("full", full), ("refresh: 1% changed, 1% added, 1% removed", refreshed)):
-            run = export_process(None, klaviyo, str(source), state, False, "--mode", "mirror")
-            _, members = simulator_stats(klaviyo)
+            run = export_process(None, sim.url, str(source), state, False, "--mode", "mirror")
+            _, members = simulator_stats(sim.url)
             counts = run.report["counts"]
             results.append(f"| {name} | {run.report['status']} | {counts['rows_read']:,} | {counts['sent']:,} "
                            f"| {counts['unchanged']:,} | {counts['removed']:,} | {members:,} | {run.wall:.1f} "

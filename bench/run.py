@@ -105,9 +105,20 @@ async def upload_segments(azurite: Azurite, rows: int) -> tuple[dict[str, str], 
     return urls, size
 
 
+@dataclass
+class Simulator:
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the simulator process has used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def simulator(limits: bool) -> Iterator[str]:
-    """The simulator in its own process (its own core); its URL."""
+def simulator(limits: bool) -> Iterator[Simulator]:
+    """The simulator in its own process (its own core)."""
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "exporter", "simulate-klaviyo", "--port", str(port),
                                 "--list", LIST_ID, "--rate-limits", "klaviyo" if limits else "off"],
@@ -115,7 +126,7 @@ def simulator(limits: bool) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{url}/_sim/stats")
-        yield url
+        yield Simulator(url, process.pid)
     finally:
         process.terminate()
         process.wait(10)
@@ -159,9 +170,11 @@ def export_process(azurite: Azurite | None, klaviyo: str, source: str, state: st
 
 
 def run_case(azurite: Azurite, source: str, url: str, rows: int, limits: bool) -> dict[str, object]:
-    with simulator(limits) as klaviyo:
-        run = export_process(azurite, klaviyo, url, tempfile.mkdtemp(prefix="bench-state-"), limits)  # a full run
-        stats, members = simulator_stats(klaviyo)
+    with simulator(limits) as sim:
+        cpu = sim.cpu_seconds()
+        run = export_process(azurite, sim.url, url, tempfile.mkdtemp(prefix="bench-state-"), limits)  # a full run
+        stats, members = simulator_stats(sim.url)
+        simulator_us = (sim.cpu_seconds() - cpu) * 1e6 / max(rows, 1)
     accepted = stats["last_job_received_at"] - run.started
     jobs = math.ceil(rows / MAX_PROFILES_PER_JOB)
     return {
@@ -179,6 +192,7 @@ def run_case(azurite: Azurite, source: str, url: str, rows: int, limits: bool) -
         "peak_rss_mb": run.peak_mb,
         "floor_s": floor_seconds(jobs),
         "ratio": accepted / floor_seconds(jobs),
+        "simulator_us": simulator_us,
     }
 
 
@@ -191,10 +205,10 @@ def refresh_case(azurite: Azurite, url: str, rows: int) -> list[dict[str, object
     refreshed_url = asyncio.run(upload(azurite, "segments", "bench/refreshed.csv", refreshed))
     state = tempfile.mkdtemp(prefix="bench-state-")
     results = []
-    with simulator(True) as klaviyo:
+    with simulator(True) as sim:
         for name, source in (("full", url), ("refresh: 1% changed, 1% added, 1% removed", refreshed_url)):
-            run = export_process(azurite, klaviyo, source, state, True, "--mode", "mirror")
-            stats, members = simulator_stats(klaviyo)
+            run = export_process(azurite, sim.url, source, state, True, "--mode", "mirror")
+            stats, members = simulator_stats(sim.url)
             counts = run.report["counts"]
             results.append({"run": name, "status": run.report["status"], "exit": run.exit, "sent": counts["sent"],
                             "unchanged": counts["unchanged"], "removed": counts["removed"], "members": members,
@@ -228,18 +242,19 @@ def write_markdown(rows: int, size: int, results: list[dict[str, object]], refre
         "- *accepted*: export process start to the simulator's receipt of the last job;",
         "- *floor*: the earliest the last of ceil(N/10,000) jobs may be sent under Klaviyo's 10/s burst and "
         "150/min steady limits, plus that request's 0.1 s slot; *ratio* = accepted / floor (target <= 1.2);",
-        "- *peak RSS*: the export process's own high-water mark (`VmHWM`, sampled every 20 ms; target < 150 MB).",
+        "- *peak RSS*: the export process's own high-water mark (`VmHWM`, sampled every 20 ms; target < 150 MB);",
+        "- *simulator CPU*: the simulator process's user + system CPU during the run, per profile (target <= 4 µs).",
         "",
         "| source | rate limits | status | sent | list members | jobs | 429s | wall (s) | accepted (s) "
-        "| profiles/s (wall) | peak RSS (MB) | floor (s) | ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| profiles/s (wall) | peak RSS (MB) | floor (s) | ratio | simulator CPU (µs/profile) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['source']} | {r['limits']} | {r['status']} | {r['sent']:,} | {r['members']:,} | {r['jobs']} "
             f"| {r['throttled']} "
             f"| {r['wall_s']:.2f} | {r['accepted_s']:.2f} | {r['profiles_per_s']:,.0f} | {r['peak_rss_mb']:.0f} "
-            f"| {r['floor_s']:.1f} | {r['ratio']:.2f} |"
+            f"| {r['floor_s']:.1f} | {r['ratio']:.2f} | {r['simulator_us']:.1f} |"
         )
     lines += [
         "",

@@ -120,7 +120,7 @@ class _Run:
             chunk = map_chunk(mapper, block)
             self.counts.rows_read += chunk.rows
             if not sized and size and segment.bytes_read and self.counts.rows_read >= 1_000:
-                self.delta.expect(int(1.1 * self.counts.rows_read * size / segment.bytes_read))
+                self.delta.expect(int(self.counts.rows_read * size / segment.bytes_read))  # a guess past it would double it
                 sized = True
             self.reject(chunk.rejects)
             if chunk.warnings:
