@@ -117,8 +117,10 @@ class _Run:
         where = segment.part_lines.describe if segment.part_lines else "line {}".format
         size, sized = _stored_size(self.plan.source), False
         async for block in segment.blocks:
+            block, unchanged, fingerprints = self.delta.skip_unchanged(block, mapper.value_indexes)
             chunk = map_chunk(mapper, block)
-            self.counts.rows_read += chunk.rows
+            self.counts.rows_read += chunk.rows + unchanged
+            self.counts.unchanged += unchanged
             if not sized and size and segment.bytes_read and self.counts.rows_read >= 1_000:
                 self.delta.expect(int(self.counts.rows_read * size / segment.bytes_read))  # a guess past it would double it
                 sized = True
@@ -126,7 +128,7 @@ class _Run:
             if chunk.warnings:
                 self.rejects.add(chunk.warnings)
                 self.counts.warnings += len(chunk.warnings)
-            classified = self.delta.classify(chunk)
+            classified = self.delta.classify(chunk, fingerprints)
             keep, seen = classified.keep, classified.duplicates
             self.counts.duplicates += len(seen)
             self.counts.unchanged += classified.unchanged

@@ -69,6 +69,8 @@ class ProfileMapper:
             else:
                 self._text.append((i, target, column))
         self._width = 1 + max([self._email, *index.values()]) if index else 1
+        # The columns a profile is made of, email first: the same values make the same profile.
+        self.value_indexes = [self._email, *(index[column] for column in mapping.fields.values())]
 
     @classmethod
     def for_columns(cls, mapping: FieldMapping, columns: Sequence[str], encoding: str = "UTF-8") -> ProfileMapper:

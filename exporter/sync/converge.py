@@ -17,7 +17,7 @@ from exporter.sync.delta import SAMPLE_SIZE, Delta, header_for
 from exporter.sync.keys import mapping_digest
 from exporter.sync.mirror import Removal, guard, leaver_emails, remove_leavers
 from exporter.sync.plan import SyncPlan, write_preview
-from exporter.sync.snapshot import Snapshot, SnapshotWriter, load_snapshot, snapshot_emails
+from exporter.sync.snapshot import Snapshot, SnapshotWriter, copy_emails, load_snapshot
 
 
 def mapping_document(mapping: FieldMapping) -> dict[str, object]:
@@ -62,13 +62,16 @@ class SyncRun:
         leavers = delta.leavers() if snapshot is not None else []
         stopped = None
         removal = Removal()
+        emails = None
+        if snapshot is not None and (leavers or klaviyo is not None):
+            emails = await copy_emails(sync.store, snapshot, self.workdir / "old-emails.txt")
         if sync.mode == "mirror" and snapshot is not None:
             stopped = guard(len(leavers), len(snapshot.keys), report.counts.rows_read, sync.allow_mass_removal,
                             sync.max_remove_fraction)
-            if stopped is None and leavers and klaviyo is not None:
-                emails = await leaver_emails(sync.store, snapshot, leavers)
-                removal = await remove_leavers(klaviyo, self.list_id, emails)
-                removal.failed += len(leavers) - len(emails)  # a member whose email the snapshot lost: kept
+            if stopped is None and leavers and klaviyo is not None and emails is not None:
+                found = leaver_emails(emails, leavers)
+                removal = await remove_leavers(klaviyo, self.list_id, found)
+                removal.failed += len(leavers) - len(found)  # a member whose email the snapshot lost: kept
         report.counts.removed, report.counts.remove_failed = removal.removed, removal.failed
         report.sync = {"mode": sync.mode, "snapshot": sync.store.description, "full": self.full,
                        "full_reason": self.reason or None, "new": delta.new, "changed": delta.changed,
@@ -80,14 +83,13 @@ class SyncRun:
         if klaviyo is None:
             if sync.preview is not None:
                 sample = []
-                if snapshot is not None and leavers:
-                    sample = list((await leaver_emails(sync.store, snapshot, leavers[:SAMPLE_SIZE])).values())
+                if emails is not None and leavers:
+                    sample = list(leaver_emails(emails, leavers[:SAMPLE_SIZE]).values())
                 write_preview(sync.preview, delta.samples, sample)
                 report.sync["preview"] = str(sync.preview)
             return
         writer = SnapshotWriter(self.workdir)
-        old_emails = snapshot_emails(sync.store, snapshot) if snapshot is not None else None
-        await delta.write(writer, old_emails, refused, removal.removed_keys)
+        delta.write(writer, emails, refused, removal.removed_positions)
         header = header_for(self.list_id, self.digest, snapshot.header if snapshot else None, self.full,
                             report.run_id, utc_now())
         path = writer.finish(header)

@@ -18,17 +18,21 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import io
+import itertools
 import tempfile
 from array import array
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, AsyncIterator, Iterator
+from typing import IO, Any, Iterator, Sequence
+
+import orjson
 
 from exporter.mapping.chunks import MappedChunk
 from exporter.mapping.dedupe import Deduplicator
-from exporter.sync.keys import email_key
-from exporter.sync.snapshot import Snapshot, SnapshotHeader, SnapshotWriter
+from exporter.sources.rows import RowBlock
+from exporter.sync.snapshot import Snapshot, SnapshotDamaged, SnapshotHeader, SnapshotWriter
 
 SAMPLE_SIZE = 10  # rows of each kind a preview lists
 
@@ -64,10 +68,47 @@ class Delta:
         self.new = self.changed = 0
         self.samples = Samples()
 
-    def classify(self, chunk: MappedChunk) -> Classified:
-        """One pass over a block's profiles. This runs once per row, so it inlines what it
-        would call: a profile's fingerprint is the first 32 bits of BLAKE2b over its JSON bytes
-        (never 0: 0 means "resend"), and ``chunk.body``."""
+    def skip_unchanged(self, block: RowBlock, indexes: list[int]) -> tuple[RowBlock, int, dict[int, int]]:
+        """Before mapping: rows whose email the snapshot holds with the same raw values (the
+        ``indexes`` columns, email first) are unchanged, and are not mapped at all: the same
+        values map to the same profile, which Klaviyo imported. Returns the other rows, how
+        many were skipped, and each other row's fingerprint by line (None without a snapshot
+        kept: nothing to compare or record). A fingerprint is the first 32 bits of BLAKE2b
+        over the row's raw values (never 0: 0 means "resend")."""
+        if self._spool is None:
+            return block, 0, {}
+        snapshot, first_line, resend_all = self.snapshot, self.first_line, self.resend_all
+        keys = snapshot.keys if snapshot is not None and not resend_all else None
+        fps = snapshot.fps if snapshot is not None else array("I")
+        members = len(keys) if keys is not None else 0
+        blake2b, from_bytes, dumps = hashlib.blake2b, int.from_bytes, orjson.dumps
+        lines: list[int] = []
+        rows: list[Sequence[object]] = []
+        fingerprints: dict[int, int] = {}
+        skipped = 0
+        for line, row in zip(block.lines, block.rows, strict=True):
+            width = len(row)
+            values = [row[i] if i < width else None for i in indexes]
+            text = "\x1f".join(v if type(v) is str else "\x1e" + dumps(v).decode() for v in values)
+            fp = from_bytes(blake2b(text.encode("utf-8", "surrogatepass"), digest_size=4).digest(), "little") or 1
+            email = values[0]
+            if keys is not None and type(email) is str:
+                key = from_bytes(blake2b(email.strip().lower().encode("utf-8", "surrogatepass"), digest_size=8).digest(),
+                                 "little", signed=True) or 1
+                at = bisect_left(keys, key)
+                if at < members and keys[at] == key and not first_line[at] and fps[at] == fp:
+                    first_line[at] = line
+                    skipped += 1
+                    continue
+            lines.append(line)
+            rows.append(row)
+            fingerprints[line] = fp
+        if not skipped:
+            return block, 0, fingerprints
+        return RowBlock(lines, rows, block.has_undecodable, block.rejects), skipped, fingerprints
+
+    def classify(self, chunk: MappedChunk, fingerprints: dict[int, int]) -> Classified:
+        """One pass over a block's profiles (after ``skip_unchanged``, with its fingerprints)."""
         keep: list[int] = []
         duplicates: list[tuple[int, int]] = []
         unchanged = new = 0
@@ -76,8 +117,7 @@ class Delta:
         keys = snapshot.keys if snapshot is not None else None
         fps = snapshot.fps if snapshot is not None else array("I")
         members = len(keys) if keys is not None else 0
-        insert, lines, ends, bodies = self.table.insert, chunk.lines, chunk.ends, memoryview(chunk.bodies)
-        blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+        insert, lines = self.table.insert, chunk.lines
         for i, key in enumerate(chunk.keys):
             line = lines[i]
             if keys is not None:
@@ -88,8 +128,7 @@ class Delta:
                         duplicates.append((i, first))
                         continue
                     first_line[at] = line
-                    fp = from_bytes(blake2b(bodies[ends[i - 1] if i else 0:ends[i]], digest_size=4).digest(),
-                                    "little") or 1
+                    fp = fingerprints[line]
                     if fps[at] == fp and not resend_all:
                         unchanged += 1
                         continue
@@ -106,8 +145,7 @@ class Delta:
             new += 1
             if spool is not None:
                 new_keys.append(key)
-                new_fps.append(from_bytes(blake2b(bodies[ends[i - 1] if i else 0:ends[i]], digest_size=4).digest(),
-                                          "little") or 1)
+                new_fps.append(fingerprints[line])
                 new_lines.append(line)
                 new_emails.append(chunk.emails[i])
         self.new += new
@@ -128,10 +166,11 @@ class Delta:
         """Snapshot members this run never saw (positions in the snapshot)."""
         return [at for at, line in enumerate(self.first_line) if not line]
 
-    async def write(self, writer: SnapshotWriter, old_emails: AsyncIterator[str] | None, refused: set[int],
-                    removed: set[int]) -> None:
-        """Fill ``writer`` with the next snapshot: ``refused`` lines were not imported by
-        Klaviyo; ``removed`` are keys of leavers taken off the list."""
+    def write(self, writer: SnapshotWriter, old_emails: Path | None, refused: set[int], removed: set[int]) -> None:
+        """Fill ``writer`` with the next snapshot: the old members (their emails line by line
+        in ``old_emails``) but the leavers at positions ``removed``, and the new members whose
+        lines Klaviyo did not refuse (``refused``). Old members go in runs between the new
+        ones, a slice at a time, so a refresh that adds few costs little per member."""
         self.table = Deduplicator(2)  # no longer needed: free it before sorting
         snapshot = self.snapshot
         old_keys = snapshot.keys if snapshot is not None else array("q")
@@ -140,21 +179,38 @@ class Delta:
             for at, line in enumerate(self.first_line):
                 if line in refused:
                     old_fps[at] = 0  # the change did not reach Klaviyo: resend it next time
-        old = ((old_keys[at], old_fps[at]) for at in range(len(old_keys)) if old_keys[at] not in removed)
-        new = self._spool.sorted_members(refused) if self._spool is not None else iter(())
-        for key, fp in heapq.merge(old, new):
-            writer.member(key, fp)
-        if old_emails is not None:
-            async for email in old_emails:
-                if not removed or email_key(email) not in removed:
+        gone = sorted(removed)
+        with (old_emails.open("rb") if old_emails is not None else io.BytesIO()) as lines:
+            cursor = 0  # the next old member to write or skip
+
+            def old_until(end: int) -> None:
+                nonlocal cursor
+                while cursor < end:
+                    g = bisect_left(gone, cursor)
+                    stop = min(end, gone[g] if g < len(gone) else end, cursor + SLICE)
+                    if stop > cursor:
+                        emails = list(itertools.islice(lines, stop - cursor))
+                        if len(emails) != stop - cursor:
+                            raise SnapshotDamaged("the snapshot holds fewer emails than members; delete it to start over")
+                        writer.members_from(old_keys[cursor:stop], old_fps[cursor:stop], emails)
+                        cursor = stop
+                    elif cursor in removed:
+                        lines.readline()  # a leaver taken off the list
+                        cursor += 1
+
+            if self._spool is not None:
+                for key, fp, email in self._spool.sorted_members(refused):
+                    old_until(bisect_left(old_keys, key, cursor))
+                    writer.member(key, fp)
                     writer.email(email)
-        if self._spool is not None:
-            for email in self._spool.emails(refused):
-                writer.email(email)
+            old_until(len(old_keys))
 
     def close(self) -> None:
         if self._spool is not None:
             self._spool.close()
+
+
+SLICE = 65_536  # old members copied at once
 
 
 class _Spool:
@@ -166,48 +222,43 @@ class _Spool:
         self._folder = folder
         self._files = {name: (folder / f"new-{name}.bin").open("w+b") for name in ("keys", "fps", "lines")}
         self._emails = (folder / "new-emails.txt").open("w+", encoding="utf-8")
-        self._runs: list[IO[bytes]] = []
+        self._runs: list[IO[Any]] = []
 
     def add(self, keys: array, fps: array, lines: array, emails: list[str]) -> None:
         for name, values in (("keys", keys), ("fps", fps), ("lines", lines)):
             values.tofile(self._files[name])
         self._emails.write("\n".join(emails) + "\n")
 
-    def _chunks(self) -> Iterator[tuple[array, array, array]]:
+    def _chunks(self) -> Iterator[tuple[array, array, array, list[str]]]:
         for handle in self._files.values():
             handle.flush()
             handle.seek(0)
+        self._emails.flush()
+        self._emails.seek(0)
         while True:
             keys, fps, lines = array("q"), array("I"), array("I")
             for values, name in ((keys, "keys"), (fps, "fps"), (lines, "lines")):
                 values.frombytes(self._files[name].read(self.RUN * values.itemsize))
             if not keys:
                 return
-            yield keys, fps, lines
+            yield keys, fps, lines, [self._emails.readline().rstrip("\n") for _ in range(len(keys))]
 
-    def sorted_members(self, refused: set[int]) -> Iterator[tuple[int, int]]:
-        """(key, fingerprint) of the new members Klaviyo imported, in key order: each run of
-        ``RUN`` sorted in memory and kept on disk, then the runs merged."""
+    def sorted_members(self, refused: set[int]) -> Iterator[tuple[int, int, str]]:
+        """(key, fingerprint, email) of the new members Klaviyo imported, in key order: each
+        run of ``RUN`` sorted in memory and kept on disk, then the runs merged."""
         runs = []
-        for keys, fps, lines in self._chunks():
+        for keys, fps, lines, emails in self._chunks():
             order = sorted((i for i in range(len(keys)) if lines[i] not in refused), key=keys.__getitem__)
-            run = tempfile.TemporaryFile(dir=self._folder)  # noqa: SIM115 (closed with the spool)
-            array("q", (keys[i] for i in order)).tofile(run)
-            array("I", (fps[i] for i in order)).tofile(run)
-            run.seek(0)
-            self._runs.append(run)
-            runs.append(_read_run(run, len(order)))
+            numbers = tempfile.TemporaryFile(dir=self._folder)  # noqa: SIM115 (closed with the spool)
+            array("q", (keys[i] for i in order)).tofile(numbers)
+            array("I", (fps[i] for i in order)).tofile(numbers)
+            text = tempfile.TemporaryFile("w+", dir=self._folder, encoding="utf-8")  # noqa: SIM115
+            text.writelines(emails[i] + "\n" for i in order)
+            for handle in (numbers, text):
+                handle.seek(0)
+                self._runs.append(handle)
+            runs.append(_read_run(numbers, text, len(order)))
         return heapq.merge(*runs)
-
-    def emails(self, refused: set[int]) -> Iterator[str]:
-        self._emails.flush()
-        self._emails.seek(0)
-        chunks = self._chunks()
-        for _, _, lines in chunks:
-            for line in lines:
-                email = self._emails.readline().rstrip("\n")
-                if line not in refused:
-                    yield email
 
     def close(self) -> None:
         for handle in (*self._files.values(), *self._runs):
@@ -215,17 +266,18 @@ class _Spool:
         self._emails.close()
 
 
-def _read_run(run: IO[bytes], count: int) -> Iterator[tuple[int, int]]:
-    """A sorted run's (key, fingerprint) pairs, read a block at a time."""
+def _read_run(numbers: IO[bytes], text: IO[str], count: int) -> Iterator[tuple[int, int, str]]:
+    """A sorted run's (key, fingerprint, email), read a block at a time."""
     block = 8_192
     for start in range(0, count, block):
         size = min(block, count - start)
         keys, fps = array("q"), array("I")
-        run.seek(8 * start)
-        keys.frombytes(run.read(8 * size))
-        run.seek(8 * count + 4 * start)
-        fps.frombytes(run.read(4 * size))
-        yield from zip(keys, fps, strict=True)
+        numbers.seek(8 * start)
+        keys.frombytes(numbers.read(8 * size))
+        numbers.seek(8 * count + 4 * start)
+        fps.frombytes(numbers.read(4 * size))
+        for key, fp in zip(keys, fps, strict=True):
+            yield key, fp, text.readline().rstrip("\n")
 
 
 def header_for(list_id: str, mapping: str, previous: SnapshotHeader | None, full: bool, run_id: str,

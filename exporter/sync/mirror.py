@@ -1,7 +1,7 @@
 """Mirror mode: members of the snapshot who left the segment come off the Klaviyo list.
 
-Klaviyo removes list members by profile id, so leavers' emails (streamed from the
-snapshot) are looked up through the profile filter and removed in batches of Klaviyo's
+Klaviyo removes list members by profile id, so leavers' emails (read from the snapshot
+by position) are looked up through the profile filter and removed in batches of Klaviyo's
 maximum, each call within its own endpoint's rate limit. Removal never deletes,
 suppresses or unsubscribes a profile. A batch that fails stays in the snapshot, so the
 next run tries it again. The guard stops a run that would empty much of a list: an empty
@@ -11,13 +11,12 @@ or truncated segment file must never wipe one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from exporter.errors import KlaviyoRequestError
 from exporter.klaviyo.client import KlaviyoClient
 from exporter.klaviyo.limits import MAX_MEMBERSHIP_IDS
 from exporter.klaviyo.lists import profile_ids_by_email, remove_from_list
-from exporter.sync.keys import email_key
-from exporter.sync.snapshot import Snapshot, SnapshotStore, snapshot_emails
 
 ALLOW = "run again with --allow-mass-removal (HTTP: {\"allowMassRemoval\": true})"
 
@@ -26,7 +25,7 @@ ALLOW = "run again with --allow-mass-removal (HTTP: {\"allowMassRemoval\": true}
 class Removal:
     removed: int = 0  # taken off the list, or unknown to Klaviyo (so not on it)
     failed: int = 0
-    removed_keys: set[int] = field(default_factory=set)
+    removed_positions: set[int] = field(default_factory=set)
 
 
 def guard(leavers: int, members: int, rows_read: int, allowed: bool, max_fraction: float) -> str | None:
@@ -42,18 +41,24 @@ def guard(leavers: int, members: int, rows_read: int, allowed: bool, max_fractio
     return None
 
 
-async def leaver_emails(store: SnapshotStore, snapshot: Snapshot, positions: list[int]) -> dict[int, str]:
-    """Key -> email of the members at ``positions``, read from the stored snapshot."""
-    wanted = {snapshot.keys[at] for at in positions}
+def leaver_emails(emails: Path, positions: list[int]) -> dict[int, str]:
+    """Position -> email of the members at ``positions`` (ascending), from the snapshot's
+    emails (line ``i``: member ``i``)."""
     found: dict[int, str] = {}
-    async for email in snapshot_emails(store, snapshot):
-        key = email_key(email)
-        if key in wanted:
-            found[key] = email
+    wanted = iter(positions)
+    target = next(wanted, None)
+    with emails.open("rb") as lines:
+        for at, line in enumerate(lines):
+            if at == target:
+                found[at] = line.rstrip(b"\n").decode("utf-8", "replace")
+                target = next(wanted, None)
+                if target is None:
+                    break
     return found
 
 
 async def remove_leavers(klaviyo: KlaviyoClient, list_id: str, leavers: dict[int, str]) -> Removal:
+    """``leavers``: snapshot position -> email. The positions removed come back in the result."""
     result = Removal()
     items = list(leavers.items())
     for start in range(0, len(items), MAX_MEMBERSHIP_IDS):
@@ -66,5 +71,5 @@ async def remove_leavers(klaviyo: KlaviyoClient, list_id: str, leavers: dict[int
             result.failed += len(batch)
             continue
         result.removed += len(batch)
-        result.removed_keys.update(key for key, _ in batch)
+        result.removed_positions.update(position for position, _ in batch)
     return result

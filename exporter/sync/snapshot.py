@@ -7,10 +7,11 @@ by email); no other personal data. The file is one blob (or local file):
     MAGIC, a JSON header line (list id, mapping digest, member count, ...),
     keys   (count x 8 bytes, ascending),
     fingerprints (count x 4 bytes, in key order),
-    emails ("email\\n" each, in no particular order)
+    emails ("email\\n" each, in key order)
 
 Loading reads the keys and fingerprints into two arrays (12 bytes a member) and looks a
-key up by binary search; the emails are streamed only when leavers must be named. A new
+key up by binary search; the emails are copied to a local file only when leavers must be
+named or the snapshot rewritten, and member ``i``'s email is line ``i`` there. A new
 snapshot is written whole to a temporary file and then replaces the old one in one step
 (a blob upload commits atomically; a local file is renamed over), so a crash leaves the
 old snapshot or the new one, never half of either.
@@ -32,7 +33,7 @@ import orjson
 from exporter.errors import ExportError
 from exporter.sources.files import BlobLocation
 
-MAGIC = b"KLAVIYO-EXPORTER-SNAPSHOT 1\n"
+MAGIC = b"KLAVIYO-EXPORTER-SNAPSHOT 2\n"
 MAX_HEADER = 64 * 1024
 FILE_NAME = "snapshot.bin"
 
@@ -186,17 +187,12 @@ async def load_snapshot(store: SnapshotStore) -> Snapshot | None:
     return Snapshot(header, keys, fps, len(MAGIC) + len(line) + 1 + 12 * count)
 
 
-async def snapshot_emails(store: SnapshotStore, snapshot: Snapshot) -> AsyncIterator[str]:
-    """Every member's email, streamed from the stored snapshot."""
-    rest = b""
-    async for chunk in store.read(snapshot.emails_at):
-        lines = (rest + chunk).split(b"\n")
-        rest = lines.pop()
-        for line in lines:
-            if line:
-                yield line.decode("utf-8", "replace")
-    if rest:
-        yield rest.decode("utf-8", "replace")
+async def copy_emails(store: SnapshotStore, snapshot: Snapshot, path: Path) -> Path:
+    """The stored snapshot's emails section, into a local file (line ``i``: member ``i``)."""
+    with path.open("wb") as out:
+        async for chunk in store.read(snapshot.emails_at):
+            out.write(chunk)
+    return path
 
 
 class SnapshotWriter:
@@ -224,6 +220,20 @@ class SnapshotWriter:
 
     def email(self, email: str) -> None:
         self._emails.write(email.encode() + b"\n")
+
+    def members_from(self, keys: array, fps: array, emails: list[bytes]) -> None:
+        """A run of members at once (old ones kept as they were), in ascending key order
+        after those written before; ``emails`` are their lines, newline included."""
+        if not keys:
+            return
+        if self._last is not None and keys[0] <= self._last:
+            raise ValueError("snapshot members must come in ascending key order, each once")
+        self._flush()
+        self._key_buffer, self._fp_buffer = array("q", keys), array("I", fps)
+        self._flush()
+        self._emails.writelines(emails)
+        self._last = keys[-1]
+        self.members += len(keys)
 
     def _flush(self) -> None:
         if sys.byteorder != "little":
