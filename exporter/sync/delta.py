@@ -20,6 +20,7 @@ import hashlib
 import heapq
 import io
 import itertools
+import operator
 import tempfile
 from array import array
 from bisect import bisect_left
@@ -32,7 +33,7 @@ import orjson
 from exporter.mapping.chunks import MappedChunk
 from exporter.mapping.dedupe import Deduplicator
 from exporter.sources.rows import RowBlock
-from exporter.sync.snapshot import Snapshot, SnapshotDamaged, SnapshotHeader, SnapshotWriter
+from exporter.sync.snapshot import BIAS, Snapshot, SnapshotDamaged, SnapshotHeader, SnapshotWriter
 
 SAMPLE_SIZE = 10  # rows of each kind a preview lists
 
@@ -77,26 +78,31 @@ class Delta:
         over the row's raw values (never 0: 0 means "resend")."""
         if self._spool is None:
             return block, 0, {}
-        snapshot, first_line, resend_all = self.snapshot, self.first_line, self.resend_all
-        keys = snapshot.keys if snapshot is not None and not resend_all else None
+        snapshot, first_line = self.snapshot, self.first_line
+        keys = snapshot.keys if snapshot is not None and not self.resend_all else None
         fps = snapshot.fps if snapshot is not None else array("I")
-        members = len(keys) if keys is not None else 0
-        blake2b, from_bytes, dumps = hashlib.blake2b, int.from_bytes, orjson.dumps
+        starts, shift = (snapshot.starts, snapshot.shift) if snapshot is not None else (array("I"), 0)
+        blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+        pick = operator.itemgetter(*indexes) if len(indexes) > 1 else lambda row: (row[indexes[0]],)
         lines: list[int] = []
         rows: list[Sequence[object]] = []
         fingerprints: dict[int, int] = {}
         skipped = 0
         for line, row in zip(block.lines, block.rows, strict=True):
-            width = len(row)
-            values = [row[i] if i < width else None for i in indexes]
-            text = "\x1f".join(v if type(v) is str else "\x1e" + dumps(v).decode() for v in values)
+            try:
+                values = pick(row)
+                text = "\x1f".join(values)
+            except (IndexError, TypeError):  # a short row, or values that are not all text
+                text = _raw_text(row, indexes)
+                values = (row[indexes[0]] if indexes[0] < len(row) else None,)
             fp = from_bytes(blake2b(text.encode("utf-8", "surrogatepass"), digest_size=4).digest(), "little") or 1
             email = values[0]
             if keys is not None and type(email) is str:
                 key = from_bytes(blake2b(email.strip().lower().encode("utf-8", "surrogatepass"), digest_size=8).digest(),
                                  "little", signed=True) or 1
-                at = bisect_left(keys, key)
-                if at < members and keys[at] == key and not first_line[at] and fps[at] == fp:
+                bucket = (key + BIAS) >> shift
+                at = bisect_left(keys, key, starts[bucket], starts[bucket + 1])
+                if at < len(keys) and keys[at] == key and not first_line[at] and fps[at] == fp:
                     first_line[at] = line
                     skipped += 1
                     continue
@@ -278,6 +284,14 @@ def _read_run(numbers: IO[bytes], text: IO[str], count: int) -> Iterator[tuple[i
         fps.frombytes(numbers.read(4 * size))
         for key, fp in zip(keys, fps, strict=True):
             yield key, fp, text.readline().rstrip("\n")
+
+
+def _raw_text(row: Sequence[object], indexes: list[int]) -> str:
+    """A row's raw values as one text: a missing value and a non-text one (JSON Lines,
+    Parquet) are marked, so "1" and 1 differ."""
+    width = len(row)
+    return "\x1f".join(value if type(value) is str else "\x1e" + orjson.dumps(value).decode()
+                       for value in (row[i] if i < width else None for i in indexes))
 
 
 def header_for(list_id: str, mapping: str, previous: SnapshotHeader | None, full: bool, run_id: str,
