@@ -286,3 +286,32 @@ async def test_a_mirror_export_of_a_folder_never_reads_one_named_file(app) -> No
     response = await call(function_app.start_run, post("vip", body=b'{"source": "vip/2026/11/25/part-1.csv"}'))
     assert response.status_code == 400
     assert "mirrors its folder's newest run" in orjson.loads(response.get_body())["error"]
+
+
+async def test_a_failed_removal_batch_is_counted_and_kept_for_the_next_run() -> None:
+    """Klaviyo refuses the first DELETE batch and takes the second: only the second's leavers
+    are reported removed (the others stay in the snapshot, to be tried again)."""
+    from exporter.klaviyo.auth import StaticApiKey
+    from exporter.klaviyo.client import KlaviyoClient
+    from exporter.sync.mirror import remove_leavers
+    from tests.hostile_klaviyo import HostileKlaviyo
+    from tests.test_klaviyo_answers import FAST_RETRY
+
+    server = await HostileKlaviyo().start()
+    try:
+        def profiles(request):
+            emails = request.query["filter"].split("[", 1)[1].rstrip("])").replace('"', "").split(",")
+            return 200, {"data": [{"type": "profile", "id": f"id-{e}", "attributes": {"email": e}} for e in emails],
+                         "links": {"next": None}}
+
+        server.script("GET", "/api/profiles", profiles)
+        server.script("DELETE", f"/api/lists/{LIST_ID}/relationships/profiles",
+                      lambda request: (400, {"errors": [{"status": 400, "detail": "refused"}]}),
+                      lambda request: (204, b""))
+        leavers = {position: f"leaver{position}@example.com" for position in range(0, 3_000, 2)}  # 1,500: 2 batches
+        async with KlaviyoClient(StaticApiKey(API_KEY), server.url, retry=FAST_RETRY, rate_limits=None) as klaviyo:
+            removal = await remove_leavers(klaviyo, LIST_ID, leavers)
+    finally:
+        await server.stop()
+    assert (removal.removed, removal.failed) == (500, 1_000)
+    assert removal.removed_positions == set(range(2_000, 3_000, 2))
