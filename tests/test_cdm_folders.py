@@ -284,3 +284,22 @@ async def test_a_plain_folder_run_waits_until_its_parts_stop_arriving(app) -> No
     newest = [line.split(",")[0] for name, data in files.items() if "/2026/11/25/" in name
               for line in data.decode().splitlines()[1:]]
     assert sorted(app.sim.simulator.account.member_emails(LIST_ID)) == sorted(newest)
+
+
+async def test_the_cli_reads_a_cdm_folder_from_its_blob_url(azurite, upload, tmp_path) -> None:
+    import asyncio
+
+    from tests.test_export_end_to_end import run_cli
+
+    url = ""
+    for name, data in cdm_export_folder(RUNS).items():
+        url = await upload(f"CustomerInsights_0a1b/VIPExport/{name}", data)
+    folder = url.rpartition("/model.json")[0] + "/"
+    env = {"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string}
+    for source in (folder, folder + "model.json"):
+        result = await asyncio.to_thread(run_cli, "export", "--source", source, "--list-id", "L1", "--email-column",
+                                         "email", "--dry-run", "--rejects", str(tmp_path / "r.csv"), env=env)
+        assert result.returncode == 0, result.stderr
+        report = orjson.loads(result.stdout)
+        assert report["counts"]["sent"] == 120
+        assert report["source"] == folder + "VIP/2026/11/25/0600/ (3 part files)"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
 from exporter.errors import SourceError
@@ -54,16 +54,17 @@ class SegmentRun:
         return digest.hexdigest()
 
 
-def folder_of(source: str, credential: Any = None) -> Folder | None:
+def folder_of(source: str) -> Folder | None:
     """The folder a CLI ``--source`` names, if it names one: a local directory, a blob URL
-    ending in ``/``, or (local or blob) the ``model.json`` / ``manifest.cdm.json`` in it."""
+    ending in ``/``, or (local or blob) the ``model.json`` / ``manifest.cdm.json`` in it.
+    A blob folder is read with the URL's SAS token, else the environment's credential."""
     if is_blob_url(source):
         url_path = urlsplit(source).path
         if not (url_path.endswith("/") or url_path.rpartition("/")[2] in MANIFESTS):
             return None
         account_url, container, prefix = blob_folder_address(source)
         sas = urlsplit(source).query
-        return BlobFolder(account_url, container, prefix, sas or credential)
+        return BlobFolder(account_url, container, prefix, sas or None)
     path = Path(source)
     if path.name in MANIFESTS and path.is_file():
         return LocalFolder(path.parent)

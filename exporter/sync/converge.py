@@ -7,7 +7,6 @@ neither, so the snapshot never runs ahead of what Klaviyo imported.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 from exporter.klaviyo.client import KlaviyoClient
@@ -94,7 +93,7 @@ class SyncRun:
                             report.run_id, utc_now())
         path = writer.finish(header)
         await sync.store.replace(path)
-        report.sync["members"] = asdict(header)["members"]
+        report.sync["members"] = header.members
 
 
 def settle_status(report: RunReport) -> None:
