@@ -315,3 +315,18 @@ async def test_a_failed_removal_batch_is_counted_and_kept_for_the_next_run() -> 
         await server.stop()
     assert (removal.removed, removal.failed) == (500, 1_000)
     assert removal.removed_positions == set(range(2_000, 3_000, 2))
+
+
+async def test_the_cli_keeps_its_snapshot_under_the_current_directory_by_default(simulator, tmp_path) -> None:
+    from tests.test_cli import cli
+
+    source = tmp_path / "s.csv"
+    source.write_bytes(segment(300))
+    args = ("export", "--source", str(source), "--list-id", LIST_ID, "--email-column", "email",
+            "--klaviyo-url", simulator.url)
+    env = {"KLAVIYO_API_KEY": API_KEY}
+    first = await asyncio.to_thread(cli, *args, env=env, cwd=tmp_path)
+    second = await asyncio.to_thread(cli, *args, env=env, cwd=tmp_path)
+    assert orjson.loads(first.stdout)["counts"]["sent"] == 300
+    assert orjson.loads(second.stdout)["counts"]["unchanged"] == 300
+    assert (tmp_path / ".exporter-state" / LIST_ID / "snapshot.bin").is_file()
