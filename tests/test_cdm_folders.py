@@ -303,3 +303,34 @@ async def test_the_cli_reads_a_cdm_folder_from_its_blob_url(azurite, upload, tmp
         report = orjson.loads(result.stdout)
         assert report["counts"]["sent"] == 120
         assert report["source"] == folder + "VIP/2026/11/25/0600/ (3 part files)"
+
+
+async def test_a_part_replaced_between_legs_fails_the_run(azurite, simulator, monkeypatch) -> None:
+    from tests.app_harness import App, post
+    from tests.test_app_hardening import handle, receive
+
+    app = App(azurite, simulator, budget=0, monkeypatch=monkeypatch)  # every leg hands over after one new job
+    await app.set_config(cdm_config())
+    files = cdm_export_folder([("2026/11/25/0600", 0, 25_000)])
+    await put_folder(app, files)
+    answer = orjson.loads((await call(function_app.start_run, post("cdp"))).get_body())
+    await handle(app, await receive(app))  # the first leg: one job, then a hand-over
+    assert (await status_of("cdp", answer["run_id"]))["status"] == "continuing"
+    last = "VIP/2026/11/25/0600/VIP_3.csv"
+    await put_folder(app, {last: files[last].replace(b"Ada", b"Eve")})  # the platform rewrites a part mid-run
+    await app.deliver()
+    state = await status_of("cdp", answer["run_id"])
+    assert state["status"] == "failed" and "was replaced or changed after the run started" in state["report"]["error"]
+    assert simulator.simulator.stats.jobs_received < 3
+    await app.runtime.aclose()
+
+
+@pytest.mark.parametrize("entity_path", ["../Secrets.cdm.json/VIP", "https://evil.example/x.cdm.json/VIP", "VIP"])
+async def test_a_manifest_cdm_json_schema_outside_its_folder_is_refused(tmp_path, entity_path) -> None:
+    files = cdm_export_folder(RUNS)
+    del files["model.json"]
+    files["manifest.cdm.json"] = orjson.dumps({"entities": [{"entityName": "VIP", "entityPath": entity_path,
+                                                              "dataPartitions": []}]})
+    write_folder(tmp_path / "Secrets.cdm.json", {"x": b""})
+    with pytest.raises(SourceError, match="entityPath"):
+        await resolve_folder(LocalFolder(write_folder(tmp_path / "export", files)))

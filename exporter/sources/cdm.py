@@ -113,7 +113,9 @@ async def _cdm_attributes(folder: Folder, entity: dict[str, Any], name: str) -> 
     if not isinstance(path, str) or ".cdm.json" not in path:
         raise SourceError(f"manifest.cdm.json: entity {name!r} has no 'entityPath' to its schema document")
     document_name = path.split(".cdm.json", 1)[0] + ".cdm.json"
-    document_name = document_name.split(":", 1)[-1].lstrip("/")
+    if "://" in document_name:
+        raise SourceError(f"manifest.cdm.json: entity {name!r} has an 'entityPath' outside its folder (a URL)")
+    document_name = document_name.split(":", 1)[-1].lstrip("/")  # a corpus adapter's prefix ("local:/")
     try:
         checked_blob_name(document_name)
     except OutOfReach:

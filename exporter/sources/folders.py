@@ -101,8 +101,11 @@ class LocalFolder:
         return found
 
     async def read(self, name: str, limit: int) -> bytes:
-        with (self.path / name).open("rb") as handle:
-            data = handle.read(limit + 1)
+        try:
+            with (self.path / name).open("rb") as handle:
+                data = handle.read(limit + 1)
+        except OSError as exc:
+            raise SourceError(f"cannot read {name} in {self.description}: {exc.strerror}") from None
         return _capped(data, limit, name)
 
     def location(self, entry: Entry) -> str:
