@@ -66,3 +66,23 @@ def test_a_job_without_some_profiles_keeps_the_rest_and_their_lines() -> None:
 
 def test_nothing_to_flush_gives_no_job() -> None:
     assert JobBatcher("L1").flush() == []
+
+
+def test_whole_chunks_in_runs_make_the_same_jobs_as_profile_by_profile() -> None:
+    """A whole chunk is taken as slices of runs; a partial one profile by profile. Both must
+    cut the same jobs, byte for byte, at both limits."""
+    import random
+
+    rng = random.Random(3)
+    for _ in range(5):
+        chunks = [profiles(rng.randrange(1, 4_000), padding="p" * rng.randrange(0, 2_000)) for _ in range(8)]
+        whole, single = JobBatcher("L1"), JobBatcher("L1")
+        runs, steps = [], []
+        for chunk in chunks:
+            runs += whole.add(chunk, list(range(len(chunk))))
+            steps += [job for i in range(len(chunk)) for job in single.add(chunk, [i])]
+        runs += whole.flush()
+        steps += single.flush()
+        assert [(j.payload, list(j.lines)) for j in runs] == [(j.payload, list(j.lines)) for j in steps]
+        assert all(len(j.payload) <= MAX_JOB_BYTES and len(j) <= MAX_PROFILES_PER_JOB for j in runs)
+        assert len(runs) > 1

@@ -1,10 +1,10 @@
 """A block of rows, mapped and serialized: what the batcher packs into jobs.
 
-Profiles are serialized here, one block at a time, back to back in one ``bytes`` with
+Profiles are serialized here, one block at a time, comma-separated in one ``bytes`` with
 their end offsets: the batcher then knows each profile's exact size (so the 5 MB job and
 100 KB profile limits are checked on the bytes Klaviyo would receive), and a job's
-payload is a join of slices, with no second serialization and no per-profile objects
-kept alive. Each profile also carries its line and a 64-bit hash of its lower-cased
+payload is a join of slices (a whole run of profiles at once), with no second
+serialization and no per-profile objects kept alive. Each profile also carries its line and a 64-bit hash of its lower-cased
 email for de-duplication.
 """
 
@@ -28,17 +28,19 @@ class MappedChunk:
     lines: array  # array('I'): source line of each profile
     keys: array  # array('q'): stable 64-bit key of each profile's lower-cased email
     emails: list[str]  # each profile's lower-cased email (for the snapshot of what the list holds)
-    bodies: bytes  # the profiles' JSON, back to back
-    ends: array  # array('I'): where each profile's JSON ends in ``bodies``
+    bodies: bytes  # the profiles' JSON, comma-separated: a run of profiles is one slice of a job's body
+    ends: array  # array('I'): where each profile's JSON ends in ``bodies`` (the next starts one byte later)
     rejects: list[Reject]
     warnings: list[Reject]  # fields left out of profiles that were kept
 
     def __len__(self) -> int:
         return len(self.lines)
 
+    def start(self, index: int) -> int:
+        return self.ends[index - 1] + 1 if index else 0
+
     def body(self, index: int) -> memoryview:
-        start = self.ends[index - 1] if index else 0
-        return memoryview(self.bodies)[start:self.ends[index]]
+        return memoryview(self.bodies)[self.start(index):self.ends[index]]
 
 
 def map_chunk(mapper: ProfileMapper, block: RowBlock) -> MappedChunk:
@@ -54,11 +56,11 @@ def map_chunk(mapper: ProfileMapper, block: RowBlock) -> MappedChunk:
         if len(body) > MAX_PROFILE_BYTES:
             rejects.append(Reject(profile.line, "", f"profile is {len(body)} bytes; Klaviyo allows {MAX_PROFILE_BYTES}"))
             continue
+        total += len(body) + (1 if parts else 0)  # the comma before it
         parts.append(body)
-        total += len(body)
         ends.append(total)
         lines.append(profile.line)
         keys.append(from_bytes(blake2b(profile.email_key.encode(), digest_size=8).digest(), "little", signed=True) or 1)
         emails.append(profile.email_key)
-    return MappedChunk(len(block.rows) + len(block.rejects), lines, keys, emails, b"".join(parts), ends, rejects,
+    return MappedChunk(len(block.rows) + len(block.rejects), lines, keys, emails, b",".join(parts), ends, rejects,
                        warnings)
