@@ -10,7 +10,6 @@ email for de-duplication.
 
 from __future__ import annotations
 
-import hashlib
 from array import array
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ from exporter.klaviyo.limits import MAX_PROFILE_BYTES
 from exporter.mapping.mapper import ProfileMapper
 from exporter.rejects import Reject
 from exporter.sources.rows import RowBlock
+from exporter.sync.keys import email_key
 
 
 @dataclass(slots=True)
@@ -50,7 +50,6 @@ def map_chunk(mapper: ProfileMapper, block: RowBlock) -> MappedChunk:
     lines, keys, ends = array("I"), array("q"), array("I")
     emails: list[str] = []
     total = 0
-    blake2b, from_bytes = hashlib.blake2b, int.from_bytes  # sync.keys.email_key, inlined: once per row
     for profile in profiles:
         body = orjson.dumps({"type": "profile", "attributes": profile.attributes})
         if len(body) > MAX_PROFILE_BYTES:
@@ -60,7 +59,7 @@ def map_chunk(mapper: ProfileMapper, block: RowBlock) -> MappedChunk:
         parts.append(body)
         ends.append(total)
         lines.append(profile.line)
-        keys.append(from_bytes(blake2b(profile.email_key.encode(), digest_size=8).digest(), "little", signed=True) or 1)
+        keys.append(email_key(profile.email_key))
         emails.append(profile.email_key)
     return MappedChunk(len(block.rows) + len(block.rejects), lines, keys, emails, b",".join(parts), ends, rejects,
                        warnings)

@@ -33,6 +33,7 @@ import orjson
 from exporter.mapping.chunks import MappedChunk
 from exporter.mapping.dedupe import Deduplicator
 from exporter.sources.rows import RowBlock
+from exporter.sync.keys import email_key
 from exporter.sync.snapshot import BIAS, Snapshot, SnapshotDamaged, SnapshotHeader, SnapshotWriter
 
 SAMPLE_SIZE = 10  # rows of each kind a preview lists
@@ -98,8 +99,7 @@ class Delta:
             fp = from_bytes(blake2b(text.encode("utf-8", "surrogatepass"), digest_size=4).digest(), "little") or 1
             email = values[0]
             if keys is not None and type(email) is str:
-                key = from_bytes(blake2b(email.strip().lower().encode("utf-8", "surrogatepass"), digest_size=8).digest(),
-                                 "little", signed=True) or 1
+                key = email_key(email.strip().lower())
                 bucket = (key + BIAS) >> shift
                 at = bisect_left(keys, key, starts[bucket], starts[bucket + 1])
                 if at < len(keys) and keys[at] == key and not first_line[at] and fps[at] == fp:

@@ -62,8 +62,6 @@ class SnapshotStore(Protocol):
 
     async def replace(self, path: Path) -> None: ...
 
-    async def delete(self) -> None: ...
-
 
 class LocalSnapshotStore:
     def __init__(self, folder: Path):
@@ -94,9 +92,6 @@ class LocalSnapshotStore:
             os.fsync(target.fileno())
         os.replace(staged, self.path)
 
-    async def delete(self) -> None:
-        self.path.unlink(missing_ok=True)
-
 
 class BlobSnapshotStore:
     """The snapshot as one block blob (the app: beside the export's runs in the reports container)."""
@@ -125,15 +120,6 @@ class BlobSnapshotStore:
         async with self.location.client() as client:
             with path.open("rb") as data:
                 await client.upload_blob(data, overwrite=True)
-
-    async def delete(self) -> None:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        async with self.location.client() as client:
-            try:
-                await client.delete_blob()
-            except ResourceNotFoundError:
-                pass
 
 
 @dataclass
