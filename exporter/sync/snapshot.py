@@ -1,8 +1,9 @@
 """The snapshot: what one export has put in its Klaviyo list, as of its last finished run.
 
 For each member it holds a 64-bit key of the lower-cased email, a 32-bit fingerprint of
-the profile as it was sent, and the lower-cased email itself (mirror mode removes leavers
-by email); no other personal data. The file is one blob (or local file):
+the row's mapped values as they were sent (the header's mapping digest says which
+mapping turned them into the profile), and the lower-cased email itself (mirror mode
+removes leavers by email); no other personal data. The file is one blob (or local file):
 
     MAGIC, a JSON header line (list id, mapping digest, member count, ...),
     keys   (count x 8 bytes, ascending),
