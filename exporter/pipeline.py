@@ -31,7 +31,7 @@ from exporter.mapping import FieldMapping, ProfileMapper
 from exporter.mapping.chunks import map_chunk
 from exporter.rejects import Reject, RejectsFile
 from exporter.report import Counts, RunReport, new_run_id, utc_now
-from exporter.sources import BlobLocation, Segment, open_segment
+from exporter.sources import BlobLocation, Segment, is_blob_url, open_segment
 from exporter.sources.parts import SegmentPart, SegmentRun, open_parts
 from exporter.sync.converge import SyncRun, settle_status
 from exporter.sync.delta import Delta
@@ -345,7 +345,7 @@ def _stored_size(source: str | BlobLocation | SegmentRun) -> int | None:
     """The segment's size as stored, where known without asking: to size the run's tables once."""
     if isinstance(source, SegmentRun):
         return source.size
-    if isinstance(source, str) and not source.startswith(("https://", "http://")):
+    if isinstance(source, str) and not is_blob_url(source):
         with contextlib.suppress(OSError):
             return os.stat(source).st_size
     return None

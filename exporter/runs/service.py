@@ -13,7 +13,6 @@ import contextlib
 import logging
 import math
 import os
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -293,13 +292,13 @@ class ExportService:
         options = PipelineOptions(deadline=loop.time() + min(self.settings.time_budget_seconds, remaining),
                                   poll_interval=self.settings.poll_interval)
         pinned = state.options or {}
-        preview = Path(tempfile.mkdtemp(prefix="exporter-preview-")) / "preview.csv"
-        plan = ExportPlan(export.name, self._pinned_run(state), state.list_id or export.list_id,
-                          _mapping_from(state.mapping, pinned),
-                          pinned.get("encoding", "utf-8"), pinned.get("format"), pinned.get("columns"),
-                          sync=self._sync_plan(export.name, pinned, message, preview))
         checkpoint = await self.store.load_checkpoint(export.name, message.run_id)
         with tempfile.TemporaryDirectory(prefix="exporter-run-") as workdir:
+            preview = Path(workdir) / "preview.csv"
+            plan = ExportPlan(export.name, self._pinned_run(state), state.list_id or export.list_id,
+                              _mapping_from(state.mapping, pinned),
+                              pinned.get("encoding", "utf-8"), pinned.get("format"), pinned.get("columns"),
+                              sync=self._sync_plan(export.name, pinned, message, preview))
             rejects = RejectsFile(Path(workdir) / "rejects.csv")
             latest = _LatestProgress()
             saver = asyncio.create_task(self._save_while_running(state, checkpoint, latest))
@@ -318,9 +317,8 @@ class ExportService:
             await checkpoint.save()
             if rejects.count:
                 report.rejects = await self.store.save_rejects(export.name, message.run_id, rejects.path)
-        if report.sync and report.sync.get("preview"):
-            report.sync["preview"] = await self.store.save_file(export.name, message.run_id, preview, "preview.csv")
-        shutil.rmtree(preview.parent, ignore_errors=True)
+            if report.sync and report.sync.get("preview"):
+                report.sync["preview"] = await self.store.save_file(export.name, message.run_id, preview, "preview.csv")
         report.started_at = state.started_at or report.started_at
         if latest.progress is not None:
             _remember(state, latest.progress)  # where the leg ended, for a run that continues
@@ -344,23 +342,19 @@ class ExportService:
         if state.trigger == "blob":
             reason = await self._already_done(export, state, run)
             if reason is not None:
-                state.status, state.error = "skipped", reason
-                await self.store.save_state(state)
-                await lock.release(state.run_id)
+                await self._stand_down(state, lock, "skipped", reason)
                 self._event("skipped", state)
                 return False
             settle = export.settle_seconds - (datetime.now(UTC).timestamp() - max(p.modified for p in run.parts))
             if export.is_prefix and run.manifest is None and "/" in run.parts[0].label and settle > 0 \
                     and message.waits < MAX_WAITS:
-                state.status = "waiting"  # part files still arriving: look again once the folder is quiet
-                await self.store.save_state(state)
-                await lock.release(state.run_id)
+                await self._stand_down(state, lock, "waiting")  # part files still arriving: look again once quiet
                 await self.queue.send_message(replace(message, waits=message.waits + 1).encode(),
                                               visibility_timeout=math.ceil(settle))
                 return False
         await self.store.save_exported_source(export.name, run.fingerprint(), state.run_id)
         state.parts = [_part_document(part) for part in run.parts]
-        state.source_description, state.source_size = run.description, run.size
+        state.source_description = run.description
         state.list_id, state.mapping = export.list_id, _mapping_document(export.mapping)
         state.options = {"phone_region": export.mapping.phone_region, "invalid_fields": export.mapping.invalid_fields,
                          "encoding": export.encoding, "format": export.format, "columns": export.columns,
@@ -368,6 +362,12 @@ class ExportService:
                          "max_remove_fraction": export.max_remove_fraction}
         state.started_at = state.started_at or utc_now()
         return True
+
+    async def _stand_down(self, state: RunState, lock: ExportLock, status: str, reason: str | None = None) -> None:
+        """The run does not go ahead in this leg: say why, and free the export."""
+        state.status, state.error = status, reason
+        await self.store.save_state(state)
+        await lock.release(state.run_id)
 
     async def _resolve(self, export: ExportDefinition, state: RunState) -> SegmentRun:
         """The files of the run: a folder's newest run (for a folder export started by the
@@ -396,8 +396,8 @@ class ExportService:
             if run.manifest is not None:
                 names.add(export.source + run.manifest)
             if state.source not in names:
-                return (f"{state.source} is not a file of the source's newest run ({run.description}); "
-                        "a CDM run starts when its manifest lists it")
+                why = "a CDM run starts when its manifest lists it" if run.manifest else "a newer file came after it"
+                return f"{state.source} is not a file of the source's newest run ({run.description}); {why}"
         record = await self.store.exported_source(export.name)
         if record is None or record.get("fingerprint") != run.fingerprint():
             return None
@@ -549,8 +549,9 @@ def _remember(state: RunState, progress: Progress) -> None:
     c = progress.counts
     state.counts, state.jobs = asdict(c), progress.jobs_accepted
     expected_rows = None
-    if state.source_size and progress.bytes_read:
-        expected_rows = round(c.rows_read * state.source_size / progress.bytes_read)
+    source_size = sum(part["size"] for part in state.parts or [])
+    if source_size and progress.bytes_read:
+        expected_rows = round(c.rows_read * source_size / progress.bytes_read)
     remaining_jobs = 0
     if expected_rows is not None:
         expected_profiles = max(expected_rows - c.rejected - c.duplicates - c.unchanged, 0)
@@ -558,7 +559,7 @@ def _remember(state: RunState, progress: Progress) -> None:
     earliest = datetime.now(UTC) + timedelta(seconds=rate_floor_seconds(remaining_jobs, BULK_IMPORT_RATE))
     state.progress = {
         "leg": state.leg, "rows_read": c.rows_read, "expected_rows": expected_rows,
-        "bytes_read": progress.bytes_read, "source_size": state.source_size,
+        "bytes_read": progress.bytes_read, "source_size": source_size,
         "profiles_accepted": c.accepted, "profiles_imported": c.sent,
         "jobs_accepted": progress.jobs_accepted, "jobs_in_flight": progress.jobs_in_flight,
         "earliest_finish": earliest.isoformat(timespec="seconds"),

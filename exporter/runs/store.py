@@ -49,7 +49,6 @@ class RunState:
     # Pinned by the first leg, so every leg reads the same file versions into the same list:
     parts: list[dict[str, Any]] | None = None  # the files of the run: name, label, etag, size, read options
     source_description: str | None = None  # the file, or the folder's run, for reports
-    source_size: int | None = None
     list_id: str | None = None
     mapping: dict[str, str] | None = None  # {"email": column, target: column, ...}
     options: dict[str, Any] | None = None  # phone_region, invalid_fields, encoding, format

@@ -34,7 +34,7 @@ from exporter.mapping.chunks import MappedChunk
 from exporter.mapping.dedupe import Deduplicator
 from exporter.sources.rows import RowBlock
 from exporter.sync.keys import email_key
-from exporter.sync.snapshot import BIAS, Snapshot, SnapshotDamaged, SnapshotHeader, SnapshotWriter
+from exporter.sync.snapshot import Snapshot, SnapshotDamaged, SnapshotHeader, SnapshotWriter
 
 SAMPLE_SIZE = 10  # rows of each kind a preview lists
 
@@ -80,9 +80,8 @@ class Delta:
         if self._spool is None:
             return block, 0, {}
         snapshot, first_line = self.snapshot, self.first_line
-        keys = snapshot.keys if snapshot is not None and not self.resend_all else None
+        find = snapshot.find if snapshot is not None and not self.resend_all else None
         fps = snapshot.fps if snapshot is not None else array("I")
-        starts, shift = (snapshot.starts, snapshot.shift) if snapshot is not None else (array("I"), 0)
         blake2b, from_bytes = hashlib.blake2b, int.from_bytes
         pick = operator.itemgetter(*indexes) if len(indexes) > 1 else lambda row: (row[indexes[0]],)
         lines: list[int] = []
@@ -98,11 +97,9 @@ class Delta:
                 values = (row[indexes[0]] if indexes[0] < len(row) else None,)
             fp = from_bytes(blake2b(text.encode("utf-8", "surrogatepass"), digest_size=4).digest(), "little") or 1
             email = values[0]
-            if keys is not None and type(email) is str:
-                key = email_key(email.strip().lower())
-                bucket = (key + BIAS) >> shift
-                at = bisect_left(keys, key, starts[bucket], starts[bucket + 1])
-                if at < len(keys) and keys[at] == key and not first_line[at] and fps[at] == fp:
+            if find is not None and type(email) is str:
+                at = find(email_key(email.strip().lower()))
+                if at >= 0 and not first_line[at] and fps[at] == fp:
                     first_line[at] = line
                     skipped += 1
                     continue
@@ -120,15 +117,14 @@ class Delta:
         unchanged = new = 0
         snapshot, first_line, spool, resend_all = self.snapshot, self.first_line, self._spool, self.resend_all
         new_keys, new_fps, new_lines, new_emails = array("q"), array("I"), array("I"), []
-        keys = snapshot.keys if snapshot is not None else None
+        find = snapshot.find if snapshot is not None else None
         fps = snapshot.fps if snapshot is not None else array("I")
-        members = len(keys) if keys is not None else 0
         insert, lines = self.table.insert, chunk.lines
         for i, key in enumerate(chunk.keys):
             line = lines[i]
-            if keys is not None:
-                at = bisect_left(keys, key)
-                if at < members and keys[at] == key:
+            if find is not None:
+                at = find(key)
+                if at >= 0:
                     first = first_line[at]
                     if first:
                         duplicates.append((i, first))
