@@ -32,6 +32,7 @@ from exporter.klaviyo.client import DEFAULT_BASE_URL, KlaviyoClient
 from exporter.klaviyo.limits import BULK_IMPORT_RATE
 from exporter.logsafe import install_everywhere
 from exporter.mapping import FieldMapping
+from exporter.mapping.engine import ENGINES
 from exporter.mapping.fields import INVALID_FIELD_POLICIES
 from exporter.pipeline import ExportPlan, Progress, run_export
 from exporter.rejects import RejectsFile
@@ -157,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "else in the temp folder (its path is printed)")
     export.add_argument("--key-vault-url", help="read the API key from this Key Vault ...")
     export.add_argument("--secret-name", help=f"... secret (instead of ${KEY_ENV})")
+    export.add_argument("--engine", choices=ENGINES, default="columnar",
+                        help="how rows are mapped: columnar (Arrow kernels for each block of plain CSV lines, the "
+                             "row path for any other block) or row (row by row, the reference; same output) "
+                             "(default: columnar)")
     export.add_argument("--no-rate-limit", action="store_true", help=argparse.SUPPRESS)  # simulator benchmarks only
 
     simulate = commands.add_parser(
@@ -277,7 +282,7 @@ def _plan(args: argparse.Namespace) -> ExportPlan:
     mapping = FieldMapping.from_pairs(args.email_column, args.map, args.phone_region, args.invalid_fields or "drop")
     list_id = args.list_id.strip()
     return ExportPlan("cli", args.source, list_id, mapping, args.encoding or "utf-8", args.format,
-                      _columns(args.columns), args.entity, _sync_plan(args, list_id))
+                      _columns(args.columns), args.entity, _sync_plan(args, list_id), args.engine)
 
 
 def _plan_from_config(args: argparse.Namespace) -> ExportPlan:
@@ -296,7 +301,8 @@ def _plan_from_config(args: argparse.Namespace) -> ExportPlan:
     return ExportPlan(export.name, args.source or export.source, export.list_id, mapping,
                       args.encoding or export.encoding, args.format or export.format,
                       _columns(args.columns) or export.columns, args.entity or export.entity,
-                      _sync_plan(args, export.list_id, export.mode, export.full_every, export.max_remove_fraction))
+                      _sync_plan(args, export.list_id, export.mode, export.full_every, export.max_remove_fraction),
+                      args.engine)
 
 
 def _sync_plan(args: argparse.Namespace, list_id: str, mode: str = "add", full_every: int = 0,

@@ -28,7 +28,7 @@ from exporter.errors import ExportError, KlaviyoRequestError
 from exporter.klaviyo.client import InvalidProfiles, JobStatus, KlaviyoClient, ProfileProblem
 from exporter.ledger import Accepted, JobLedger, MemoryLedger, Settled
 from exporter.mapping import FieldMapping, ProfileMapper
-from exporter.mapping.chunks import map_chunk
+from exporter.mapping.engine import RowEngine, engine_for
 from exporter.rejects import Reject, RejectsFile
 from exporter.report import Counts, RunReport, new_run_id, utc_now
 from exporter.sources import BlobLocation, Segment, is_blob_url, open_segment
@@ -53,6 +53,7 @@ class ExportPlan:
     columns: list[str] | None = None  # the column names of a CSV without a header row
     entity: str | None = None  # the entity to read from a CDM folder
     sync: SyncPlan | None = None  # keep a snapshot: delta refresh, mirror mode (None: send everything, keep nothing)
+    engine: str = "columnar"  # "columnar": Arrow kernels where a block allows, else rows; "row": rows only
 
 
 @dataclass(frozen=True)
@@ -111,14 +112,13 @@ class _Run:
         deadline = self.options.deadline
         return deadline is not None and asyncio.get_running_loop().time() > deadline
 
-    async def read(self, segment: Segment, mapper: ProfileMapper) -> None:
+    async def read(self, segment: Segment, engine: RowEngine) -> None:
         batcher = JobBatcher(self.plan.list_id)
         new_jobs = 0
         where = segment.part_lines.describe if segment.part_lines else "line {}".format
         size, sized = _stored_size(self.plan.source), False
         async for block in segment.blocks:
-            block, unchanged, fingerprints = self.delta.skip_unchanged(block, mapper.value_indexes)
-            chunk = map_chunk(mapper, block)
+            chunk, unchanged, fingerprints = engine.map(block)
             self.counts.rows_read += chunk.rows + unchanged
             self.counts.unchanged += unchanged
             if not sized and size and segment.bytes_read and self.counts.rows_read >= 1_000:
@@ -306,7 +306,7 @@ async def run_export(
     mapper: ProfileMapper | None = None
     run: _Run | None = None
     with tempfile.TemporaryDirectory(prefix="exporter-run-") as workdir:
-        sync = SyncRun(plan.sync, plan.list_id, plan.mapping, Path(workdir))
+        sync = SyncRun(plan.sync, plan.list_id, plan.mapping, Path(workdir), dry_run=klaviyo is None)
         try:
             delta = await sync.open()
             run = _Run(plan, klaviyo, rejects, report, options or PipelineOptions(), progress,
@@ -315,9 +315,11 @@ async def run_export(
             rejects.parts = segment.part_lines
             report.source = segment.description
             mapper = ProfileMapper.for_columns(plan.mapping, segment.columns, _display(plan.encoding))
+            engine = engine_for(plan.engine, mapper, delta, plan.mapping)
+            report.blocks = engine.tally
             if klaviyo is not None:
                 await klaviyo.check_list(plan.list_id)
-            await _run_stages(run, segment, mapper)
+            await _run_stages(run, segment, engine)
             if not run.cut:
                 await sync.finish(delta, klaviyo, report, run.refused)
         except ExportError as exc:
@@ -352,13 +354,14 @@ def _stored_size(source: str | BlobLocation | SegmentRun) -> int | None:
 
 
 async def _open(plan: ExportPlan, credential: Any) -> Segment:
+    keep_text = plan.engine == "columnar"
     if not isinstance(plan.source, SegmentRun):
         return await open_segment(plan.source, credential, encoding=plan.encoding, format=plan.format,
-                                  columns=plan.columns)
+                                  columns=plan.columns, keep_text=keep_text)
 
     async def open_part(part: SegmentPart) -> Segment:
         return await open_segment(part.source, credential, encoding=part.encoding or plan.encoding, format=plan.format,
-                                  columns=part.columns or plan.columns, delimiter=part.delimiter)
+                                  columns=part.columns or plan.columns, delimiter=part.delimiter, keep_text=keep_text)
 
     return await open_parts(plan.source, open_part)
 
@@ -379,7 +382,7 @@ def _encoding_hint(report: RunReport, undecodable: int, encoding: str) -> None:
                             "e.g. cp1252 for Excel's exports")
 
 
-async def _run_stages(run: _Run, segment: Segment, mapper: ProfileMapper) -> None:
+async def _run_stages(run: _Run, segment: Segment, engine: RowEngine) -> None:
     async def senders() -> None:
         try:
             async with asyncio.TaskGroup() as group:
@@ -390,7 +393,7 @@ async def _run_stages(run: _Run, segment: Segment, mapper: ProfileMapper) -> Non
 
     try:
         async with asyncio.TaskGroup() as group:
-            group.create_task(run.read(segment, mapper))
+            group.create_task(run.read(segment, engine))
             group.create_task(senders())
             if run.klaviyo is not None:
                 group.create_task(run.poll())

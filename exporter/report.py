@@ -56,6 +56,7 @@ class RunReport:
     error: str | None = None
     hints: list[str] = field(default_factory=list)  # what a person may want to change (e.g. the encoding)
     sync: dict[str, Any] | None = None  # delta and mirror: mode, snapshot, new/changed/unchanged/leavers, guard
+    blocks: Any = None  # blocks each path mapped (``engine.BlockTally``): columnar, row
 
     def finish(self, error: str | None = None) -> None:
         self.finished_at = utc_now()

@@ -34,38 +34,35 @@ class Deduplicator:
             self._lines = array("I", bytes(4 * capacity))
             self._mask = capacity - 1
 
-    def unique(self, hashes: Sequence[int], lines: Sequence[int]) -> tuple[list[int], list[tuple[int, int]]]:
-        """Positions of the hashes not seen before (in this call or an earlier one), and for
-        each other position the line its email was first seen on."""
+    def unique(self, keys: Sequence[int], lines: Sequence[int]) -> tuple[list[int], list[tuple[int, int]]]:
+        """Positions of the keys not seen before (in this call or an earlier one), and for
+        each other position the line its email was first seen on. One loop for the block,
+        room made first, so no call and no growth check per key."""
+        self._make_room(len(keys))
+        slots, firsts, mask = self._slots, self._lines, self._mask
         keep: list[int] = []
         seen: list[tuple[int, int]] = []
-        insert = self.insert
-        for i, key in enumerate(hashes):
-            first = insert(key or 1, lines[i])
-            if first:
-                seen.append((i, first))
-            else:
-                keep.append(i)
+        for i, key in enumerate(keys):
+            key = key or 1
+            j = key & mask
+            while True:
+                held = slots[j]
+                if held == _EMPTY:
+                    slots[j] = key
+                    firsts[j] = lines[i]
+                    keep.append(i)
+                    break
+                if held == key:
+                    seen.append((i, firsts[j] or 1))
+                    break
+                j = (j + 1) & mask
+        self._count += len(keep)
         return keep, seen
 
-    def insert(self, key: int, line: int) -> int:
-        """Add ``key`` first seen on ``line``; 0 if new, else the line it was first seen on.
-        Linear probing, grown past 5/8 full."""
-        slots, mask = self._slots, self._mask
-        i = key & mask
-        while True:
-            held = slots[i]
-            if held == _EMPTY:
-                break
-            if held == key:
-                return self._lines[i] or 1
-            i = (i + 1) & mask
-        slots[i] = key
-        self._lines[i] = line
-        self._count += 1
-        if self._count * 8 > mask * MAX_LOAD_EIGHTHS:
+    def _make_room(self, more: int) -> None:
+        """Grow (doubling) until ``more`` keys fit within the load limit."""
+        while (self._count + more) * 8 > self._mask * MAX_LOAD_EIGHTHS:
             self._grow()
-        return 0
 
     def _grow(self) -> None:
         old_slots, old_lines = self._slots, self._lines
@@ -74,6 +71,5 @@ class Deduplicator:
         self._lines = array("I", bytes(4 * capacity))
         self._mask = capacity - 1
         self._count = 0
-        for key, line in zip(old_slots, old_lines, strict=True):
-            if key != _EMPTY:
-                self.insert(key, line)
+        keys = [key for key in old_slots if key != _EMPTY]
+        self.unique(keys, [line for key, line in zip(old_slots, old_lines, strict=True) if key != _EMPTY])

@@ -90,11 +90,16 @@ class ProfileMapper:
 
     def map_block(self, block: RowBlock) -> tuple[list[MappedProfile], list[Reject], list[Reject]]:
         """Profiles, rejected rows, and warnings (fields left out of a profile that was kept)."""
+        profiles, rejects, warnings = self.map_rows(block.lines, block.rows, block.has_undecodable)
+        return profiles, [*block.rejects, *rejects], warnings
+
+    def map_rows(self, lines: Sequence[int], rows: Sequence[Sequence[Any]],
+                 check_bytes: bool = False) -> tuple[list[MappedProfile], list[Reject], list[Reject]]:
+        """``map_block`` for rows given apart (``check_bytes``: some may hold undecodable bytes)."""
         profiles: list[MappedProfile] = []
-        rejects: list[Reject] = list(block.rejects)
+        rejects: list[Reject] = []
         self._warnings = warnings = list[Reject]()
-        check_bytes = block.has_undecodable
-        for line, row in zip(block.lines, block.rows, strict=True):
+        for line, row in zip(lines, rows, strict=True):
             if check_bytes and _row_is_undecodable(row):
                 self.undecodable_rows += 1
                 rejects.append(Reject(line, "", f"row holds bytes that are not valid {self._encoding}"))

@@ -33,10 +33,11 @@ class _Parser(Protocol):
 
 async def open_segment(source: str | BlobLocation, credential: Any = None, *, encoding: str = "utf-8",
                        format: str | None = None, columns: list[str] | None = None,
-                       delimiter: str | None = None) -> Segment:
+                       delimiter: str | None = None, keep_text: bool = False) -> Segment:
     """Open a segment and read its header; the rows stream as the blocks are consumed.
     ``columns`` names the columns of a CSV without a header row (its first line is data);
-    ``delimiter`` is a CSV's delimiter when something (a CDM manifest) states it."""
+    ``delimiter`` is a CSV's delimiter when something (a CDM manifest) states it;
+    ``keep_text``: plain CSV lines come as unsplit text (``RowBlock.text``), for the columnar path."""
     local: Path | None = None
     if isinstance(source, BlobLocation):
         chunks, name = blob_chunks(source), source.description
@@ -57,7 +58,7 @@ async def open_segment(source: str | BlobLocation, credential: Any = None, *, en
     if format is None:
         jsonl = name.lower().endswith(JSONL_SUFFIXES) or start.lstrip().startswith("{")
         format = "jsonl" if jsonl else "csv"
-    parser: _Parser = JsonlParser(columns) if format == "jsonl" else CsvParser(columns, delimiter)
+    parser: _Parser = JsonlParser(columns) if format == "jsonl" else CsvParser(columns, delimiter, keep_text)
     blocks = _blocks(_chain([start], texts), LineSplitter(), parser)
     first: list[RowBlock] = []
     async for block in blocks:

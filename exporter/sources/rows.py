@@ -18,12 +18,26 @@ FORMATS = ("csv", "jsonl", "parquet")  # what a segment's format may be forced t
 
 @dataclass(slots=True)
 class RowBlock:
-    """Consecutive rows with the source line number each one starts on."""
+    """Consecutive rows with the source line number each one starts on.
+
+    A CSV block of plain lines (no quotes, no blank lines) may come as its ``text`` instead,
+    one row a line, not yet split into ``rows``: the columnar path reads such text as a
+    whole, and ``split_text`` gives the row path its rows."""
 
     lines: list[int]
     rows: list[Sequence[object]]
     has_undecodable: bool = False  # set when some row holds bytes that were not UTF-8
     rejects: list[Reject] = field(default_factory=list)  # lines the format itself refused
+    text: str = ""  # the rows' lines, each ending in "\n", when not yet split into ``rows``
+    delimiter: str = ","  # of the lines in ``text``
+
+    def split_text(self) -> RowBlock:
+        """The block with its ``text`` split into ``rows`` (exactly as ``str.split`` would)."""
+        if self.text:
+            delimiter = self.delimiter
+            self.rows = [line.split(delimiter) for line in self.text.split("\n")[:-1]]
+            self.text = ""
+        return self
 
 
 @dataclass

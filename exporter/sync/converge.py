@@ -25,8 +25,8 @@ def mapping_document(mapping: FieldMapping) -> dict[str, object]:
 
 
 class SyncRun:
-    def __init__(self, sync: SyncPlan | None, list_id: str, mapping: FieldMapping, workdir: Path):
-        self.sync, self.list_id, self.workdir = sync, list_id, workdir
+    def __init__(self, sync: SyncPlan | None, list_id: str, mapping: FieldMapping, workdir: Path, dry_run: bool):
+        self.sync, self.list_id, self.workdir, self.dry_run = sync, list_id, workdir, dry_run
         self.digest = mapping_digest(mapping_document(mapping))
         self.snapshot: Snapshot | None = None
         self.full = True
@@ -52,7 +52,7 @@ class SyncRun:
             else:
                 self.full, self.reason = False, ""
         self.snapshot = snapshot
-        return Delta(snapshot, self.full, self.workdir)
+        return Delta(snapshot, self.full, None if self.dry_run else self.workdir)
 
     async def finish(self, delta: Delta, klaviyo: KlaviyoClient | None, report: RunReport, refused: set[int]) -> None:
         sync, snapshot = self.sync, self.snapshot

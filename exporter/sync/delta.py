@@ -16,7 +16,6 @@ next run resends it), plus the new members Klaviyo imported.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import io
 import itertools
@@ -33,7 +32,7 @@ import orjson
 from exporter.mapping.chunks import MappedChunk
 from exporter.mapping.dedupe import Deduplicator
 from exporter.sources.rows import RowBlock
-from exporter.sync.keys import email_key
+from exporter.sync.keys import email_key, fingerprints
 from exporter.sync.snapshot import Snapshot, SnapshotDamaged, SnapshotHeader, SnapshotWriter
 
 SAMPLE_SIZE = 10  # rows of each kind a preview lists
@@ -60,7 +59,8 @@ class Delta:
     def __init__(self, snapshot: Snapshot | None, resend_all: bool, spool: Path | None):
         """``snapshot``: the export's (None: a first run, or one for another list);
         ``resend_all``: send members even when unchanged (``--full``, a new mapping);
-        ``spool``: a folder for new members' emails (None: no snapshot is kept)."""
+        ``spool``: a folder for new members' emails (None: no snapshot is written: none is kept,
+        or a dry run)."""
         self.snapshot = snapshot
         members = len(snapshot.keys) if snapshot is not None else 0
         self.first_line = array("I", bytes(4 * members))
@@ -70,94 +70,123 @@ class Delta:
         self.new = self.changed = 0
         self.samples = Samples()
 
+    @property
+    def fingerprinting(self) -> bool:
+        """Each row's fingerprint is needed: to compare it with the snapshot, or to record it."""
+        return self._spool is not None or self.comparing
+
+    @property
+    def comparing(self) -> bool:
+        """Rows are compared with a snapshot (not a first or a full run)."""
+        return self.snapshot is not None and not self.resend_all
+
     def skip_unchanged(self, block: RowBlock, indexes: list[int]) -> tuple[RowBlock, int, dict[int, int]]:
         """Before mapping: rows whose email the snapshot holds with the same raw values (the
         ``indexes`` columns, email first) are unchanged, and are not mapped at all: the same
         values map to the same profile, which Klaviyo imported. Returns the other rows, how
-        many were skipped, and each other row's fingerprint by line (None without a snapshot
-        kept: nothing to compare or record). A fingerprint is the first 32 bits of BLAKE2b
-        over the row's raw values (never 0: 0 means "resend")."""
-        if self._spool is None:
+        many were skipped, and each other row's fingerprint by line (none without a snapshot
+        kept: nothing to compare or record)."""
+        if not self.fingerprinting:
             return block, 0, {}
-        snapshot, first_line = self.snapshot, self.first_line
-        find = snapshot.find if snapshot is not None and not self.resend_all else None
-        fps = snapshot.fps if snapshot is not None else array("I")
-        blake2b, from_bytes = hashlib.blake2b, int.from_bytes
         pick = operator.itemgetter(*indexes) if len(indexes) > 1 else lambda row: (row[indexes[0]],)
-        lines: list[int] = []
-        rows: list[Sequence[object]] = []
-        fingerprints: dict[int, int] = {}
-        skipped = 0
-        for line, row in zip(block.lines, block.rows, strict=True):
+        texts: list[bytes] = []
+        emails: list[object] = []
+        for row in block.rows:
             try:
                 values = pick(row)
                 text = "\x1f".join(values)
             except (IndexError, TypeError):  # a short row, or values that are not all text
                 text = _raw_text(row, indexes)
                 values = (row[indexes[0]] if indexes[0] < len(row) else None,)
-            fp = from_bytes(blake2b(text.encode("utf-8", "surrogatepass"), digest_size=4).digest(), "little") or 1
-            email = values[0]
-            if find is not None and type(email) is str:
-                at = find(email_key(email.strip().lower()))
-                if at >= 0 and not first_line[at] and fps[at] == fp:
-                    first_line[at] = line
-                    skipped += 1
-                    continue
-            lines.append(line)
-            rows.append(row)
-            fingerprints[line] = fp
+            texts.append(text.encode("utf-8", "surrogatepass"))
+            emails.append(values[0])
+        fps = fingerprints(texts)
+        if not self.comparing:
+            return block, 0, dict(zip(block.lines, fps, strict=True))
+        keys = [email_key(email.strip().lower()) if type(email) is str else 0 for email in emails]
+        keep = self.skip_known(block.lines, keys, fps)
+        lines = [block.lines[i] for i in keep]
+        fingerprints_by_line = {line: fps[i] for line, i in zip(lines, keep, strict=True)}
+        skipped = len(block.lines) - len(keep)
         if not skipped:
-            return block, 0, fingerprints
-        return RowBlock(lines, rows, block.has_undecodable, block.rejects), skipped, fingerprints
+            return block, 0, fingerprints_by_line
+        rows = [block.rows[i] for i in keep]
+        return RowBlock(lines, rows, block.has_undecodable, block.rejects), skipped, fingerprints_by_line
+
+    def skip_known(self, lines: Sequence[int], keys: Sequence[int], fps: Sequence[int]) -> list[int]:
+        """Positions of the rows to map: not those whose email key (0: none) the snapshot holds,
+        not yet seen in this run, with the same fingerprint (each such member is marked seen)."""
+        assert self.snapshot is not None
+        find, first_line, known = self.snapshot.find, self.first_line, self.snapshot.fps
+        keep: list[int] = []
+        for i, key in enumerate(keys):
+            if key:
+                at = find(key)
+                if at >= 0 and not first_line[at] and known[at] == fps[i]:
+                    first_line[at] = lines[i]
+                    continue
+            keep.append(i)
+        return keep
 
     def classify(self, chunk: MappedChunk, fingerprints: dict[int, int]) -> Classified:
-        """One pass over a block's profiles (after ``skip_unchanged``, with its fingerprints)."""
+        """A block's profiles (after ``skip_unchanged``, with its fingerprints): snapshot members
+        first, one by one, then the others through the de-duplication table all at once."""
         keep: list[int] = []
         duplicates: list[tuple[int, int]] = []
-        unchanged = new = 0
-        snapshot, first_line, spool, resend_all = self.snapshot, self.first_line, self._spool, self.resend_all
-        new_keys, new_fps, new_lines, new_emails = array("q"), array("I"), array("I"), []
-        find = snapshot.find if snapshot is not None else None
-        fps = snapshot.fps if snapshot is not None else array("I")
-        insert, lines = self.table.insert, chunk.lines
-        for i, key in enumerate(chunk.keys):
-            line = lines[i]
-            if find is not None:
+        unchanged = 0
+        candidates: list[int] | None = None  # positions of the emails the snapshot does not hold (None: all)
+        if self.snapshot is not None:
+            candidates = []
+            find, known, first_line, resend_all = self.snapshot.find, self.snapshot.fps, self.first_line, self.resend_all
+            lines = chunk.lines
+            for i, key in enumerate(chunk.keys):
                 at = find(key)
-                if at >= 0:
-                    first = first_line[at]
-                    if first:
-                        duplicates.append((i, first))
-                        continue
-                    first_line[at] = line
-                    fp = fingerprints[line]
-                    if fps[at] == fp and not resend_all:
-                        unchanged += 1
-                        continue
-                    fps[at] = fp
-                    self.changed += 1
-                    self.samples.add(self.samples.changed, line, chunk.emails[i])
-                    keep.append(i)
+                if at < 0:
+                    candidates.append(i)
                     continue
-            first = insert(key, line)
-            if first:
-                duplicates.append((i, first))
-                continue
-            keep.append(i)
-            new += 1
-            if spool is not None:
-                new_keys.append(key)
-                new_fps.append(fingerprints[line])
-                new_lines.append(line)
-                new_emails.append(chunk.emails[i])
-        self.new += new
-        if spool is not None and new_keys:
-            spool.add(new_keys, new_fps, new_lines, new_emails)
-            for line, email in zip(new_lines, new_emails, strict=True):
-                if len(self.samples.new) >= SAMPLE_SIZE:
-                    break
-                self.samples.add(self.samples.new, line, email)
+                first = first_line[at]
+                if first:
+                    duplicates.append((i, first))
+                    continue
+                line = first_line[at] = lines[i]
+                fp = fingerprints.get(line, 0)  # none on a full dry run: nothing to compare or write
+                if known[at] == fp and not resend_all:
+                    unchanged += 1
+                    continue
+                known[at] = fp
+                self.changed += 1
+                self.samples.add(self.samples.changed, line, chunk.emails[i])
+                keep.append(i)
+        if candidates is None or len(candidates) == len(chunk):
+            fresh, seen = self.table.unique(chunk.keys, chunk.lines)
+        else:
+            fresh, seen = self.table.unique(array("q", [chunk.keys[i] for i in candidates]),
+                                            array("I", [chunk.lines[i] for i in candidates]))
+            fresh = [candidates[j] for j in fresh]
+            seen = [(candidates[j], first) for j, first in seen]
+        if keep or duplicates:
+            keep = sorted(keep + fresh)
+            duplicates = sorted(duplicates + seen)
+        else:
+            keep, duplicates = fresh, seen
+        self._record_new(chunk, fresh, fingerprints)
         return Classified(keep, unchanged, duplicates)
+
+    def _record_new(self, chunk: MappedChunk, fresh: list[int], fingerprints: dict[int, int]) -> None:
+        """Count the new members, sample them, and spool them for the next snapshot."""
+        self.new += len(fresh)
+        if not fresh:
+            return
+        if len(fresh) == len(chunk):
+            keys, lines, emails = chunk.keys, chunk.lines, chunk.emails
+        else:
+            keys = array("q", [chunk.keys[i] for i in fresh])
+            lines = array("I", [chunk.lines[i] for i in fresh])
+            emails = [chunk.emails[i] for i in fresh]
+        for line, email in zip(lines[:SAMPLE_SIZE], emails[:SAMPLE_SIZE], strict=True):
+            self.samples.add(self.samples.new, line, email)
+        if self._spool is not None:
+            self._spool.add(keys, array("I", map(fingerprints.__getitem__, lines)), lines, emails)
 
     def expect(self, rows: int) -> None:
         """Size the table for about this many rows at once, rather than growing it (each growth

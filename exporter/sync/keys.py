@@ -9,7 +9,7 @@ snapshot, the same values mean the same profile.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Iterable
 
 import orjson
 
@@ -19,8 +19,25 @@ _from_bytes = int.from_bytes
 
 def email_key(email_lower: str) -> int:
     """A signed 64-bit key of a lower-cased email (never 0: 0 marks an empty slot)."""
-    return _from_bytes(_blake2b(email_lower.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little",
-                       signed=True) or 1
+    return _key(email_lower.encode("utf-8", "surrogatepass"))
+
+
+def _key(email: bytes) -> int:
+    return _from_bytes(_blake2b(email, digest_size=8).digest(), "little", signed=True) or 1
+
+
+def email_keys(emails_lower: Iterable[bytes]) -> list[int]:
+    """``email_key`` of each UTF-8 email, in one pass (0 for an empty one: no email)."""
+    blake2b, from_bytes = _blake2b, _from_bytes  # inlined: this runs once per row
+    return [from_bytes(blake2b(email, digest_size=8).digest(), "little", signed=True) or 1 if email else 0
+            for email in emails_lower]
+
+
+def fingerprints(texts: Iterable[bytes]) -> list[int]:
+    """A row's fingerprint: the first 32 bits of BLAKE2b over its raw values joined by
+    ``\x1f`` (never 0: 0 in a snapshot means "resend")."""
+    blake2b, from_bytes = _blake2b, _from_bytes
+    return [from_bytes(blake2b(text, digest_size=4).digest(), "little") or 1 for text in texts]
 
 
 def mapping_digest(document: dict[str, Any]) -> str:
