@@ -11,9 +11,11 @@ million-row run; the second would be counted as a duplicate, never dropped witho
 from __future__ import annotations
 
 from array import array
+from itertools import compress
 from typing import Sequence
 
 _EMPTY = 0
+REHASH_SLICE = 65_536  # slots re-inserted at once when the table grows
 MAX_LOAD_EIGHTHS = 5  # grown past 5/8 full: ~4 probes for a new key, under 2 for a known one
 
 
@@ -65,11 +67,15 @@ class Deduplicator:
             self._grow()
 
     def _grow(self) -> None:
+        """Double the table, re-inserting its keys a slice at a time: a growth costs the old
+        table and the new one, never a list of every key."""
         old_slots, old_lines = self._slots, self._lines
         capacity = 2 * len(old_slots)
         self._slots = array("q", bytes(8 * capacity))
         self._lines = array("I", bytes(4 * capacity))
         self._mask = capacity - 1
         self._count = 0
-        keys = [key for key in old_slots if key != _EMPTY]
-        self.unique(keys, [line for key, line in zip(old_slots, old_lines, strict=True) if key != _EMPTY])
+        for start in range(0, len(old_slots), REHASH_SLICE):
+            keys = old_slots[start:start + REHASH_SLICE]
+            held = [key != _EMPTY for key in keys]
+            self.unique(array("q", compress(keys, held)), array("I", compress(old_lines[start:start + REHASH_SLICE], held)))
