@@ -30,6 +30,7 @@ from exporter.mapping.fields import LOCATION_PREFIX, PROPERTY_PREFIX, FieldMappi
 from exporter.mapping.mapper import MAX_ATTRIBUTE_CHARS, MappedProfile, ProfileMapper
 from exporter.mapping.validate import MAX_EMAIL_CHARS, MAX_LOCAL_PART_CHARS
 from exporter.rejects import Reject
+from exporter.sources.parquet import python_rows
 from exporter.sources.rows import RowBlock
 from exporter.sync.delta import Delta
 from exporter.sync.keys import email_keys, fingerprints
@@ -49,6 +50,7 @@ _PHONE_PUNCTUATION = r"[ \t\x0b\x0c().\-/]"
 _E164 = r"^\+[1-9][0-9]{7,14}$"
 _SEPARATOR = pa.scalar("\x1f")  # between a row's raw values, for its fingerprint
 _CONTROL = bytes(range(0x0A)) + bytes(range(0x0B, 0x20))  # what JSON escapes, but the line ends
+_CONTROL_RE2 = "[\\x00-\\x1f]"  # the same in a Parquet value, where a line end is a value's own
 
 
 # Constants as Arrow scalars: a Python value given to a kernel is converted on every call,
@@ -105,9 +107,12 @@ class ColumnarMapper:
         self._widest = max(self._indexes)
 
     def read(self, block: RowBlock) -> dict[int, Any] | None:
-        """The block's text as Arrow columns (the mapped ones, by position), or None if the
-        columnar path cannot take it: control characters (JSON would escape them), or rows
-        of unequal width or too short for the mapped columns (the row path pads them)."""
+        """The block's text (or record batch) as Arrow columns (the mapped ones, by position),
+        or None if the columnar path cannot take it: control characters (JSON would escape
+        them), rows of unequal width or too short for the mapped columns (the row path pads
+        them), or Parquet columns that are not all strings without nulls."""
+        if block.batch is not None:
+            return self._read_batch(block.batch)
         text = block.text
         data = text.encode()
         if len(data.translate(None, _CONTROL)) != len(data):
@@ -131,6 +136,13 @@ class ColumnarMapper:
         if table.num_rows != len(block.lines):
             return None
         return {i: table.column(names[i]).combine_chunks() for i in self._indexes}
+
+    def _read_batch(self, batch: Any) -> dict[int, Any] | None:
+        columns = {i: batch.column(i) for i in self._indexes}
+        for column in columns.values():
+            if column.type != pa.string() or column.null_count or pc.any(pc.match_substring_regex(column, _CONTROL_RE2)).as_py():
+                return None
+        return columns
 
     def map_block(self, block: RowBlock, columns: dict[int, Any], delta: Delta) -> tuple[MappedChunk, int, dict[int, int]]:
         """``Delta.skip_unchanged`` and ``map_chunk`` of the row path, for a block ``read`` took."""
@@ -157,12 +169,17 @@ class ColumnarMapper:
                     lines, keys, fps = [lines[i] for i in kept], [keys[i] for i in kept], [fps[i] for i in kept]
             fingerprints_by_line = dict(zip(lines, fps, strict=True))
 
-        def raw_rows(positions: list[int]) -> list[list[str]]:
+        def raw_rows(positions: list[int]) -> list[Sequence[object]]:
+            """The rows at ``positions`` (after skipping) as the row path reads them."""
+            at = [kept[i] for i in positions] if unchanged and kept is not None else positions
+            if block.batch is not None:
+                return python_rows(block.batch.take(pa.array(at, pa.int32())))
             texts = block.text.split("\n")
-            origin = kept if unchanged and kept is not None else range(len(texts))
-            return [texts[origin[i]].split(block.delimiter) for i in positions]
+            return [texts[i].split(block.delimiter) for i in at]
 
-        chunk = self._map(columns, lines, keys, email, valid, lowered, "\\" in block.text, raw_rows)
+        escape = "\\" in block.text if block.batch is None else any(  # a plain CSV line holds no quote
+            pc.any(pc.match_substring_regex(column, r'[\\"]')).as_py() for column in columns.values())
+        chunk = self._map(columns, lines, keys, email, valid, lowered, escape, raw_rows)
         if block.rejects:
             chunk.rejects[:0] = block.rejects
             chunk.rows += len(block.rejects)
@@ -209,8 +226,8 @@ class ColumnarMapper:
             values = pc.utf8_trim(values, PYTHON_SPACE)
             fits = pc.less_equal(pc.utf8_length(values), _MAX_CHARS)
         present = pc.not_equal(values, _EMPTY)
-        if escape:
-            values = pc.replace_substring(values, "\\", "\\\\")
+        if escape:  # JSON's two escapes that can occur here (control characters never reach this path)
+            values = pc.replace_substring(pc.replace_substring(values, "\\", "\\\\"), '"', '\\"')
         return values, present, fits
 
     @staticmethod
@@ -255,11 +272,11 @@ class ColumnarMapper:
         """Every row mapped here: the chunk's bytes are the joined bodies' buffer, as is."""
         offsets = array("i")
         offsets.frombytes(bodies.buffers()[1])
-        data = bodies.buffers()[2]
-        total = offsets[len(bodies)] - 1  # without the last comma
-        ends = array("I", (end - 1 for end in offsets[1:len(bodies) + 1]))
-        return MappedChunk(len(lines), array("I", lines), array("q", keys), lowered.to_pylist(),
-                           data.to_pybytes()[:total], ends, [], [])
+        first, count = bodies.offset, len(bodies)  # a kernel may answer with a slice of its buffers
+        start, stop = offsets[first], offsets[first + count]
+        ends = array("I", (end - start - 1 for end in offsets[first + 1:first + count + 1]))
+        body = bodies.buffers()[2][start:stop - 1].to_pybytes() if count else b""  # without the last comma
+        return MappedChunk(len(lines), array("I", lines), array("q", keys), lowered.to_pylist(), body, ends, [], [])
 
     def _mixed(self, bodies: Any, clean: Any, lines: Sequence[int], keys: list[int], lowered: Any,
                raw_rows: Any, count: int) -> MappedChunk:

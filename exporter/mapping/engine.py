@@ -47,9 +47,10 @@ class RowEngine:
 
 
 class ColumnarEngine(RowEngine):
-    """Arrow kernels for each block of plain CSV lines they can read; the row path for the rest."""
+    """Arrow kernels for each block of plain CSV lines (or Parquet strings) they can read; the
+    row path for the rest."""
 
-    keep_text = True  # plain CSV lines arrive unsplit, as the text Arrow's reader takes
+    keep_text = True  # plain CSV lines arrive unsplit, Parquet rows as their record batch
 
     def __init__(self, mapper: ProfileMapper, delta: Delta, mapping: FieldMapping):
         super().__init__(mapper, delta)
@@ -58,7 +59,7 @@ class ColumnarEngine(RowEngine):
         self.columnar = ColumnarMapper(mapping, mapper)
 
     def map(self, block: RowBlock) -> tuple[MappedChunk, int, dict[int, int]]:
-        columns = self.columnar.read(block) if block.text else None
+        columns = self.columnar.read(block) if block.text or block.batch is not None else None
         if columns is None:
             return super().map(block)
         self.tally.columnar += 1

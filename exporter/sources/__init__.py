@@ -37,7 +37,8 @@ async def open_segment(source: str | BlobLocation, credential: Any = None, *, en
     """Open a segment and read its header; the rows stream as the blocks are consumed.
     ``columns`` names the columns of a CSV without a header row (its first line is data);
     ``delimiter`` is a CSV's delimiter when something (a CDM manifest) states it;
-    ``keep_text``: plain CSV lines come as unsplit text (``RowBlock.text``), for the columnar path."""
+    ``keep_text``: plain CSV lines come as unsplit text (``RowBlock.text``), Parquet rows as
+    their record batch (``RowBlock.batch``), for the columnar path."""
     local: Path | None = None
     if isinstance(source, BlobLocation):
         chunks, name = blob_chunks(source), source.description
@@ -52,7 +53,7 @@ async def open_segment(source: str | BlobLocation, credential: Any = None, *, en
     if format == "parquet" or (format is None and (name.lower().endswith(".parquet") or head.startswith(PARQUET_MAGIC))):
         from exporter.sources.parquet import open_parquet  # pyarrow only for Parquet files
 
-        return await open_parquet(_chain([head], stream), local, name)
+        return await open_parquet(_chain([head], stream), local, name, keep_text)
     texts = decoded_text(_chain([head], stream), encoding)
     start = await _first_text(texts)
     if format is None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator, Sequence
+from typing import Any, AsyncIterator, Sequence
 
 from exporter.errors import SourceError
 from exporter.sources.rows import RowBlock, Segment
@@ -23,8 +23,10 @@ PARQUET_MAGIC = b"PAR1"
 BATCH_ROWS = 8_192
 
 
-async def open_parquet(chunks: AsyncIterator[bytes], local_path: Path | None, name: str) -> Segment:
-    """A Parquet segment from a local file (``local_path``) or a byte stream spooled to disk."""
+async def open_parquet(chunks: AsyncIterator[bytes], local_path: Path | None, name: str,
+                       keep_batches: bool = False) -> Segment:
+    """A Parquet segment from a local file (``local_path``) or a byte stream spooled to disk;
+    ``keep_batches``: blocks carry their record batch (``RowBlock.batch``), for the columnar path."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -47,29 +49,29 @@ async def open_parquet(chunks: AsyncIterator[bytes], local_path: Path | None, na
             spool.close()
         raise SourceError(f"{name} is not a readable Parquet file ({exc.__class__.__name__})") from None
     columns = list(reader.schema_arrow.names)
-    segment = Segment(columns, _blocks(reader, spool), name)
+    segment = Segment(columns, _blocks(reader, spool, keep_batches), name)
     segment.bytes_read = path.stat().st_size
     return segment
 
 
-async def _blocks(reader: Any, spool: Any) -> AsyncIterator[RowBlock]:
+async def _blocks(reader: Any, spool: Any, keep_batches: bool) -> AsyncIterator[RowBlock]:
     try:
         row = 0
-        for rows in _batches(reader):
-            lines = list(range(row + 1, row + 1 + len(rows)))
-            row += len(rows)
-            yield RowBlock(lines, rows)
+        for batch in reader.iter_batches(batch_size=BATCH_ROWS, use_threads=False):
+            lines = list(range(row + 1, row + 1 + batch.num_rows))
+            row += batch.num_rows
+            yield RowBlock(lines, [], batch=batch) if keep_batches else RowBlock(lines, python_rows(batch))
     finally:
         if spool is not None:
             spool.close()
 
 
-def _batches(reader: Any) -> Iterator[list[Sequence[object]]]:
+def python_rows(batch: Any) -> list[Sequence[object]]:
+    """A record batch's rows as tuples of Python values (what the row path maps)."""
     import pyarrow as pa
 
-    for batch in reader.iter_batches(batch_size=BATCH_ROWS, use_threads=False):
-        columns = [_as_python(column, pa).to_pylist() for column in batch.columns]
-        yield list(zip(*columns, strict=True)) if columns else []
+    columns = [_as_python(column, pa).to_pylist() for column in batch.columns]
+    return list(zip(*columns, strict=True)) if columns else [() for _ in range(batch.num_rows)]
 
 
 def _as_python(column: Any, pa: Any) -> Any:

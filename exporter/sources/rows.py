@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Sequence
 
 from exporter.rejects import Reject
 
@@ -21,8 +21,8 @@ class RowBlock:
     """Consecutive rows with the source line number each one starts on.
 
     A CSV block of plain lines (no quotes, no blank lines) may come as its ``text`` instead,
-    one row a line, not yet split into ``rows``: the columnar path reads such text as a
-    whole, and ``split_text`` gives the row path its rows."""
+    one row a line, not yet split into ``rows``, and a Parquet block as its record ``batch``:
+    the columnar path reads either as a whole, and ``split_text`` gives the row path its rows."""
 
     lines: list[int]
     rows: list[Sequence[object]]
@@ -30,13 +30,19 @@ class RowBlock:
     rejects: list[Reject] = field(default_factory=list)  # lines the format itself refused
     text: str = ""  # the rows' lines, each ending in "\n", when not yet split into ``rows``
     delimiter: str = ","  # of the lines in ``text``
+    batch: Any = None  # a Parquet record batch of the rows, when not yet made Python ``rows``
 
     def split_text(self) -> RowBlock:
-        """The block with its ``text`` split into ``rows`` (exactly as ``str.split`` would)."""
+        """The block with its ``text`` split into ``rows`` (exactly as ``str.split`` would),
+        or its ``batch`` made Python values."""
         if self.text:
             delimiter = self.delimiter
             self.rows = [line.split(delimiter) for line in self.text.split("\n")[:-1]]
             self.text = ""
+        elif self.batch is not None:
+            from exporter.sources.parquet import python_rows
+
+            self.rows, self.batch = python_rows(self.batch), None
         return self
 
 
