@@ -15,10 +15,9 @@ import re
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator, Mapping
 from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 
 from exporter.errors import KlaviyoAuthError, KlaviyoRequestError
@@ -34,9 +33,11 @@ from exporter.klaviyo.limits import (
 from exporter.klaviyo.ratelimit import AsyncRateLimiter
 from exporter.klaviyo.retry import RetryPolicy, parse_retry_after
 
+if TYPE_CHECKING:
+    import aiohttp
+
 DEFAULT_BASE_URL = "https://a.klaviyo.com"
 _PROFILE_POINTER = re.compile(r"^/data/attributes/profiles/data/(\d+)(?:/attributes/([A-Za-z_]+)(?:/([A-Za-z_]+))?)?")
-_RETRYABLE_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError)
 FIRST_CONNECT_ATTEMPTS = 3  # a host that never answered: give up after this many tries, not the whole budget
 
 
@@ -105,6 +106,8 @@ class KlaviyoClient:
             "profiles": AsyncRateLimiter(PROFILE_READ_RATE) if rate_limits else None,
         }
         self._limiters.update(tier_limiters or {})
+        import aiohttp  # here, not at the top: a dry run with no key never loads the HTTP stack
+
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=10)
         self._on_retry = on_retry  # told what failed each time a request is retried (the CLI's progress line)
         self._reached = False  # any answer at all yet: if the very first requests cannot connect, fail fast
@@ -112,6 +115,8 @@ class KlaviyoClient:
 
     async def __aenter__(self) -> KlaviyoClient:
         if self._session is None:
+            import aiohttp
+
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=32))
         return self
 
@@ -175,6 +180,8 @@ class KlaviyoClient:
     async def request(self, method: str, path: str, *, payload: bytes | None = None, tier: str | None = "import") -> Any:
         """One API call with the retry policy; ``tier`` names the rate-limit tier it counts
         against (``import``, ``membership``, ``profiles``; None for untiered reads)."""
+        import aiohttp  # loaded with the session already: a lookup
+
         limiter = self._limiters.get(tier) if tier else None
         assert self._session is not None, "use 'async with KlaviyoClient(...)'"
         url = self._same_origin(path)
@@ -198,7 +205,7 @@ class KlaviyoClient:
                     raw = await response.read()
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 failure = f"HTTP {status}"
-            except _RETRYABLE_ERRORS as exc:
+            except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
                 status, raw, failure = 0, b"", _network_failure(exc, url, self._timeout.total)
                 if not self._reached and isinstance(exc, aiohttp.ClientConnectorError) and attempt + 1 >= FIRST_CONNECT_ATTEMPTS:
                     raise KlaviyoRequestError(f"cannot reach Klaviyo at {_origin_text(url)}: {failure}") from None
@@ -260,6 +267,8 @@ def _origin_text(url: str) -> str:
 
 def _network_failure(exc: BaseException, url: str, timeout: float | None) -> str:
     """What went wrong on the wire, in words a person can act on."""
+    import aiohttp
+
     _, host, port = _origin(url)
     if isinstance(exc, aiohttp.ClientConnectorError):
         cause = exc.os_error

@@ -43,8 +43,8 @@ class MappedChunk:
         return memoryview(self.bodies)[self.start(index):self.ends[index]]
 
 
-def map_chunk(mapper: ProfileMapper, block: RowBlock) -> MappedChunk:
-    """Map and serialize one block."""
+def map_chunk(mapper: ProfileMapper, block: RowBlock, stable_keys: bool = True) -> MappedChunk:
+    """Map and serialize one block; ``stable_keys=False``: keys for this run only (``run_keys``)."""
     profiles, rejects, warnings = mapper.map_block(block)
     parts: list[bytes] = []
     lines, keys, ends = array("I"), array("q"), array("I")
@@ -59,7 +59,7 @@ def map_chunk(mapper: ProfileMapper, block: RowBlock) -> MappedChunk:
         parts.append(body)
         ends.append(total)
         lines.append(profile.line)
-        keys.append(email_key(profile.email_key))
+        keys.append(email_key(profile.email_key) if stable_keys else hash(profile.email_key.encode()) or 1)
         emails.append(profile.email_key)
     return MappedChunk(len(block.rows) + len(block.rejects), lines, keys, emails, b",".join(parts), ends, rejects,
                        warnings)

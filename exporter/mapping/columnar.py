@@ -33,7 +33,7 @@ from exporter.rejects import Reject
 from exporter.sources.parquet import python_rows
 from exporter.sources.rows import RowBlock
 from exporter.sync.delta import Delta
-from exporter.sync.keys import email_keys, fingerprints
+from exporter.sync.keys import email_keys, fingerprints, run_keys
 
 # ``str.strip()`` removes what ``str.isspace()`` calls space; Arrow's own whitespace trim
 # has another idea of it, so the set is spelled out (a test checks it against Python's).
@@ -152,7 +152,8 @@ class ColumnarMapper:
                         pc.and_(pc.less_equal(pc.binary_length(email), _MAX_EMAIL),
                                 pc.less_equal(pc.find_substring(email, "@"), _MAX_LOCAL)))
         lowered = pc.utf8_lower(email)
-        keys = email_keys(pc.if_else(valid, lowered, _EMPTY).cast(pa.binary()).to_pylist())
+        hashed = email_keys if delta.stable_keys else run_keys
+        keys = hashed(pc.if_else(valid, lowered, _EMPTY).cast(pa.binary()).to_pylist())
         unchanged = 0
         fingerprints_by_line: dict[int, int] = {}
         kept: list[int] | None = None  # positions in the block of the rows left after skipping
@@ -270,11 +271,13 @@ class ColumnarMapper:
     @staticmethod
     def _whole(bodies: Any, lines: Sequence[int], keys: list[int], lowered: Any) -> MappedChunk:
         """Every row mapped here: the chunk's bytes are the joined bodies' buffer, as is."""
-        offsets = array("i")
-        offsets.frombytes(bodies.buffers()[1])
+        offsets = memoryview(bodies.buffers()[1]).cast("i")
         first, count = bodies.offset, len(bodies)  # a kernel may answer with a slice of its buffers
         start, stop = offsets[first], offsets[first + count]
-        ends = array("I", (end - start - 1 for end in offsets[first + 1:first + count + 1]))
+        ends = array("I")  # each body's end less the chunk's start and its comma, by a kernel
+        body_ends = pa.Array.from_buffers(pa.int32(), count, [None, bodies.buffers()[1]], offset=first + 1)
+        shifted = pc.subtract(body_ends, pa.scalar(start + 1, pa.int32())).cast(pa.uint32())
+        ends.frombytes(memoryview(shifted.buffers()[1])[4 * shifted.offset:4 * (shifted.offset + count)])
         body = bodies.buffers()[2][start:stop - 1].to_pybytes() if count else b""  # without the last comma
         return MappedChunk(len(lines), array("I", lines), array("q", keys), lowered.to_pylist(), body, ends, [], [])
 

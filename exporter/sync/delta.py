@@ -76,6 +76,12 @@ class Delta:
         return self._spool is not None or self.comparing
 
     @property
+    def stable_keys(self) -> bool:
+        """Email keys must outlive the run (``email_key``): they are compared with a snapshot or
+        written to one. Otherwise keys only de-duplicate within the run (``run_keys``)."""
+        return self.fingerprinting
+
+    @property
     def comparing(self) -> bool:
         """Rows are compared with a snapshot (not a first or a full run)."""
         return self.snapshot is not None and not self.resend_all
