@@ -16,13 +16,12 @@ next run resends it), plus the new members Klaviyo imported.
 
 from __future__ import annotations
 
-import heapq
 import io
 import itertools
 import operator
 import tempfile
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
@@ -236,10 +235,15 @@ class Delta:
                         cursor += 1
 
             if self._spool is not None:
-                for key, fp, email in self._spool.sorted_members(refused):
-                    old_until(bisect_left(old_keys, key, cursor))
-                    writer.member(key, fp)
-                    writer.email(email)
+                for keys, fps, emails in self._spool.sorted_members(refused):
+                    old_until(bisect_left(old_keys, keys[0], cursor))
+                    if cursor == len(old_keys) or keys[-1] < old_keys[cursor]:
+                        writer.members_from(keys, fps, emails)  # no old member among them: all at once
+                        continue
+                    for key, fp, email in zip(keys, fps, emails, strict=True):
+                        old_until(bisect_left(old_keys, key, cursor))
+                        writer.member(key, fp)
+                        writer.email(email)
             old_until(len(old_keys))
 
     def close(self) -> None:
@@ -280,22 +284,24 @@ class _Spool:
                 return
             yield keys, fps, lines, [self._emails.readline().rstrip("\n") for _ in range(len(keys))]
 
-    def sorted_members(self, refused: set[int]) -> Iterator[tuple[int, int, str]]:
-        """(key, fingerprint, email) of the new members Klaviyo imported, in key order: each
-        run of ``RUN`` sorted in memory and kept on disk, then the runs merged."""
+    def sorted_members(self, refused: set[int]) -> Iterator[tuple[array, array, list[bytes]]]:
+        """Blocks of (keys, fingerprints, email lines) of the new members Klaviyo imported, in
+        ascending key order: each run of ``RUN`` sorted in memory and kept on disk, then the
+        runs merged a block at a time."""
         runs = []
         for keys, fps, lines, emails in self._chunks():
             order = sorted((i for i in range(len(keys)) if lines[i] not in refused), key=keys.__getitem__)
             numbers = tempfile.TemporaryFile(dir=self._folder)  # noqa: SIM115 (closed with the spool)
-            array("q", (keys[i] for i in order)).tofile(numbers)
-            array("I", (fps[i] for i in order)).tofile(numbers)
-            text = tempfile.TemporaryFile("w+", dir=self._folder, encoding="utf-8")  # noqa: SIM115
-            text.writelines(emails[i] + "\n" for i in order)
+            array("q", [keys[i] for i in order]).tofile(numbers)
+            array("I", [fps[i] for i in order]).tofile(numbers)
+            text = tempfile.TemporaryFile("w+b", dir=self._folder)  # noqa: SIM115
+            text.write("".join([emails[i] + "\n" for i in order]).encode())
             for handle in (numbers, text):
                 handle.seek(0)
                 self._runs.append(handle)
-            runs.append(_read_run(numbers, text, len(order)))
-        return heapq.merge(*runs)
+            runs.append((numbers, text, len(order)))
+        block = max(MIN_MERGE_BLOCK, MERGE_MEMBERS // max(len(runs), 1))
+        return _merged([_read_run(numbers, text, count, block) for numbers, text, count in runs])
 
     def close(self) -> None:
         for handle in (*self._files.values(), *self._runs):
@@ -303,9 +309,12 @@ class _Spool:
         self._emails.close()
 
 
-def _read_run(numbers: IO[bytes], text: IO[str], count: int) -> Iterator[tuple[int, int, str]]:
-    """A sorted run's (key, fingerprint, email), read a block at a time."""
-    block = 8_192
+MERGE_MEMBERS = 262_144  # members held at once from all sorted runs while merging them
+MIN_MERGE_BLOCK = 512
+
+
+def _read_run(numbers: IO[bytes], text: IO[bytes], count: int, block: int) -> Iterator[tuple[array, array, list[bytes]]]:
+    """A sorted run's keys, fingerprints and email lines, ``block`` members at a time."""
     for start in range(0, count, block):
         size = min(block, count - start)
         keys, fps = array("q"), array("I")
@@ -313,8 +322,32 @@ def _read_run(numbers: IO[bytes], text: IO[str], count: int) -> Iterator[tuple[i
         keys.frombytes(numbers.read(8 * size))
         numbers.seek(8 * count + 4 * start)
         fps.frombytes(numbers.read(4 * size))
-        for key, fp in zip(keys, fps, strict=True):
-            yield key, fp, text.readline().rstrip("\n")
+        yield keys, fps, [text.readline() for _ in range(size)]
+
+
+def _merged(runs: list[Iterator[tuple[array, array, list[bytes]]]]) -> Iterator[tuple[array, array, list[bytes]]]:
+    """Sorted runs' blocks merged into blocks in ascending key order. Each step takes, from
+    every run's current block, the members up to the smallest last key among those blocks
+    (all of them are due before anything still unread), and sorts them together: ``sorted``
+    merges such runs in C, where a merge member by member would cost a Python step each."""
+    current = [next(run, None) for run in runs]
+    while True:
+        held = [block for block in current if block is not None]
+        if not held:
+            return
+        limit = min(block[0][-1] for block in held)
+        keys, fps, emails = array("q"), array("I"), []
+        for r, block in enumerate(current):
+            if block is None:
+                continue
+            run_keys, run_fps, run_emails = block
+            cut = bisect_right(run_keys, limit)
+            keys.extend(run_keys[:cut])
+            fps.extend(run_fps[:cut])
+            emails += run_emails[:cut]
+            current[r] = (run_keys[cut:], run_fps[cut:], run_emails[cut:]) if cut < len(run_keys) else next(runs[r], None)
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        yield array("q", [keys[i] for i in order]), array("I", [fps[i] for i in order]), [emails[i] for i in order]
 
 
 def _raw_text(row: Sequence[object], indexes: list[int]) -> str:

@@ -223,8 +223,9 @@ class SnapshotWriter:
         if len(self._key_buffer) >= 65_536:
             self._flush()
 
-    def email(self, email: str) -> None:
-        self._emails.write(email.encode() + b"\n")
+    def email(self, line: bytes) -> None:
+        """The email of the member just given to ``member``: its line, newline included."""
+        self._emails.write(line)
 
     def members_from(self, keys: array, fps: array, emails: list[bytes]) -> None:
         """A run of members at once (old ones kept as they were), in ascending key order
