@@ -290,12 +290,13 @@ async def test_the_progress_line_shows_the_retrying(segment: Path) -> None:
     assert f"[connection refused by 127.0.0.1:{port}; retrying in" in screen, screen
 
 
-def test_a_local_dry_run_loads_no_azure_sdk(segment: Path) -> None:
-    """Start-up is paid per run: a local file needs neither the storage nor the Key Vault SDK."""
+def test_a_local_dry_run_loads_no_azure_sdk_and_no_http_stack(segment: Path) -> None:
+    """Start-up is paid per run: a local file needs neither the storage nor the Key Vault SDK,
+    and a dry run without a key asks nothing of Klaviyo, so it needs no HTTP client either."""
     code = ("import sys; from exporter.cli import main; code = main(sys.argv[1:]); "
-            "print(sorted({m.split('.')[1] for m in sys.modules if m.startswith('azure.')}), file=sys.stderr); "
-            "sys.exit(code)")
+            "print(sorted({m.split('.')[1] for m in sys.modules if m.startswith('azure.')}), "
+            "'aiohttp' in sys.modules, file=sys.stderr); sys.exit(code)")
     result = subprocess.run([sys.executable, "-c", code, *export_args(segment, "--dry-run")], capture_output=True,
                             text=True, cwd=ROOT, env={**os.environ, "KLAVIYO_API_KEY": ""}, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stderr.strip().splitlines()[-1] == "[]"
+    assert result.stderr.strip().splitlines()[-1] == "[] False"
