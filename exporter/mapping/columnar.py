@@ -35,8 +35,8 @@ from exporter.sources.rows import RowBlock
 from exporter.sync.delta import Delta
 from exporter.sync.keys import email_keys, fingerprints, run_keys
 
-# ``str.strip()`` removes what ``str.isspace()`` calls space; Arrow's own whitespace trim
-# has another idea of it, so the set is spelled out (a test checks it against Python's).
+# What ``str.strip()`` removes: the characters ``str.isspace()`` calls space, spelled out so
+# the trim is Python's by construction, not by Arrow's idea of whitespace (a test checks it).
 PYTHON_SPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
                 "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -54,7 +54,7 @@ _CONTROL_RE2 = "[\\x00-\\x1f]"  # the same in a Parquet value, where a line end 
 
 
 # Constants as Arrow scalars: a Python value given to a kernel is converted on every call,
-# at about 60 µs each here (pyarrow looks for pandas and numpy each time).
+# at about 60 µs each here (the conversion tries to import an optional library each time).
 _EMPTY = pa.scalar("")
 _QUOTE = pa.scalar('"')
 _TRUE = pa.scalar(True)
