@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from exporter.mapping import FieldMapping, ProfileMapper
 from exporter.mapping.engine import RowEngine, engine_for
 from exporter.rejects import Reject, RejectsFile
 from exporter.report import Counts, RunReport, new_run_id, utc_now
-from exporter.sources import BlobLocation, Segment, is_blob_url, open_segment
+from exporter.sources import BlobLocation, Segment, open_segment
 from exporter.sources.parts import SegmentPart, SegmentRun, open_parts
 from exporter.sync.converge import SyncRun, settle_status
 from exporter.sync.delta import Delta
@@ -116,7 +115,7 @@ class _Run:
         batcher = JobBatcher(self.plan.list_id)
         new_jobs = 0
         where = segment.part_lines.describe if segment.part_lines else "line {}".format
-        size, sized = _stored_size(self.plan.source), False
+        size, sized = segment.size, False
         async for block in segment.blocks:
             chunk, unchanged, fingerprints = engine.map(block)
             self.counts.rows_read += chunk.rows + unchanged
@@ -341,16 +340,6 @@ async def run_export(
     if run is not None:
         run.tick()
     return report
-
-
-def _stored_size(source: str | BlobLocation | SegmentRun) -> int | None:
-    """The segment's size as stored, where known without asking: to size the run's tables once."""
-    if isinstance(source, SegmentRun):
-        return source.size
-    if isinstance(source, str) and not is_blob_url(source):
-        with contextlib.suppress(OSError):
-            return os.stat(source).st_size
-    return None
 
 
 async def _open(plan: ExportPlan, credential: Any) -> Segment:

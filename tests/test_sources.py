@@ -170,3 +170,14 @@ async def test_a_windows_1252_file_reads_with_its_encoding(tmp_path: Path) -> No
     segment = await open_segment(write(tmp_path, "s.csv", data), encoding="cp1252")
     rows = [row async for block in segment.blocks for row in block.rows]
     assert rows == [["zoe@x.com", "Zoë"], ["rene@x.com", "René"]]
+
+
+async def test_a_segment_knows_its_stored_size_from_a_file_and_from_a_blob(tmp_path: Path, azurite, upload) -> None:
+    """The run sizes its de-duplication table once from the stored size (a table that grows
+    holds two tables at once): a blob tells it when its download starts, gzip or not."""
+    data = gzip.compress(b"email,name\n" + b"".join(b"u%d@example.com,N\n" % i for i in range(5_000)))
+    local = await open_segment(write(tmp_path, "s.csv.gz", data))
+    blob = await open_segment(await upload("sized/s.csv.gz", data), azurite.credential)
+    for segment in (local, blob):
+        assert segment.size == len(data)
+        assert sum([len(block.rows) async for block in segment.blocks]) == 5_000

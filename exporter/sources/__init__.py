@@ -40,20 +40,23 @@ async def open_segment(source: str | BlobLocation, credential: Any = None, *, en
     ``keep_text``: plain CSV lines come as unsplit text (``RowBlock.text``), Parquet rows as
     their record batch (``RowBlock.batch``), for the columnar path."""
     local: Path | None = None
+    sizes: list[int] = []  # the file's size as stored, once its stream knows it
     if isinstance(source, BlobLocation):
-        chunks, name = blob_chunks(source), source.description
+        chunks, name = blob_chunks(source, on_size=sizes.append), source.description
     elif is_blob_url(source):
-        chunks, name = blob_chunks(source, credential), redact_url(source)
+        chunks, name = blob_chunks(source, credential, on_size=sizes.append), redact_url(source)
     else:
         local = Path(source)
-        chunks, name = local_chunks(local), source
+        chunks, name = local_chunks(local, on_size=sizes.append), source
     counted = _Counted(chunks)
     stream = counted.chunks()
     head = await _first_chunk(stream)
     if format == "parquet" or (format is None and (name.lower().endswith(".parquet") or head.startswith(PARQUET_MAGIC))):
         from exporter.sources.parquet import open_parquet  # pyarrow only for Parquet files
 
-        return await open_parquet(_chain([head], stream), local, name, keep_text)
+        parquet = await open_parquet(_chain([head], stream), local, name, keep_text)
+        parquet.size = sizes[0] if sizes else None
+        return parquet
     texts = decoded_text(_chain([head], stream), encoding)
     start = await _first_text(texts)
     if format is None:
@@ -69,7 +72,7 @@ async def open_segment(source: str | BlobLocation, credential: Any = None, *, en
     else:
         if parser.columns is None:
             raise SourceError(f"{name} is empty: no header row (CSV) or object (JSON Lines) found")
-    segment = Segment(parser.columns, _chain(first, blocks), name)
+    segment = Segment(parser.columns, _chain(first, blocks), name, size=sizes[0] if sizes else None)
     counted.segment = segment
     segment.bytes_read = counted.total
     return segment

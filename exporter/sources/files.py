@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 from exporter.connection_string import account_key
@@ -52,12 +52,16 @@ def is_blob_url(source: str) -> bool:
     return source.startswith(("https://", "http://"))
 
 
-async def local_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES) -> AsyncIterator[bytes]:
+async def local_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES,
+                       on_size: Callable[[int], None] | None = None) -> AsyncIterator[bytes]:
+    """The file's bytes; ``on_size`` is told its size once it is open."""
     try:
         handle = path.open("rb")
     except OSError as exc:
         raise SourceError(f"cannot read {path}: {exc.strerror}") from None
     with handle:
+        if on_size is not None:
+            on_size(os.fstat(handle.fileno()).st_size)
         while chunk := handle.read(chunk_bytes):
             yield chunk
 
@@ -72,7 +76,10 @@ def blob_client(url: str, credential: Any = None) -> BlobClient:
     return BlobClient.from_blob_url(url, credential=credential, max_single_get_size=CHUNK_BYTES, max_chunk_get_size=CHUNK_BYTES)
 
 
-async def blob_chunks(source: str | BlobLocation, credential: Any = None) -> AsyncIterator[bytes]:
+async def blob_chunks(source: str | BlobLocation, credential: Any = None,
+                      on_size: Callable[[int], None] | None = None) -> AsyncIterator[bytes]:
+    """The blob's bytes (its pinned version, if any); ``on_size`` is told its size once the
+    download has started."""
     from azure.core import MatchConditions
     from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
 
@@ -84,6 +91,8 @@ async def blob_chunks(source: str | BlobLocation, credential: Any = None) -> Asy
     async with client:
         try:
             downloader = await client.download_blob(**conditions)
+            if on_size is not None and downloader.size is not None:
+                on_size(downloader.size)
             async for chunk in downloader.chunks():
                 yield chunk
         except ResourceNotFoundError:

@@ -98,7 +98,7 @@ async def open_parts(run: SegmentRun, opener: Callable[[SegmentPart], Awaitable[
     first = await opener(parts[0])
     stream = _PartStream(first, parts, opener, PartLines() if len(run.parts) > 1 else None)
     segment = stream.segment = Segment(first.columns, stream.blocks(), run.description, first.bytes_read,
-                                       stream.lines)
+                                       stream.lines, run.size)
     return segment
 
 

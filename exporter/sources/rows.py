@@ -74,6 +74,7 @@ class Segment:
     description: str  # where the rows come from, safe to log and report
     bytes_read: int = 0  # of the file as stored, so far: with its size, how far the run has come
     part_lines: PartLines | None = None  # for a run of several part files
+    size: int | None = None  # of the file(s) as stored, when known: to size the run's tables once
 
 
 def has_undecodable(text: str) -> bool:
