@@ -86,11 +86,18 @@ def _check_profile(index: int, profile: Any, request_rejects: frozenset[str]) ->
     chars = 0
     plain = True
     for key, value in attributes.items():
-        if type(value) is str and key in STRING_ATTRIBUTES:
+        kind = type(value)
+        if kind is str and key in STRING_ATTRIBUTES:
             chars += len(key) + len(value)
-        elif type(value) is dict and key in OBJECTS and all(type(v) is str for v in value.values()) \
-                and (key == "properties" or value.keys() <= LOCATION_STRINGS):
-            chars += len(key) + len(value) + sum(map(len, value)) + sum(map(len, value.values()))
+        elif kind is dict and key in OBJECTS and (key == "properties" or value.keys() <= LOCATION_STRINGS):
+            chars += len(key) + len(value)
+            for name, item in value.items():
+                if type(item) is not str:
+                    plain = False
+                    break
+                chars += len(name) + len(item)
+            if not plain:
+                break
         else:
             plain = False
             break
