@@ -458,6 +458,7 @@ def _simulate(args: argparse.Namespace) -> int:
                              fault_rate=args.fault_rate, job_delay=args.job_delay)
 
     async def serve() -> None:
+        tune_garbage_collector()  # each job's 10,000 parsed profiles are young objects until applied
         try:
             running = await RunningSimulator(config, args.host, args.port).__aenter__()
         except OSError as exc:
