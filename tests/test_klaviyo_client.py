@@ -155,3 +155,32 @@ def test_the_limiter_keeps_both_windows_and_widens_them_after_a_429() -> None:
     limiter = AsyncRateLimiter(BULK_IMPORT_RATE, margin=0.05, max_margin=0.15)
     limiter.throttled(), limiter.throttled(), limiter.throttled()
     assert limiter.margin == 0.15
+
+
+def test_a_request_that_leaves_late_moves_its_slot_to_when_it_left() -> None:
+    """A request admitted at t=0 but sent at t=0.3 (our event loop was busy) counts from 0.3:
+    the server sees it then, so the request ten places later must wait until 1.3, not 1.0."""
+    clock = [0.0]
+    windows = SlidingWindows(BULK_IMPORT_RATE, clock=lambda: clock[0])
+    assert windows.wait_time() == 0.0 and windows.last_admitted == 0.0
+    clock[0] = 0.3
+    windows.restamp(0.0)
+    for _ in range(9):
+        assert windows.wait_time() == 0.0
+    assert windows.wait_time() == pytest.approx(1.0)  # 10 in the window from 0.3: the next at 1.3
+    windows.restamp(-5.0)  # a slot no longer held changes nothing
+    assert windows.wait_time() == pytest.approx(1.0)
+
+
+async def test_each_request_tells_its_limiter_when_its_headers_leave(simulator) -> None:
+    """Through a real session to the simulator: every rate-limited request's slot is moved once,
+    to a time after it was admitted (the list check is not rate-limited: no slot)."""
+    limiter = AsyncRateLimiter(BULK_IMPORT_RATE)
+    moved: list[tuple[float, float]] = []
+    record = limiter.sent
+    limiter.sent = lambda slot: (moved.append((slot, asyncio.get_running_loop().time())), record(slot))  # type: ignore[method-assign]
+    async with client_for(simulator, limiter=limiter) as klaviyo:
+        await klaviyo.check_list(LIST_ID)
+        for _ in range(3):
+            await klaviyo.request("GET", f"/api/lists/{LIST_ID}")
+    assert len(moved) == 3 and all(then <= now for then, now in moved)

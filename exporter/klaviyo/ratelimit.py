@@ -21,6 +21,7 @@ class SlidingWindows:
         self._longest = max(window for _, window in self._limits)
         self._times: deque[float] = deque()
         self._clock = clock
+        self.last_admitted = 0.0  # when ``wait_time`` last admitted a request
 
     def wait_time(self, margin: float = 0.0) -> float:
         """Seconds until a request would be admitted (0 if now); records it when 0.
@@ -37,8 +38,24 @@ class SlidingWindows:
                 wait = max(wait, oldest_in_way + window + margin - now)
         if wait <= 0:
             times.append(now)
+            self.last_admitted = now
             return 0.0
         return wait
+
+    def restamp(self, then: float) -> None:
+        """Move a request admitted at ``then`` to now, when it really left: the time between
+        admitting a request and sending it (our own event loop's turns) must not narrow the
+        server's view of the windows."""
+        times = self._times
+        try:
+            times.remove(then)
+        except ValueError:  # already out of every window
+            return
+        now = self._clock()
+        at = len(times)
+        while at and times[at - 1] > now:
+            at -= 1
+        times.insert(at, now)
 
 
 def rate_floor_seconds(requests: int, limits: Sequence[tuple[int, float]]) -> float:
@@ -66,10 +83,16 @@ class AsyncRateLimiter:
         self.margin = margin
         self._max_margin = max_margin
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> float:
+        """Wait for a slot; returns its time, for ``sent``."""
         async with self._lock:
             while (wait := self._windows.wait_time(self.margin)) > 0:
                 await asyncio.sleep(wait)
+            return self._windows.last_admitted
+
+    def sent(self, slot: float) -> None:
+        """The request given ``slot`` has just gone out (its headers are on the wire)."""
+        self._windows.restamp(slot)
 
     def throttled(self) -> None:
         """The server refused a request we admitted: allow for more jitter from now on."""

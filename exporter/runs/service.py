@@ -17,9 +17,8 @@ import tempfile
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-import aiohttp
 import orjson
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 
@@ -27,7 +26,7 @@ from exporter.azure_storage import StorageClients
 from exporter.config import EXPORT_NAME, ConfigError, ExportDefinition, ExportsConfig
 from exporter.errors import ExportError, SourceError, TransientError
 from exporter.klaviyo.auth import ApiKeySource, StaticApiKey
-from exporter.klaviyo.client import KlaviyoClient
+from exporter.klaviyo.client import KlaviyoClient, new_session
 from exporter.klaviyo.limits import BULK_IMPORT_RATE, LIST_MEMBERSHIP_RATE, MAX_PROFILES_PER_JOB, PROFILE_READ_RATE
 from exporter.klaviyo.ratelimit import AsyncRateLimiter, rate_floor_seconds
 from exporter.mapping import FieldMapping
@@ -44,6 +43,9 @@ from exporter.sources.parts import SegmentPart, SegmentRun, resolve_folder
 from exporter.sources.reach import OutOfReach, checked_blob_name, reachable
 from exporter.sync.plan import SyncPlan
 from exporter.sync.snapshot import BlobSnapshotStore
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("exporter.runs")
 
@@ -471,7 +473,7 @@ class ExportService:
             yield None
             return
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
+            self._session = new_session(64)
         limiters = self._limiters.setdefault(export.connection.name, {
             "import": AsyncRateLimiter(BULK_IMPORT_RATE), "membership": AsyncRateLimiter(LIST_MEMBERSHIP_RATE),
             "profiles": AsyncRateLimiter(PROFILE_READ_RATE)})
