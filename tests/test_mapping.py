@@ -152,3 +152,17 @@ def test_an_invalid_optional_field_is_dropped_with_a_warning_by_default() -> Non
 def test_an_unknown_phone_region_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="phone region 'UK' is not a two-letter region"):
         FieldMapping.from_pairs("email", [], phone_region="UK")
+
+
+def test_a_reservation_from_a_misleading_size_is_capped() -> None:
+    """The run reserves the table from the stored size and the first 1,000 rows: a file whose
+    first rows are tiny and the rest huge lines (or a lying size) must not reserve gigabytes.
+    Past the cap the table still grows as it fills."""
+    from exporter.mapping.dedupe import MAX_RESERVED_SLOTS, slots_for
+
+    assert slots_for(1_000_000) == 1 << 21
+    assert slots_for(10**12) == MAX_RESERVED_SLOTS == 1 << 24  # 12 bytes a slot: 201 MB at most
+    table = Deduplicator()
+    table.reserve(10**12)  # allocates the capped table, not 12 TB
+    keep, _ = table.unique(list(range(1, 20_001)), list(range(1, 20_001)))
+    assert len(keep) == 20_000

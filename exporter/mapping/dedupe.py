@@ -20,6 +20,17 @@ REHASH_SLICE = 65_536  # slots re-inserted at once when the table grows
 MAX_LOAD_EIGHTHS = 5  # grown past 5/8 full: ~4 probes for a new key, under 2 for a known one
 
 
+MAX_RESERVED_SLOTS = 1 << 24  # 201 MB, room for 10.4M keys; a larger table is only grown into
+
+
+def slots_for(count: int) -> int:
+    """The power-of-two slots that hold ``count`` keys within the load limit, capped."""
+    capacity = 1 << 16
+    while capacity * MAX_LOAD_EIGHTHS < 8 * count + 8 and capacity < MAX_RESERVED_SLOTS:
+        capacity *= 2
+    return capacity
+
+
 class Deduplicator:
     def __init__(self, capacity: int = 1 << 16):
         self._slots = array("q", bytes(8 * capacity))
@@ -28,10 +39,10 @@ class Deduplicator:
         self._count = 0
 
     def reserve(self, count: int) -> None:
-        """Room for ``count`` keys without growing (an empty table only: no rehash needed)."""
-        capacity = len(self._slots)
-        while capacity * MAX_LOAD_EIGHTHS < 8 * count + 8:
-            capacity *= 2
+        """Room for ``count`` keys without growing (an empty table only: no rehash needed), up
+        to ``MAX_RESERVED_SLOTS``: ``count`` is an estimate from the file's size, which a file
+        of tiny first rows and huge later ones makes as large as it likes."""
+        capacity = slots_for(count)
         if capacity > len(self._slots) and self._count == 0:
             self._slots = array("q", bytes(8 * capacity))
             self._lines = array("I", bytes(4 * capacity))
