@@ -21,6 +21,7 @@ from exporter.rejects import Reject, RejectsFile
 from exporter.sources import open_segment
 from exporter.sources.csv_format import CsvParser
 from exporter.sources.lines import LineSplitter
+from exporter.sources.rows import RowBlock
 from exporter.sources.text import text_decoder
 from exporter.sync.delta import Delta
 from exporter.sync.plan import SyncPlan
@@ -97,27 +98,40 @@ def blocks(text: str, keep_text: bool, piece: int) -> Iterator[tuple[CsvParser, 
         yield parser, block
 
 
-def export(text: str, engine_name: str, mapping: FieldMapping, piece: int) -> dict[str, object]:
+class Outputs:
     """Every output of mapping and batching: job payloads, rejects, warnings, duplicates, counts."""
+
+    def __init__(self, engine: RowEngine, delta: Delta):
+        self.engine, self.delta = engine, delta
+        self.batcher = JobBatcher("L1", max_profiles=50)
+        self.jobs: list[bytes] = []
+        self.rejects: list[Reject] = []
+        self.rows = 0
+
+    def add(self, block: RowBlock) -> None:
+        chunk, unchanged, fingerprints = self.engine.map(block)
+        self.rows += chunk.rows + unchanged
+        classified = self.delta.classify(chunk, fingerprints)
+        self.rejects += chunk.rejects + chunk.warnings
+        self.rejects += [Reject(chunk.lines[i], "dup", str(first)) for i, first in classified.duplicates]
+        self.jobs += [job.payload for job in self.batcher.add(chunk, classified.keep)]
+
+    def result(self) -> dict[str, object]:
+        jobs = self.jobs + [job.payload for job in self.batcher.flush()]
+        return {"jobs": jobs, "rejects": self.rejects, "rows": self.rows, "tally": self.engine.tally}
+
+
+def export(text: str, engine_name: str, mapping: FieldMapping, piece: int) -> dict[str, object]:
     delta = Delta(None, True, None)
-    batcher = JobBatcher("L1", max_profiles=50)
-    jobs: list[bytes] = []
-    rejects: list[Reject] = []
-    engine: RowEngine | None = None
-    rows = 0
+    outputs: Outputs | None = None
     for parser, block in blocks(text, engine_name == "columnar", piece):
-        if engine is None:
+        if outputs is None:
             assert parser.columns is not None
-            engine = engine_for(engine_name, ProfileMapper.for_columns(mapping, parser.columns), delta, mapping)
-        chunk, unchanged, fingerprints = engine.map(block)  # type: ignore[arg-type]
-        rows += chunk.rows + unchanged
-        classified = delta.classify(chunk, fingerprints)
-        rejects += chunk.rejects + chunk.warnings
-        rejects += [Reject(chunk.lines[i], "dup", str(first)) for i, first in classified.duplicates]
-        jobs += [job.payload for job in batcher.add(chunk, classified.keep)]
-    jobs += [job.payload for job in batcher.flush()]
-    assert engine is not None
-    return {"jobs": jobs, "rejects": rejects, "rows": rows, "tally": engine.tally}
+            mapper = ProfileMapper.for_columns(mapping, parser.columns)
+            outputs = Outputs(engine_for(engine_name, mapper, delta, mapping), delta)
+        outputs.add(block)  # type: ignore[arg-type]
+    assert outputs is not None
+    return outputs.result()
 
 
 @pytest.mark.parametrize("invalid_fields, region", [("drop", None), ("reject", None), ("drop", "GB")])
@@ -140,15 +154,10 @@ async def parquet_export(path: Path, engine_name: str, mapping: FieldMapping) ->
     """``export`` for a Parquet file, read a record batch at a time by the real source."""
     segment = await open_segment(str(path), keep_text=engine_name == "columnar")
     delta = Delta(None, True, None)
-    engine = engine_for(engine_name, ProfileMapper.for_columns(mapping, segment.columns), delta, mapping)
-    batcher, jobs, rejects = JobBatcher("L1", max_profiles=50), [], []
+    outputs = Outputs(engine_for(engine_name, ProfileMapper.for_columns(mapping, segment.columns), delta, mapping), delta)
     async for block in segment.blocks:
-        chunk, _, fingerprints = engine.map(block)
-        classified = delta.classify(chunk, fingerprints)
-        rejects += chunk.rejects + chunk.warnings + [Reject(chunk.lines[i], "dup", str(first))
-                                                     for i, first in classified.duplicates]
-        jobs += [job.payload for job in batcher.add(chunk, classified.keep)]
-    return {"jobs": jobs + [job.payload for job in batcher.flush()], "rejects": rejects, "tally": engine.tally}
+        outputs.add(block)
+    return outputs.result()
 
 
 async def test_parquet_batches_take_the_columnar_path_with_the_same_output(tmp_path: Path) -> None:

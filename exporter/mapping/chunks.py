@@ -19,7 +19,7 @@ from exporter.klaviyo.limits import MAX_PROFILE_BYTES
 from exporter.mapping.mapper import ProfileMapper
 from exporter.rejects import Reject
 from exporter.sources.rows import RowBlock
-from exporter.sync.keys import email_key
+from exporter.sync.keys import email_keys, run_keys
 
 
 @dataclass(slots=True)
@@ -47,19 +47,23 @@ def map_chunk(mapper: ProfileMapper, block: RowBlock, stable_keys: bool = True) 
     """Map and serialize one block; ``stable_keys=False``: keys for this run only (``run_keys``)."""
     profiles, rejects, warnings = mapper.map_block(block)
     parts: list[bytes] = []
-    lines, keys, ends = array("I"), array("q"), array("I")
+    lines, ends = array("I"), array("I")
     emails: list[str] = []
     total = 0
     for profile in profiles:
         body = orjson.dumps({"type": "profile", "attributes": profile.attributes})
         if len(body) > MAX_PROFILE_BYTES:
-            rejects.append(Reject(profile.line, "", f"profile is {len(body)} bytes; Klaviyo allows {MAX_PROFILE_BYTES}"))
+            rejects.append(oversized(profile.line, len(body)))
             continue
         total += len(body) + (1 if parts else 0)  # the comma before it
         parts.append(body)
         ends.append(total)
         lines.append(profile.line)
-        keys.append(email_key(profile.email_key) if stable_keys else hash(profile.email_key.encode()) or 1)
         emails.append(profile.email_key)
+    keys = array("q", (email_keys if stable_keys else run_keys)([email.encode() for email in emails]))
     return MappedChunk(len(block.rows) + len(block.rejects), lines, keys, emails, b",".join(parts), ends, rejects,
                        warnings)
+
+
+def oversized(line: int, size: int) -> Reject:
+    return Reject(line, "", f"profile is {size} bytes; Klaviyo allows {MAX_PROFILE_BYTES}")

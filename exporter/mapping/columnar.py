@@ -25,12 +25,12 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from exporter.klaviyo.limits import MAX_PROFILE_BYTES
-from exporter.mapping.chunks import MappedChunk
+from exporter.mapping.chunks import MappedChunk, oversized
 from exporter.mapping.fields import LOCATION_PREFIX, PROPERTY_PREFIX, FieldMapping
 from exporter.mapping.mapper import MAX_ATTRIBUTE_CHARS, MappedProfile, ProfileMapper
 from exporter.mapping.validate import MAX_EMAIL_CHARS, MAX_LOCAL_PART_CHARS
 from exporter.rejects import Reject
-from exporter.sources.parquet import python_rows
+from exporter.sources.parquet import python_rows, use_c_allocator
 from exporter.sources.rows import RowBlock
 from exporter.sync.delta import Delta
 from exporter.sync.keys import email_keys, fingerprints, run_keys
@@ -85,9 +85,7 @@ class ColumnarMapper:
     """Maps blocks of one segment; ``rows`` is the row path's mapper for the same header."""
 
     def __init__(self, mapping: FieldMapping, rows: ProfileMapper):
-        # Blocks come and go: the C allocator returns their memory, where Arrow's default
-        # (mimalloc) keeps freed pages, about 15 MB more at peak here.
-        pa.set_memory_pool(pa.system_memory_pool())
+        use_c_allocator()
         self.rows = rows
         self._email = rows.value_indexes[0]
         self._text: list[_Field] = []
@@ -293,7 +291,7 @@ class ColumnarMapper:
         emails = lowered.to_pylist()
         parts: list[bytes] = []
         out_lines, out_keys, ends, out_emails = array("I"), array("q"), array("I"), []
-        oversized: list[Reject] = []
+        too_large: list[Reject] = []
         total = 0
         for i in range(count):
             line = lines[i]
@@ -307,7 +305,7 @@ class ColumnarMapper:
                 body = orjson.dumps({"type": "profile", "attributes": profile.attributes})
                 key, email = keys[i], profile.email_key
                 if len(body) > MAX_PROFILE_BYTES:
-                    oversized.append(Reject(line, "", f"profile is {len(body)} bytes; Klaviyo allows {MAX_PROFILE_BYTES}"))
+                    too_large.append(oversized(line, len(body)))
                     continue
             total += len(body) + (1 if parts else 0)
             parts.append(body)
@@ -315,5 +313,5 @@ class ColumnarMapper:
             out_lines.append(line)
             out_keys.append(key)
             out_emails.append(email)
-        return MappedChunk(count, out_lines, out_keys, out_emails, b",".join(parts), ends, rejects + oversized,
+        return MappedChunk(count, out_lines, out_keys, out_emails, b",".join(parts), ends, rejects + too_large,
                            warnings)

@@ -27,12 +27,11 @@ async def open_parquet(chunks: AsyncIterator[bytes], local_path: Path | None, na
                        keep_batches: bool = False) -> Segment:
     """A Parquet segment from a local file (``local_path``) or a byte stream spooled to disk;
     ``keep_batches``: blocks carry their record batch (``RowBlock.batch``), for the columnar path."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    # One row group at a time on this thread, from the C allocator: pyarrow's defaults
-    # (threads decoding several row groups ahead, mimalloc keeping freed pages) cost ~50 MB.
-    pa.set_memory_pool(pa.system_memory_pool())
+    # One row group at a time on this thread (pyarrow's default decodes several ahead on
+    # threads), from the C allocator: the two defaults cost ~50 MB here.
+    use_c_allocator()
     spool = None
     if local_path is None:
         spool = tempfile.NamedTemporaryFile(prefix="segment-", suffix=".parquet")  # noqa: SIM115 (closed with the rows)
@@ -64,6 +63,14 @@ async def _blocks(reader: Any, spool: Any, keep_batches: bool) -> AsyncIterator[
     finally:
         if spool is not None:
             spool.close()
+
+
+def use_c_allocator() -> None:
+    """Arrow's buffers from the C allocator, which returns freed memory: blocks and row groups
+    come and go, and Arrow's default (mimalloc) keeps freed pages, tens of MB at peak here."""
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
 
 
 def python_rows(batch: Any) -> list[Sequence[object]]:
