@@ -176,7 +176,8 @@ async def test_local_phones_with_a_region_and_an_invalid_one_dropped(segment: Pa
                                      "--klaviyo-url", simulator.url, "--rejects", str(tmp_path / "r.csv")),
                         env={"KLAVIYO_API_KEY": API_KEY})
     assert result.returncode == 0, result.stderr
-    phones = sorted(p.get("phone_number", "") for p in simulator.simulator.account.profiles.values())
+    account = simulator.simulator.account
+    phones = sorted(account.attributes(p).get("phone_number", "") for p in account.profile_ids())
     assert phones == ["+442079460958", "+447700900001"]
 
 

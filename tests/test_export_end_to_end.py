@@ -65,7 +65,8 @@ async def test_blob_segment_lands_in_the_list_with_every_row_accounted_for(azuri
     assert (c.rows_read, c.sent, c.duplicates) == (25_003, len(members), 62)
     assert c.klaviyo_errors == 62 and c.rejected == 63 + 63 + 62  # bad syntax, empty, undeliverable
     assert_conserved(report)
-    profile = simulator.simulator.account.profiles[next(iter(simulator.simulator.account.members[LIST_ID]))]
+    account = simulator.simulator.account
+    profile = account.attributes(account.member_ids(LIST_ID)[0])
     assert profile["location"] == {"city": "London"} and profile["properties"] == {"tier": "gold"}
     assert profile["phone_number"].startswith("+44207")
 
@@ -196,8 +197,8 @@ async def test_json_lines_segments_export_too(azurite, upload, simulator, tmp_pa
     data = gzip.compress(text) if suffix.endswith(".gz") else text
     report = await export(simulator, await upload("s" + suffix, data), tmp_path, azurite, pairs=["tier=properties.tier"])
     assert simulator.simulator.account.member_emails(LIST_ID) == ["a@x.com", "b@x.com"]
-    assert [simulator.simulator.account.profiles[p]["properties"]["tier"]
-            for p in simulator.simulator.account.members[LIST_ID]] == ["gold", 2]
+    assert [simulator.simulator.account.attributes(p)["properties"]["tier"]
+            for p in simulator.simulator.account.member_ids(LIST_ID)] == ["gold", 2]
     assert report.counts.rejected == 1
     assert_conserved(report)
 

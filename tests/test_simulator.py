@@ -175,7 +175,7 @@ async def test_removal_takes_members_off_the_list_and_keeps_the_profiles(simulat
     status, body = await remove(simulator, {"data": [{"type": "profile", "id": a_id}]})
     assert (status, body) == (204, b"")
     assert simulator.simulator.account.member_emails(LIST_ID) == ["b@x.com"]
-    assert simulator.simulator.account.profiles[a_id]["email"] == "a@x.com"  # removed from the list, not deleted
+    assert simulator.simulator.account.attributes(a_id)["email"] == "a@x.com"  # removed from the list, not deleted
 
 
 @pytest.mark.parametrize("body, list_id, status", [

@@ -33,6 +33,7 @@ from exporter.klaviyo.limits import (
 )
 from exporter.klaviyo.ratelimit import SlidingWindows
 from exporter.simulator.state import Account
+from exporter.simulator.typed_import import ImportJob, decode_import_job
 from exporter.simulator.validation import check_import_job, error
 
 FAULTS = ("500", "503", "drop", "latency")  # drawn at --fault-rate; scripted faults may also be "429"
@@ -216,26 +217,37 @@ class KlaviyoSimulator:
         # Parsing and validating 10,000 profiles takes a while: off the event loop, so other
         # requests are still timed as they arrive (a blocked loop would time them in a burst
         # afterwards and throttle clients that kept to the limits).
-        try:
-            body = await asyncio.to_thread(orjson.loads, raw)
-        except orjson.JSONDecodeError:
-            return _errors(400, error(400, "parse_error", "Malformed JSON.", "The body is not valid JSON."))
-        problems = await asyncio.to_thread(check_import_job, body, self.config.request_rejects)
-        if problems:
-            return _errors(400, *problems)
-        list_ids = [item["id"] for item in (((body["data"].get("relationships") or {}).get("lists") or {}).get("data") or [])]
-        unknown = [i for i in list_ids if i not in self.account.lists]
+        decoded = await asyncio.to_thread(self._decode_import_job, raw)
+        if not isinstance(decoded, ImportJob):
+            return decoded
+        unknown = [i for i in decoded.list_ids if i not in self.account.lists]
         if unknown:
             return _errors(404, error(404, "not_found", "Not found.", f"A list with id {unknown[0]} does not exist.",
                                       "/data/relationships/lists/data/0/id"))
-        profiles = body["data"]["attributes"]["profiles"]["data"]
-        job = self.account.submit(profiles, list_ids)
+        job = self.account.submit(decoded.profiles, decoded.list_ids)
+        profiles = decoded.profiles
         self.stats.jobs_received += 1
         if self.on_job_accepted is not None:
             self.on_job_accepted(self.stats.jobs_received)
         self.stats.profiles_received += len(profiles)
         self.stats.last_job_received_at = time.time()
         return _json({"data": job.resource(_base(request))}, 202)
+
+    def _decode_import_job(self, raw: bytes) -> ImportJob | web.Response:
+        """The typed decoder's job if it vouches for the body, else the exact checks' verdict."""
+        job = decode_import_job(raw, self.config.request_rejects)
+        if job is not None:
+            return job
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return _errors(400, error(400, "parse_error", "Malformed JSON.", "The body is not valid JSON."))
+        problems = check_import_job(body, self.config.request_rejects)
+        if problems:
+            return _errors(400, *problems)
+        relationships = body["data"].get("relationships") or {}
+        return ImportJob([profile["attributes"] for profile in body["data"]["attributes"]["profiles"]["data"]],
+                         [item["id"] for item in (relationships.get("lists") or {}).get("data") or []])
 
     async def get_job(self, request: web.Request) -> web.Response:
         job = self.account.jobs.get(request.match_info["id"])
@@ -270,7 +282,7 @@ class KlaviyoSimulator:
         (at most 100 values here), cursor pages of at most 100. Emails match case-insensitively."""
         wanted = request.query.get("filter")
         if wanted is None:
-            return self._page(request, [self.account.profile_resource(p, _base(request)) for p in self.account.profiles])
+            return self._page(request, [self.account.profile_resource(p, _base(request)) for p in self.account.profile_ids()])
         emails = _filter_emails(wanted)
         if emails is None:
             return _errors(400, _parameter_error("only equals(email,...) and any(email,[...]) can be filtered", "filter"))
