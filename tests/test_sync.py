@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 from pathlib import Path
 
 import orjson
@@ -16,7 +17,7 @@ from exporter.mapping import FieldMapping
 from exporter.pipeline import ExportPlan, PipelineOptions, run_export
 from exporter.rejects import RejectsFile
 from exporter.sources.files import BlobLocation
-from exporter.sync.keys import email_key
+from exporter.sync.keys import KEYINGS
 from exporter.sync.plan import SyncPlan
 from exporter.sync.snapshot import BlobSnapshotStore, LocalSnapshotStore, copy_emails, load_snapshot
 from tests.app_harness import SECOND_LIST, App, call, config, post, status_of
@@ -218,7 +219,9 @@ async def test_a_failed_run_leaves_the_snapshot_where_klaviyo_is_and_the_next_ru
     emails = await copy_emails(LocalSnapshotStore(state), snapshot, tmp_path / "emails.txt")
     stored = set(emails.read_text().split())
     assert stored == {e.lower() for e in sim.simulator.account.member_emails(LIST_ID)}  # refused rows are not in it
-    assert all(snapshot.find(email_key(email)) >= 0 for email in stored)
+    assert snapshot.header.keys == "xxh3"
+    keys = KEYINGS[snapshot.header.keys].email_keys([email.encode() for email in sorted(stored)])
+    assert all(snapshot.find(key) >= 0 for key in keys)
     before = (state / "snapshot.bin").read_bytes()
 
     source.write_bytes(segment(30_000, changed=range(0, 30_000, 10), bad_every=997))
@@ -248,6 +251,42 @@ async def test_a_damaged_snapshot_fails_clearly(tmp_path) -> None:
     assert report.error == (f"the snapshot {state / 'snapshot.bin'} is damaged or not a snapshot; delete it to start "
                             "over (the next run is then a full one, and mirror mode cannot remove members of the lost "
                             "snapshot)")
+
+
+@pytest.mark.parametrize("engine", ["columnar", "row"])
+async def test_a_snapshot_of_an_earlier_version_keeps_its_blake2b_keys(simulator, tmp_path, monkeypatch,
+                                                                      engine: str) -> None:
+    """Snapshots written before xxHash have no ``keys`` in their header and BLAKE2b keys: a
+    run over one keys its rows the same way (or nothing would match), and stays on it."""
+    state, source = tmp_path / "state", tmp_path / "segment.csv"
+    source.write_bytes(segment(5_000))
+    export = dataclasses.replace(plan(str(source), state), engine=engine)
+    with monkeypatch.context() as patched:
+        patched.setattr("exporter.sync.delta.NEW_SNAPSHOTS", KEYINGS["blake2b"])
+        async with client_for(simulator) as klaviyo:
+            await run_export(export, klaviyo, RejectsFile(tmp_path / "r1.csv"))
+    stored = (state / "snapshot.bin").read_bytes()
+    magic, header, rest = stored.split(b"\n", 2)
+    document = orjson.loads(header)
+    assert document.pop("keys") == "blake2b"
+    (state / "snapshot.bin").write_bytes(magic + b"\n" + orjson.dumps(document) + b"\n" + rest)  # as version 2 wrote it
+
+    source.write_bytes(segment(5_000, changed=range(0, 5_000, 100)))
+    async with client_for(simulator) as klaviyo:
+        report = await run_export(export, klaviyo, RejectsFile(tmp_path / "r2.csv"))
+    assert (report.counts.sent, report.counts.unchanged) == (50, 4_950)
+    snapshot = await load_snapshot(LocalSnapshotStore(state))
+    assert snapshot is not None and snapshot.header.keys == "blake2b" and len(snapshot.keys) == 5_000
+
+
+async def test_a_snapshot_naming_an_unknown_hash_is_refused(tmp_path) -> None:
+    state, source = tmp_path / "state", tmp_path / "s.csv"
+    state.mkdir()
+    header = {"list_id": LIST_ID, "mapping": "m", "members": 0, "keys": "md5"}
+    (state / "snapshot.bin").write_bytes(b"KLAVIYO-EXPORTER-SNAPSHOT 2\n" + orjson.dumps(header) + b"\n")
+    source.write_bytes(segment(10))
+    report = await run_export(plan(str(source), state), None, RejectsFile(tmp_path / "r.csv"))
+    assert report.status == "failed" and "is damaged or not a snapshot" in (report.error or "")
 
 
 async def test_the_cli_runs_delta_and_mirror_with_a_local_snapshot(simulator, tmp_path) -> None:
@@ -352,3 +391,18 @@ def test_sorted_runs_merge_into_one_ascending_sequence_of_every_member() -> None
         merged = [(k, f, e) for keys, fps, emails in _merged(runs) for k, f, e in zip(keys, fps, emails, strict=True)]
         assert [k for k, _, _ in merged] == sorted(expected)
         assert all(f == k & 0xFFFF and e == b"%d\n" % k for k, f, e in merged)
+
+
+def test_xxh3_keys_are_the_signed_canonical_digest_and_never_zero(monkeypatch) -> None:
+    import xxhash
+
+    keying = KEYINGS["xxh3"]
+    emails = [f"user{i}@example.com".encode() for i in range(2_000)] + [b"", "ren\u00e9@x.com".encode()]
+    keys = keying.email_keys(emails)
+    assert list(keys) == [int.from_bytes(xxhash.xxh3_64_digest(e), "big", signed=True) if e else 0 for e in emails]
+    assert any(key < 0 for key in keys) and any(key > 0 for key in keys)
+    texts = [b"a\x1fb", b"", b"c"]
+    assert list(keying.fingerprints(texts)) == [xxhash.xxh32_intdigest(t) for t in texts]
+    monkeypatch.setattr(xxhash, "xxh3_64_intdigest", lambda data: 0)  # a digest of 0 would mark an empty slot
+    monkeypatch.setattr(xxhash, "xxh32_intdigest", lambda data: 0)  # and a fingerprint of 0 means "resend"
+    assert list(keying.email_keys([b"a@x.com", b""])) == [1, 0] and list(keying.fingerprints([b"x"])) == [1]

@@ -19,7 +19,7 @@ from exporter.klaviyo.limits import MAX_PROFILE_BYTES
 from exporter.mapping.mapper import ProfileMapper
 from exporter.rejects import Reject
 from exporter.sources.rows import RowBlock
-from exporter.sync.keys import email_keys, run_keys
+from exporter.sync.keys import KeyFunction, run_keys
 
 
 @dataclass(slots=True)
@@ -43,8 +43,9 @@ class MappedChunk:
         return memoryview(self.bodies)[self.start(index):self.ends[index]]
 
 
-def map_chunk(mapper: ProfileMapper, block: RowBlock, stable_keys: bool = True) -> MappedChunk:
-    """Map and serialize one block; ``stable_keys=False``: keys for this run only (``run_keys``)."""
+def map_chunk(mapper: ProfileMapper, block: RowBlock, email_keys: KeyFunction = run_keys) -> MappedChunk:
+    """Map and serialize one block, its emails keyed by ``email_keys`` (``Delta.email_keys``
+    in a run; keys for this process only by default)."""
     profiles, rejects, warnings = mapper.map_block(block)
     parts: list[bytes] = []
     lines, ends = array("I"), array("I")
@@ -60,7 +61,7 @@ def map_chunk(mapper: ProfileMapper, block: RowBlock, stable_keys: bool = True) 
         ends.append(total)
         lines.append(profile.line)
         emails.append(profile.email_key)
-    keys = array("q", (email_keys if stable_keys else run_keys)([email.encode() for email in emails]))
+    keys = email_keys([email.encode() for email in emails])
     return MappedChunk(len(block.rows) + len(block.rejects), lines, keys, emails, b",".join(parts), ends, rejects,
                        warnings)
 

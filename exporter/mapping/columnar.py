@@ -33,7 +33,6 @@ from exporter.rejects import Reject
 from exporter.sources.parquet import python_rows, use_c_allocator
 from exporter.sources.rows import RowBlock
 from exporter.sync.delta import Delta
-from exporter.sync.keys import email_keys, fingerprints, run_keys
 
 # What ``str.strip()`` removes: the characters ``str.isspace()`` calls space, spelled out so
 # the trim is Python's by construction, not by Arrow's idea of whitespace (a test checks it).
@@ -150,14 +149,13 @@ class ColumnarMapper:
                         pc.and_(pc.less_equal(pc.binary_length(email), _MAX_EMAIL),
                                 pc.less_equal(pc.find_substring(email, "@"), _MAX_LOCAL)))
         lowered = pc.utf8_lower(email)
-        hashed = email_keys if delta.stable_keys else run_keys
-        keys = hashed(pc.if_else(valid, lowered, _EMPTY).cast(pa.binary()).to_pylist())
+        keys = delta.email_keys(pc.if_else(valid, lowered, _EMPTY).cast(pa.binary()).to_pylist())
         unchanged = 0
         fingerprints_by_line: dict[int, int] = {}
         kept: list[int] | None = None  # positions in the block of the rows left after skipping
         if delta.fingerprinting:
             raw = pc.binary_join_element_wise(*(columns[i] for i in self.rows.value_indexes), _SEPARATOR)
-            fps = fingerprints(raw.cast(pa.binary()).to_pylist())
+            fps = delta.keying.fingerprints(raw.cast(pa.binary()).to_pylist())
             if delta.comparing:
                 kept = delta.skip_known(lines, keys, fps)
                 unchanged = len(lines) - len(kept)
@@ -165,7 +163,8 @@ class ColumnarMapper:
                     take = pa.array(kept, pa.int32())
                     columns = {i: column.take(take) for i, column in columns.items()}
                     email, valid, lowered = email.take(take), valid.take(take), lowered.take(take)
-                    lines, keys, fps = [lines[i] for i in kept], [keys[i] for i in kept], [fps[i] for i in kept]
+                    lines, fps = [lines[i] for i in kept], array("I", [fps[i] for i in kept])
+                    keys = array("q", [keys[i] for i in kept])
             fingerprints_by_line = dict(zip(lines, fps, strict=True))
 
         def raw_rows(positions: list[int]) -> list[Sequence[object]]:
@@ -184,7 +183,7 @@ class ColumnarMapper:
             chunk.rows += len(block.rejects)
         return chunk, unchanged, fingerprints_by_line
 
-    def _map(self, columns: dict[int, Any], lines: Sequence[int], keys: list[int], email: Any, valid: Any,
+    def _map(self, columns: dict[int, Any], lines: Sequence[int], keys: array, email: Any, valid: Any,
              lowered: Any, escape: bool, raw_rows: Any) -> MappedChunk:
         """Map rows given as columns (``escape``: some value may hold a backslash). Each row's
         JSON is one join of pieces: a field present in every row adds its key, value and quote
@@ -267,7 +266,7 @@ class ColumnarMapper:
         return [fits for _, _, fits in fields]
 
     @staticmethod
-    def _whole(bodies: Any, lines: Sequence[int], keys: list[int], lowered: Any) -> MappedChunk:
+    def _whole(bodies: Any, lines: Sequence[int], keys: array, lowered: Any) -> MappedChunk:
         """Every row mapped here: the chunk's bytes are the joined bodies' buffer, as is."""
         offsets = memoryview(bodies.buffers()[1]).cast("i")
         first, count = bodies.offset, len(bodies)  # a kernel may answer with a slice of its buffers
@@ -277,9 +276,9 @@ class ColumnarMapper:
         shifted = pc.subtract(body_ends, pa.scalar(start + 1, pa.int32())).cast(pa.uint32())
         ends.frombytes(memoryview(shifted.buffers()[1])[4 * shifted.offset:4 * (shifted.offset + count)])
         body = bodies.buffers()[2][start:stop - 1].to_pybytes() if count else b""  # without the last comma
-        return MappedChunk(len(lines), array("I", lines), array("q", keys), lowered.to_pylist(), body, ends, [], [])
+        return MappedChunk(len(lines), array("I", lines), keys, lowered.to_pylist(), body, ends, [], [])
 
-    def _mixed(self, bodies: Any, clean: Any, lines: Sequence[int], keys: list[int], lowered: Any,
+    def _mixed(self, bodies: Any, clean: Any, lines: Sequence[int], keys: array, lowered: Any,
                raw_rows: Any, count: int) -> MappedChunk:
         """Clean rows from the kernels, the others mapped by the row path, in line order;
         rejects and warnings in the row path's order (oversized profiles last)."""

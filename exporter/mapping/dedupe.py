@@ -1,7 +1,7 @@
 """Drops a second row for an email already seen in this run, remembering where it was first.
 
-Only a 64-bit key of each lower-cased email is kept (``sync.keys.email_key``, or
-``run_keys`` when no key outlives the run), in an open-addressing table of machine words,
+Only a 64-bit key of each lower-cased email is kept (``Delta.email_keys``: the
+snapshot's hash, or Python's own when no key outlives the run), in an open-addressing table of machine words,
 with the line it was first seen on beside it (so a duplicate can be reported as "duplicate
 of line N"): 12 bytes a slot, at most 5/8 full (19-38 bytes an address; sized once from the
 segment's expected rows when known, else doubled as it fills, when a growth briefly holds

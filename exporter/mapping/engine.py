@@ -43,7 +43,7 @@ class RowEngine:
         fingerprint of each other row by line."""
         self.tally.row += 1
         block, unchanged, fingerprints = self.delta.skip_unchanged(block.split_text(), self.mapper.value_indexes)
-        return map_chunk(self.mapper, block, self.delta.stable_keys), unchanged, fingerprints
+        return map_chunk(self.mapper, block, self.delta.email_keys), unchanged, fingerprints
 
 
 class ColumnarEngine(RowEngine):

@@ -90,7 +90,7 @@ class SyncRun:
         writer = SnapshotWriter(self.workdir)
         delta.write(writer, emails, refused, removal.removed_positions)
         header = header_for(self.list_id, self.digest, snapshot.header if snapshot else None, self.full,
-                            report.run_id, utc_now())
+                            report.run_id, utc_now(), delta.keying.name)
         path = writer.finish(header)
         await sync.store.replace(path)
         report.sync["members"] = header.members

@@ -31,7 +31,7 @@ import orjson
 from exporter.mapping.chunks import MappedChunk
 from exporter.mapping.dedupe import Deduplicator
 from exporter.sources.rows import RowBlock
-from exporter.sync.keys import email_key, fingerprints
+from exporter.sync.keys import KEYINGS, NEW_SNAPSHOTS, run_keys
 from exporter.sync.snapshot import Snapshot, SnapshotDamaged, SnapshotHeader, SnapshotWriter
 
 SAMPLE_SIZE = 10  # rows of each kind a preview lists
@@ -61,6 +61,9 @@ class Delta:
         ``spool``: a folder for new members' emails (None: no snapshot is written: none is kept,
         or a dry run)."""
         self.snapshot = snapshot
+        # Keys and fingerprints are made as the snapshot's were (its header names how), so
+        # the two are comparable; a run without one starts a snapshot of the newest kind.
+        self.keying = KEYINGS[snapshot.header.keys] if snapshot is not None else NEW_SNAPSHOTS
         members = len(snapshot.keys) if snapshot is not None else 0
         self.first_line = array("I", bytes(4 * members))
         self.resend_all = resend_all
@@ -74,11 +77,11 @@ class Delta:
         """Each row's fingerprint is needed: to compare it with the snapshot, or to record it."""
         return self._spool is not None or self.comparing
 
-    @property
-    def stable_keys(self) -> bool:
-        """Email keys must outlive the run (``email_key``): they are compared with a snapshot or
-        written to one. Otherwise keys only de-duplicate within the run (``run_keys``)."""
-        return self.fingerprinting
+    def email_keys(self, emails_lower: list[bytes]) -> array:
+        """Keys of lower-cased UTF-8 emails (0 for an empty one). They must outlive the run
+        (``keying``) when they are compared with a snapshot or written to one; otherwise they
+        only de-duplicate within the run (``run_keys``, cheaper)."""
+        return (self.keying.email_keys if self.fingerprinting else run_keys)(emails_lower)
 
     @property
     def comparing(self) -> bool:
@@ -105,10 +108,11 @@ class Delta:
                 values = (row[indexes[0]] if indexes[0] < len(row) else None,)
             texts.append(text.encode("utf-8", "surrogatepass"))
             emails.append(values[0])
-        fps = fingerprints(texts)
+        fps = self.keying.fingerprints(texts)
         if not self.comparing:
             return block, 0, dict(zip(block.lines, fps, strict=True))
-        keys = [email_key(email.strip().lower()) if type(email) is str else 0 for email in emails]
+        keys = self.keying.email_keys([email.strip().lower().encode("utf-8", "surrogatepass") if type(email) is str else b""
+                                       for email in emails])
         keep = self.skip_known(block.lines, keys, fps)
         lines = [block.lines[i] for i in keep]
         fingerprints_by_line = {line: fps[i] for line, i in zip(lines, keep, strict=True)}
@@ -359,6 +363,6 @@ def _raw_text(row: Sequence[object], indexes: list[int]) -> str:
 
 
 def header_for(list_id: str, mapping: str, previous: SnapshotHeader | None, full: bool, run_id: str,
-               written_at: str) -> SnapshotHeader:
+               written_at: str, keys: str) -> SnapshotHeader:
     runs = 0 if full or previous is None else previous.runs_since_full + 1
-    return SnapshotHeader(list_id, mapping, 0, runs, run_id, written_at)
+    return SnapshotHeader(list_id, mapping, 0, runs, run_id, written_at, keys)

@@ -33,6 +33,7 @@ import orjson
 
 from exporter.errors import ExportError
 from exporter.sources.files import BlobLocation
+from exporter.sync.keys import KEYINGS
 
 MAGIC = b"KLAVIYO-EXPORTER-SNAPSHOT 2\n"
 MAX_HEADER = 64 * 1024
@@ -51,6 +52,7 @@ class SnapshotHeader:
     runs_since_full: int = 0  # for "full_every"
     run_id: str = ""
     written_at: str = ""
+    keys: str = "blake2b"  # how keys and fingerprints were made (``sync.keys.KEYINGS``); absent before xxHash
 
 
 class SnapshotStore(Protocol):
@@ -167,7 +169,7 @@ async def load_snapshot(store: SnapshotStore) -> Snapshot | None:
     try:
         header = SnapshotHeader(**orjson.loads(line))
         count = header.members
-        if type(count) is not int or count < 0:
+        if type(count) is not int or count < 0 or header.keys not in KEYINGS:
             raise ValueError
     except (orjson.JSONDecodeError, TypeError, ValueError):
         raise SnapshotDamaged(damaged) from None
