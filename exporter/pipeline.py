@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any, Callable
 from exporter.batching import ImportJob, JobBatcher
 from exporter.errors import ExportError, KlaviyoRequestError
 from exporter.klaviyo.client import InvalidProfiles, JobStatus, KlaviyoClient, ProfileProblem
+from exporter.klaviyo.limits import PAGE_SIZE_MAX
 from exporter.ledger import Accepted, JobLedger, MemoryLedger, Settled
 from exporter.mapping import FieldMapping, ProfileMapper
 from exporter.mapping.engine import RowEngine, engine_for
@@ -71,7 +71,11 @@ class PipelineOptions:
     queued_jobs: int = 2  # jobs built ahead of the senders; each is at most 5 MB
     poll_interval: float = 1.0  # the longest wait between polls once every job is sent
     first_poll: float = 0.25  # the first wait after the last job is sent (doubling from there)
-    poll_while_sending: float = 5.0  # polls share the tier's rate limit: rare while jobs still go out
+    # Polls share the import tier's rate limit: while jobs still go out, a poll takes a job's
+    # slot, so it waits until a listing page's worth of jobs is pending (one request learns of
+    # them all) or, when jobs go out slowly, until this long has passed.
+    poll_after_pending: int = PAGE_SIZE_MAX
+    poll_while_sending: float = 30.0
     deadline: float | None = None  # event-loop time after which the run hands over
     job_timeout: float = 3600.0  # a job Klaviyo has not finished by then fails the run
 
@@ -117,7 +121,10 @@ class _Run:
         where = segment.part_lines.describe if segment.part_lines else "line {}".format
         size, sized = segment.size, False
         async for block in segment.blocks:
-            chunk, unchanged, fingerprints = engine.map(block)
+            # Mapping a block takes tens of milliseconds of CPU: in a worker thread, so this
+            # loop still sends each job the moment the rate limit allows (a send that starts
+            # late also delays, window by window, every job after it).
+            chunk, unchanged, fingerprints = await asyncio.to_thread(engine.map, block)
             self.counts.rows_read += chunk.rows + unchanged
             self.counts.unchanged += unchanged
             if not sized and size and segment.bytes_read and self.counts.rows_read >= 1_000:
@@ -127,7 +134,7 @@ class _Run:
             if chunk.warnings:
                 self.rejects.add(chunk.warnings)
                 self.counts.warnings += len(chunk.warnings)
-            classified = self.delta.classify(chunk, fingerprints)
+            classified = await asyncio.to_thread(self.delta.classify, chunk, fingerprints)
             keep, seen = classified.keep, classified.duplicates
             self.counts.duplicates += len(seen)
             self.counts.unchanged += classified.unchanged
@@ -219,27 +226,27 @@ class _Run:
     async def poll(self) -> None:
         """Watch accepted jobs until Klaviyo finishes them. Polls share the bulk-import tier's
         rate limit with the job submissions, so while jobs are still being sent they are
-        rare (``poll_while_sending``); once the last job is in, the first poll comes soon
-        and the wait doubles up to ``poll_interval``, so the run ends close after Klaviyo does."""
+        rare (``poll_after_pending``, ``poll_while_sending``); once the last job is in, the
+        first poll comes soon and the wait doubles up to ``poll_interval``, so the run ends
+        close after Klaviyo does."""
         assert self.klaviyo is not None
         interval = min(self.options.first_poll, self.options.poll_interval)
         polled = False
         while not (self.sending_done.is_set() and (not self.pending or self.cut)):
             if not self.pending:
-                self.job_accepted.clear()
-                accepted = asyncio.ensure_future(self.job_accepted.wait())
-                done = asyncio.ensure_future(self.sending_done.wait())
-                await asyncio.wait({accepted, done}, return_when=asyncio.FIRST_COMPLETED)
-                accepted.cancel(), done.cancel()
+                await self._next_acceptance(None)
                 continue
             if self.sending_done.is_set() and self.past_deadline() and polled:
                 self.cut = True  # only waiting for Klaviyo now (and asked once in this leg): the next leg polls on
                 return
             if not self.sending_done.is_set():
-                with contextlib.suppress(TimeoutError):  # wake at once when the last job is in
-                    await asyncio.wait_for(self.sending_done.wait(), self.options.poll_while_sending)
+                loop = asyncio.get_running_loop()
+                until = loop.time() + self.options.poll_while_sending
+                while (len(self.pending) < self.options.poll_after_pending and not self.sending_done.is_set()
+                       and loop.time() < until):
+                    await self._next_acceptance(until - loop.time())
                 if self.sending_done.is_set():
-                    continue
+                    continue  # wake at once when the last job is in
             else:
                 await asyncio.sleep(interval)
                 interval = min(interval * 2, self.options.poll_interval)
@@ -250,6 +257,14 @@ class _Run:
                     await self._settle(status)
             self._check_stuck()
             self.tick()
+
+    async def _next_acceptance(self, timeout: float | None) -> None:
+        """Until a job is accepted, the last job is sent, or ``timeout`` seconds pass."""
+        self.job_accepted.clear()
+        accepted = asyncio.ensure_future(self.job_accepted.wait())
+        done = asyncio.ensure_future(self.sending_done.wait())
+        await asyncio.wait({accepted, done}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        accepted.cancel(), done.cancel()
 
     def _check_stuck(self) -> None:
         now = asyncio.get_running_loop().time()

@@ -270,5 +270,19 @@ async def test_polls_wait_until_the_jobs_are_sent_then_come_soon(start_simulator
     assert 1 <= _job_listings(sim) <= 10
 
 
+async def test_while_jobs_go_out_a_poll_waits_for_a_page_of_pending_jobs(start_simulator, tmp_path) -> None:
+    """A poll while sending takes a job's slot: it comes once enough jobs are pending for one
+    listing page to learn of them all (here 2, instead of Klaviyo's 100)."""
+    sim = await start_simulator(job_delay=1.0)  # nothing finishes while the jobs go out
+    pending_at_poll: list[int] = []
+    sim.simulator.on_job_accepted = lambda count: pending_at_poll.append(_job_listings(sim))
+    source = write(tmp_path, "s.csv", segment_bytes(60_000))
+    options = PipelineOptions(poll_interval=0.05, first_poll=0.02, poll_after_pending=2)
+    async with client_for(sim) as client:
+        await run_export(plan(source), client, RejectsFile(tmp_path / "r.csv"), options=options)
+    assert len(pending_at_poll) == 6
+    assert pending_at_poll[:2] == [0, 0] and pending_at_poll[-1] >= 1  # polled while sending, not before 2 were in
+
+
 def _job_listings(sim) -> int:
     return sum(n for route, n in sim.simulator.stats.by_route.items() if route.startswith("GET /api/profile-bulk-import-jobs"))
