@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import concurrent.futures
 import tempfile
 import time
 from dataclasses import dataclass
@@ -116,15 +117,23 @@ class _Run:
         return deadline is not None and asyncio.get_running_loop().time() > deadline
 
     async def read(self, segment: Segment, engine: RowEngine) -> None:
+        # Mapping a block takes tens of milliseconds of CPU: in a thread of its own, so this
+        # loop still sends each job the moment the rate limit allows (a send that starts late
+        # also delays, window by window, every job after it). One thread, always the same:
+        # each new thread would get its own malloc arena and hold tens of MB more.
+        mapping = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mapping")
+        try:
+            await self._read_blocks(segment, engine, mapping)
+        finally:
+            mapping.shutdown(wait=False, cancel_futures=True)
+
+    async def _read_blocks(self, segment: Segment, engine: RowEngine, mapping: concurrent.futures.Executor) -> None:
+        loop = asyncio.get_running_loop()
         batcher = JobBatcher(self.plan.list_id)
-        new_jobs = 0
         where = segment.part_lines.describe if segment.part_lines else "line {}".format
-        size, sized = segment.size, False
+        size, sized, new_jobs = segment.size, False, 0
         async for block in segment.blocks:
-            # Mapping a block takes tens of milliseconds of CPU: in a worker thread, so this
-            # loop still sends each job the moment the rate limit allows (a send that starts
-            # late also delays, window by window, every job after it).
-            chunk, unchanged, fingerprints = await asyncio.to_thread(engine.map, block)
+            chunk, unchanged, fingerprints = await loop.run_in_executor(mapping, engine.map, block)
             self.counts.rows_read += chunk.rows + unchanged
             self.counts.unchanged += unchanged
             if not sized and size and segment.bytes_read and self.counts.rows_read >= 1_000:
@@ -134,7 +143,7 @@ class _Run:
             if chunk.warnings:
                 self.rejects.add(chunk.warnings)
                 self.counts.warnings += len(chunk.warnings)
-            classified = await asyncio.to_thread(self.delta.classify, chunk, fingerprints)
+            classified = await loop.run_in_executor(mapping, self.delta.classify, chunk, fingerprints)
             keep, seen = classified.keep, classified.duplicates
             self.counts.duplicates += len(seen)
             self.counts.unchanged += classified.unchanged
@@ -148,7 +157,6 @@ class _Run:
             if new_jobs and self.past_deadline():
                 self.cut = True
                 break
-            await asyncio.sleep(0)  # let senders and the poller run between blocks
         else:
             for job in batcher.flush():
                 await self.queue.put(job)
