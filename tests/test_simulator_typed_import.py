@@ -181,6 +181,6 @@ def test_a_first_import_in_bulk_leaves_the_account_as_one_by_one_imports_do(repe
     assert bulk.profile_count() == one_by_one.profile_count() == (60 if repeat is None else 59)
     assert bulk.member_emails("L1") == one_by_one.member_emails("L1")
     assert [bulk.attributes(p) for p in bulk.profile_ids()] == [one_by_one.attributes(p) for p in one_by_one.profile_ids()]
-    assert [(j.completed, j.failed, j.profile_ids) for j in bulk.jobs.values()] \
-        == [(j.completed, j.failed, j.profile_ids) for j in one_by_one.jobs.values()]
+    assert [(j.completed, j.failed, j.errors) for j in bulk.jobs.values()] \
+        == [(j.completed, j.failed, j.errors) for j in one_by_one.jobs.values()]
     assert bulk.attributes(bulk.profile_ids_by_email(["ada.lovelace.40@example.com"])[0])["first_name"] == "Renamed"

@@ -41,7 +41,6 @@ class SimJob:
     started_at: str | None = None
     completed_at: str | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)
-    profile_ids: list[str] = field(default_factory=list)
 
     def resource(self, base_url: str) -> dict[str, Any]:
         own = f"{base_url}/api/profile-bulk-import-jobs/{self.job_id}/"
@@ -176,7 +175,7 @@ class Account:
         self._number_by_key.update(zip(keys, numbers, strict=True))
         for list_id in job.list_ids:
             self._members[list_id].update(dict.fromkeys(numbers))
-        job.profile_ids, job.completed = list(map(_profile_id, numbers)), len(keys)
+        job.completed = len(keys)
         return True
 
     def _import_one(self, job: SimJob, index: int, sent: SentAttributes) -> None:
@@ -197,7 +196,6 @@ class Account:
             })
             return
         number = self._upsert(attributes)
-        job.profile_ids.append(_profile_id(number))
         for list_id in job.list_ids:
             self._members[list_id][number] = None
         job.completed += 1

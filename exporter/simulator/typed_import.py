@@ -14,7 +14,8 @@ exactly as strict, and a test holds the two ways to the same verdicts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from operator import attrgetter
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import msgspec
 import pyarrow as pa
@@ -69,6 +70,9 @@ class Attributes(Struct, forbid_unknown_fields=True, gc=False):
     properties: dict[str, str] | None | UnsetType = UNSET
 
 
+P = TypeVar("P")
+
+
 class _Profile(Struct, forbid_unknown_fields=True, gc=False):
     type: Literal["profile"]
     attributes: Attributes
@@ -87,28 +91,30 @@ class _Relationships(Struct):
     lists: _Lists
 
 
-class _Profiles(Struct):
-    data: list[msgspec.Raw]  # kept raw: each profile's size is measured before it is decoded
+class _Profiles(Struct, Generic[P]):
+    data: list[P]
 
 
-class _JobAttributes(Struct):
-    profiles: _Profiles
+class _JobAttributes(Struct, Generic[P]):
+    profiles: _Profiles[P]
 
 
-class _Job(Struct):
+class _Job(Struct, Generic[P]):
     type: Literal["profile-bulk-import-job"]
-    attributes: _JobAttributes
+    attributes: _JobAttributes[P]
     relationships: _Relationships | None = None
 
 
-class _Body(Struct, forbid_unknown_fields=True):
-    data: _Job
+class _Body(Struct, Generic[P], forbid_unknown_fields=True):
+    data: _Job[P]
 
 
 SentAttributes = Attributes | dict[str, Any]  # a job the exact checks passed holds dicts
 
-_BODY = msgspec.json.Decoder(_Body)
-_PROFILE = msgspec.json.Decoder(_Profile)
+# Two passes: profiles kept raw, so each one's size is measured before any is decoded;
+# then all of them typed.
+_SIZES = msgspec.json.Decoder(_Body[msgspec.Raw])
+_TYPED = msgspec.json.Decoder(_Body[_Profile])
 
 
 @dataclass
@@ -120,19 +126,19 @@ class ImportJob:
 def decode_import_job(raw: bytes, request_rejects: frozenset[str] = frozenset()) -> ImportJob | None:
     """The job in ``raw`` if it is valid throughout; ``None`` if the exact checks must decide."""
     try:
-        body = _BODY.decode(raw)
-        raws = body.data.attributes.profiles.data
-        # Only strings and known names get through the decoder, so a profile re-serialized
-        # compactly (as the exact check measures it) is never longer than it was sent.
+        raws = _SIZES.decode(raw).data.attributes.profiles.data
+        # Only strings and known names get through the typed decoder, so a profile
+        # re-serialized compactly (as the exact check measures it) is never longer than sent.
         if not 0 < len(raws) <= MAX_PROFILES_PER_JOB or max(map(len, raws)) > MAX_PROFILE_BYTES:
             return None
-        profiles = [profile.attributes for profile in map(_PROFILE.decode, raws)]
+        body = _TYPED.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError):
         return None
-    emails = [attributes.email for attributes in profiles]
+    profiles = list(map(attrgetter("attributes"), body.data.attributes.profiles.data))
+    emails = list(map(attrgetter("email"), profiles))
     if not all(emails):
         return None  # a profile without an email is checked the exact way
-    phones = [phone for phone in (attributes.phone_number for attributes in profiles) if isinstance(phone, str)]
+    phones = [phone for phone in map(attrgetter("phone_number"), profiles) if phone.__class__ is str]
     if not (_all_match(emails, EMAIL_RULE) and _all_match(phones, E164_RULE) and request_rejects.isdisjoint(emails)):
         return None
     lists = body.data.relationships.lists.data if body.data.relationships else []
