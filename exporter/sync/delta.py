@@ -324,7 +324,7 @@ class _Spool:
         self._emails.close()
 
 
-MERGE_MEMBERS = 262_144  # members held at once from all sorted runs while merging them
+MERGE_MEMBERS = 65_536  # members held at once from all sorted runs while merging them
 MIN_MERGE_BLOCK = 512
 _ARROW_TYPES = {"q": "int64", "I": "uint32"}
 
