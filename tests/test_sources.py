@@ -181,3 +181,60 @@ async def test_a_segment_knows_its_stored_size_from_a_file_and_from_a_blob(tmp_p
     for segment in (local, blob):
         assert segment.size == len(data)
         assert sum([len(block.rows) async for block in segment.blocks]) == 5_000
+
+
+async def test_a_blob_of_several_downloads_arrives_whole_in_bounded_pieces(azurite, upload, monkeypatch) -> None:
+    """Downloads are large (few requests) and read one ahead; what the parser sees is still
+    pieces of at most ``CHUNK_BYTES``, every byte once, in order."""
+    from exporter.sources import files
+
+    data = b"email,name\n" + b"".join(b"u%d@example.com,Name %d\n" % (i, i) for i in range(200_000))
+    assert len(data) > 2 * files.DOWNLOAD_BYTES
+    url = await upload("big/seg.csv", data)
+    pieces = [piece async for piece in files.blob_chunks(url, azurite.credential)]
+    assert b"".join(pieces) == data and max(map(len, pieces)) <= files.CHUNK_BYTES
+    columns, lines, rows, _ = await read_all(url, azurite.credential)
+    assert len(rows) == 200_000 and rows[-1] == ["u199999@example.com", "Name 199999"] and lines[-1] == 200_001
+
+
+async def test_a_blob_replaced_between_its_downloads_is_refused(azurite, upload) -> None:
+    from exporter.sources import files
+
+    data = b"email\n" + b"".join(b"u%d@example.com\n" % i for i in range(1_000_000))
+    assert len(data) > 5 * files.DOWNLOAD_BYTES  # more downloads than are read ahead
+    url = await upload("moving/seg.csv", data)
+    pieces = files.blob_chunks(url, azurite.credential)
+    await pieces.__anext__()  # the first download is in; the one read ahead may be too
+    await upload("moving/seg.csv", data.replace(b"u1@", b"v1@"))
+    with pytest.raises(SourceError, match="was replaced or changed after the run started"):
+        async for _ in pieces:
+            pass
+
+
+async def test_read_ahead_keeps_order_hands_over_a_failure_in_turn_and_stops_with_its_reader() -> None:
+    import asyncio
+
+    from exporter.sources.files import read_ahead
+
+    fetched: list[int] = []
+
+    async def items(fail_at: int | None = None):
+        for i in range(5):
+            if i == fail_at:
+                raise OSError("lost")
+            fetched.append(i)
+            yield i
+            await asyncio.sleep(0)
+
+    assert [i async for i in read_ahead(items())] == [0, 1, 2, 3, 4]
+    got: list[int] = []
+    with pytest.raises(OSError, match="lost"):
+        async for i in read_ahead(items(fail_at=3)):
+            got.append(i)
+    assert got == [0, 1, 2]
+    fetched.clear()
+    reader = read_ahead(items())
+    assert await reader.__anext__() == 0
+    await reader.aclose()
+    await asyncio.sleep(0.01)
+    assert fetched[-1] <= 2  # one item ahead at most, then nothing more is fetched

@@ -1,17 +1,19 @@
 """Byte streams from where segments live: a local path, or an Azure blob (async SDK).
 
 Blobs are read with the async ``azure-storage-blob`` client in bounded chunks, so a
-segment of any size costs one chunk of memory. Credentials are injected (a connection
-string for Azurite and local runs, otherwise ``DefaultAzureCredential``), never read here
-from logs or the URL.
+segment of any size costs two downloads' worth of memory (one is read ahead). Credentials
+are injected (a connection string for Azurite and local runs, otherwise
+``DefaultAzureCredential``), never read here from logs or the URL.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, TypeVar, cast
 from urllib.parse import urlsplit
 
 from exporter.connection_string import account_key
@@ -20,7 +22,11 @@ from exporter.errors import SourceError
 if TYPE_CHECKING:  # the storage SDK is imported when a blob is read, not to read a local file
     from azure.storage.blob.aio import BlobClient
 
-CHUNK_BYTES = 256 * 1024  # bounds memory per block; the first GET is capped too, not 32 MB
+T = TypeVar("T")
+CHUNK_BYTES = 256 * 1024  # a source's pieces, so a block's memory stays bounded
+# One GET of a blob (the first one too, not the SDK's 32 MB): a GET per 256 KB piece was the
+# blob source's ceiling (a 75 MB segment took 300 requests in a row).
+DOWNLOAD_BYTES = 2 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,7 @@ class BlobLocation:
 
         credential = self.credential if self.credential is not None else credential_from_environment()
         return BlobClient(self.account_url, self.container, self.name, credential=credential,
-                          max_single_get_size=CHUNK_BYTES, max_chunk_get_size=CHUNK_BYTES, **self.options)
+                          max_single_get_size=DOWNLOAD_BYTES, max_chunk_get_size=DOWNLOAD_BYTES, **self.options)
 
 
 def is_blob_url(source: str) -> bool:
@@ -73,13 +79,15 @@ def blob_client(url: str, credential: Any = None) -> BlobClient:
 
     if credential is None:
         credential = credential_from_environment()
-    return BlobClient.from_blob_url(url, credential=credential, max_single_get_size=CHUNK_BYTES, max_chunk_get_size=CHUNK_BYTES)
+    return BlobClient.from_blob_url(url, credential=credential, max_single_get_size=DOWNLOAD_BYTES,
+                                    max_chunk_get_size=DOWNLOAD_BYTES)
 
 
 async def blob_chunks(source: str | BlobLocation, credential: Any = None,
                       on_size: Callable[[int], None] | None = None) -> AsyncIterator[bytes]:
-    """The blob's bytes (its pinned version, if any); ``on_size`` is told its size once the
-    download has started."""
+    """The blob's bytes (its pinned version, if any), in pieces of ``CHUNK_BYTES``; ``on_size``
+    is told its size once the download has started. The next GET runs while the caller works
+    on the pieces of this one."""
     from azure.core import MatchConditions
     from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
 
@@ -90,11 +98,12 @@ async def blob_chunks(source: str | BlobLocation, credential: Any = None,
     conditions: dict[str, Any] = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
     async with client:
         try:
-            downloader = await client.download_blob(**conditions)
+            downloader = await client.download_blob(**conditions)  # its later GETs ask for the first one's version
             if on_size is not None and downloader.size is not None:
                 on_size(downloader.size)
-            async for chunk in downloader.chunks():
-                yield chunk
+            async for download in read_ahead(downloader.chunks()):
+                for start in range(0, len(download), CHUNK_BYTES):
+                    yield download[start:start + CHUNK_BYTES]
         except ResourceNotFoundError:
             raise SourceError(f"blob not found: {name}") from None
         except ResourceModifiedError:
@@ -102,6 +111,34 @@ async def blob_chunks(source: str | BlobLocation, credential: Any = None,
                               "the run stops rather than mix two versions (start a new run)") from None
         except AzureError as exc:
             raise SourceError(f"cannot read blob {name}: {exc.__class__.__name__}") from None
+
+
+async def read_ahead(items: AsyncIterator[T]) -> AsyncIterator[T]:
+    """``items``, with the next one fetched while the caller works on this one."""
+    ahead: asyncio.Queue[tuple[T | None, BaseException | None, bool]] = asyncio.Queue(1)
+
+    async def fetch() -> None:
+        try:
+            async for item in items:
+                await ahead.put((item, None, False))
+        except Exception as exc:  # handed to the caller, in order, as if it had fetched itself
+            await ahead.put((None, exc, True))
+        else:
+            await ahead.put((None, None, True))
+
+    fetching = asyncio.create_task(fetch())
+    try:
+        while True:
+            item, error, done = await ahead.get()
+            if error is not None:
+                raise error
+            if done:
+                return
+            yield cast(T, item)
+    finally:
+        fetching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await fetching
 
 
 def blob_folder_address(url: str) -> tuple[str, str, str]:
