@@ -259,69 +259,63 @@ SLICE = 65_536  # old members copied at once
 
 
 class _Spool:
-    """New members on disk: keys, fingerprints and lines as machine words, emails as lines.
+    """New members, sorted by key a run at a time as they come, each run kept on disk (keys,
+    fingerprints and lines as machine words, emails as lines).
 
-    Sorting and merging them for the snapshot runs in Arrow's kernels (``sort_indices``,
-    ``take``): a million new members are sorted in C rather than by a Python key function
-    per member, which made the snapshot write the longest wait at the end of a first run.
+    Runs are sorted during the run, in the thread that maps the blocks, and with Arrow's
+    kernels (``sort_indices``, ``take``), so the snapshot write at the end only merges them:
+    it is the last wait of a run, after Klaviyo has finished.
     """
 
-    RUN = 65_536  # members sorted at once when the snapshot is written
+    RUN = 65_536  # members sorted at once
 
     def __init__(self, folder: Path):
         self._folder = folder
-        self._files = {name: (folder / f"new-{name}.bin").open("w+b") for name in ("keys", "fps", "lines")}
-        self._emails = (folder / "new-emails.txt").open("w+b")
-        self._runs: list[IO[Any]] = []
+        self._pending: list[tuple[array, array, array, list[str]]] = []  # not yet in a sorted run
+        self._pending_members = 0
+        self._runs: list[tuple[IO[bytes], IO[bytes], int]] = []  # (numbers, email lines, members)
 
     def add(self, keys: array, fps: array, lines: array, emails: list[str]) -> None:
-        for name, values in (("keys", keys), ("fps", fps), ("lines", lines)):
-            values.tofile(self._files[name])
-        self._emails.write(("\n".join(emails) + "\n").encode())
+        self._pending.append((keys, fps, lines, emails))
+        self._pending_members += len(keys)
+        if self._pending_members >= self.RUN:
+            self._sort_pending()
 
-    def _chunks(self) -> Iterator[tuple[array, array, array, list[bytes]]]:
-        """``RUN`` new members at a time; their emails as lines, newline included."""
-        for handle in (*self._files.values(), self._emails):
-            handle.flush()
-            handle.seek(0)
-        while True:
-            keys, fps, lines = array("q"), array("I"), array("I")
-            for values, name in ((keys, "keys"), (fps, "fps"), (lines, "lines")):
-                values.frombytes(self._files[name].read(self.RUN * values.itemsize))
-            if not keys:
-                return
-            yield keys, fps, lines, list(itertools.islice(self._emails, len(keys)))
-
-    def sorted_members(self, refused: set[int]) -> Iterator[tuple[array, array, list[bytes]]]:
-        """Blocks of (keys, fingerprints, email lines) of the new members Klaviyo imported, in
-        ascending key order: each run of ``RUN`` sorted in memory and kept on disk, then the
-        runs merged a block at a time."""
+    def _sort_pending(self) -> None:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        refused_lines = pa.array(sorted(refused), pa.uint32())
-        runs = []
-        for keys, fps, lines, emails in self._chunks():
-            order = pc.sort_indices(_arrow(keys))
-            if refused:
-                imported = pc.invert(pc.is_in(_arrow(lines), value_set=refused_lines)).take(order)
-                order = order.filter(imported)
-            numbers = tempfile.TemporaryFile(dir=self._folder)  # noqa: SIM115 (closed with the spool)
-            numbers.write(_buffer(_arrow(keys).take(order)))
-            numbers.write(_buffer(_arrow(fps).take(order)))
-            text = tempfile.TemporaryFile("w+b", dir=self._folder)  # noqa: SIM115
-            text.write(_buffer(pa.array(emails, pa.binary()).take(order)))
-            for handle in (numbers, text):
-                handle.seek(0)
-                self._runs.append(handle)
-            runs.append((numbers, text, len(order)))
-        block = max(MIN_MERGE_BLOCK, MERGE_MEMBERS // max(len(runs), 1))
-        return _merged([_read_run(numbers, text, count, block) for numbers, text, count in runs])
+        keys, fps, lines, emails = array("q"), array("I"), array("I"), []
+        for more_keys, more_fps, more_lines, more_emails in self._pending:
+            keys.extend(more_keys)
+            fps.extend(more_fps)
+            lines.extend(more_lines)
+            emails += more_emails
+        self._pending, self._pending_members = [], 0
+        if not keys:
+            return
+        order = pc.sort_indices(_arrow(keys))
+        numbers = tempfile.TemporaryFile(dir=self._folder)  # noqa: SIM115 (closed with the spool)
+        for values in (keys, fps, lines):
+            numbers.write(_buffer(_arrow(values).take(order)))
+        text = tempfile.TemporaryFile(dir=self._folder)  # noqa: SIM115
+        text.write(_buffer(pc.binary_join_element_wise(pa.array(emails, pa.string()).take(order), "", "\n")))
+        for handle in (numbers, text):
+            handle.seek(0)
+        self._runs.append((numbers, text, len(keys)))
+
+    def sorted_members(self, refused: set[int]) -> Iterator[tuple[array, array, list[bytes]]]:
+        """Blocks of (keys, fingerprints, email lines) of the new members Klaviyo imported
+        (not those on the ``refused`` lines), in ascending key order: the sorted runs merged
+        a block at a time."""
+        self._sort_pending()
+        block = max(MIN_MERGE_BLOCK, MERGE_MEMBERS // max(len(self._runs), 1))
+        return _merged([_read_run(numbers, text, count, block, refused) for numbers, text, count in self._runs])
 
     def close(self) -> None:
-        for handle in (*self._files.values(), *self._runs):
-            handle.close()
-        self._emails.close()
+        for numbers, text, _ in self._runs:
+            numbers.close()
+            text.close()
 
 
 MERGE_MEMBERS = 65_536  # members held at once from all sorted runs while merging them
@@ -340,23 +334,37 @@ def _buffer(values: Any) -> Any:
     """The bytes of a fixed-width or binary Arrow array's values, for writing out as they are."""
     import pyarrow as pa
 
-    if pa.types.is_binary(values.type):
+    if pa.types.is_binary(values.type) or pa.types.is_string(values.type):
         offsets = memoryview(values.buffers()[1]).cast("i")
         return memoryview(values.buffers()[2])[offsets[values.offset]:offsets[values.offset + len(values)]]
     width = values.type.bit_width // 8
     return memoryview(values.buffers()[1])[width * values.offset:width * (values.offset + len(values))]
 
 
-def _read_run(numbers: IO[bytes], text: IO[bytes], count: int, block: int) -> Iterator[tuple[array, array, list[bytes]]]:
-    """A sorted run's keys, fingerprints and email lines, ``block`` members at a time."""
+def _read_run(numbers: IO[bytes], text: IO[bytes], count: int, block: int,
+              refused: set[int]) -> Iterator[tuple[array, array, list[bytes]]]:
+    """A sorted run's keys, fingerprints and email lines, ``block`` members at a time, without
+    the members on ``refused`` lines."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    refused_lines = pa.array(sorted(refused), pa.uint32()) if refused else None
     for start in range(0, count, block):
         size = min(block, count - start)
-        keys, fps = array("q"), array("I")
-        numbers.seek(8 * start)
-        keys.frombytes(numbers.read(8 * size))
-        numbers.seek(8 * count + 4 * start)
-        fps.frombytes(numbers.read(4 * size))
-        yield keys, fps, list(itertools.islice(text, size))
+        keys, fps, lines = array("q"), array("I"), array("I")
+        for values, at in ((keys, 8 * start), (fps, 8 * count + 4 * start), (lines, 12 * count + 4 * start)):
+            numbers.seek(at)
+            values.frombytes(numbers.read(values.itemsize * size))
+        emails = list(itertools.islice(text, size))
+        if refused_lines is not None:
+            gone = pc.is_in(_arrow(lines), value_set=refused_lines)
+            if pc.any(gone).as_py():
+                kept = pc.indices_nonzero(pc.invert(gone)).to_pylist()
+                keys, fps = array("q", [keys[i] for i in kept]), array("I", [fps[i] for i in kept])
+                emails = [emails[i] for i in kept]
+                if not kept:
+                    continue
+        yield keys, fps, emails
 
 
 def _merged(runs: list[Iterator[tuple[array, array, list[bytes]]]]) -> Iterator[tuple[array, array, list[bytes]]]:
@@ -367,6 +375,7 @@ def _merged(runs: list[Iterator[tuple[array, array, list[bytes]]]]) -> Iterator[
     import pyarrow.compute as pc
 
     current = [next(run, None) for run in runs]
+    taken = [0] * len(runs)  # how much of each run's current block earlier steps took
     while True:
         held = [block for block in current if block is not None]
         if not held:
@@ -377,11 +386,14 @@ def _merged(runs: list[Iterator[tuple[array, array, list[bytes]]]]) -> Iterator[
             if block is None:
                 continue
             run_keys, run_fps, run_emails = block
-            cut = bisect_right(run_keys, limit)
-            keys.extend(run_keys[:cut])
-            fps.extend(run_fps[:cut])
-            emails += run_emails[:cut]
-            current[r] = (run_keys[cut:], run_fps[cut:], run_emails[cut:]) if cut < len(run_keys) else next(runs[r], None)
+            start, cut = taken[r], bisect_right(run_keys, limit, taken[r])
+            keys.extend(run_keys[start:cut])
+            fps.extend(run_fps[start:cut])
+            emails += run_emails[start:cut]
+            if cut < len(run_keys):
+                taken[r] = cut
+            else:
+                current[r], taken[r] = next(runs[r], None), 0
         order = pc.sort_indices(_arrow(keys))
         sorted_keys, sorted_fps = array("q"), array("I")
         sorted_keys.frombytes(_buffer(_arrow(keys).take(order)))
