@@ -267,7 +267,7 @@ class _Spool:
     it is the last wait of a run, after Klaviyo has finished.
     """
 
-    RUN = 65_536  # members sorted at once
+    RUN = 32_768  # members sorted at once
 
     def __init__(self, folder: Path):
         self._folder = folder
