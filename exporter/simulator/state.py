@@ -167,12 +167,14 @@ class Account:
         if not all(emails):
             return False
         keys = list(map(str.lower, emails))
-        if (any(map(methodcaller("endswith", UNDELIVERABLE_TLDS), keys)) or len(set(keys)) < len(keys)
-                or not self._number_by_key.keys().isdisjoint(keys)):
+        if any(map(methodcaller("endswith", UNDELIVERABLE_TLDS), keys)):
             return False
         numbers = range(len(self._profiles) + 1, len(self._profiles) + 1 + len(keys))
+        by_key = dict(zip(keys, numbers, strict=True))
+        if len(by_key) < len(keys) or not self._number_by_key.keys().isdisjoint(by_key):
+            return False  # an email twice in the job, or one already known
         self._profiles.extend(profiles)
-        self._number_by_key.update(zip(keys, numbers, strict=True))
+        self._number_by_key.update(by_key)
         for list_id in job.list_ids:
             self._members[list_id].update(dict.fromkeys(numbers))
         job.completed = len(keys)
