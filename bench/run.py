@@ -254,7 +254,8 @@ def write_markdown(rows: int, size: int, results: list[dict[str, object]], refre
         "- *exporter CPU*: the export process's own user + system CPU (`wait4`), per row, start-up included;",
         "- *simulator CPU*: the simulator process's user + system CPU during the run, per profile (target <= 4 µs);",
         "- *engine*: `--engine row` maps row by row; `--engine columnar` (the default) maps each block of plain CSV "
-        "lines with Arrow kernels and any other block row by row (Parquet blocks all take the row path today);",
+        "lines, and each Parquet batch of string columns without nulls, with Arrow kernels, and any other "
+        "block row by row;",
         "- *dry run*: `--dry-run` from the local file, no API key (nothing asked of Klaviyo); targets >= 250,000 "
         "profiles/s dry, >= 200,000 with limits off.",
         "",
