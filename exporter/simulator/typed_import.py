@@ -70,9 +70,6 @@ class Attributes(Struct, forbid_unknown_fields=True, gc=False):
     properties: dict[str, str] | None | UnsetType = UNSET
 
 
-P = TypeVar("P")
-
-
 class _Profile(Struct, forbid_unknown_fields=True, gc=False):
     type: Literal["profile"]
     attributes: Attributes
@@ -89,6 +86,9 @@ class _Lists(Struct):
 
 class _Relationships(Struct):
     lists: _Lists
+
+
+P = TypeVar("P")  # how a body's profiles are decoded: kept raw (sizes), or typed
 
 
 class _Profiles(Struct, Generic[P]):
