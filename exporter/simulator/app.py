@@ -225,11 +225,10 @@ class KlaviyoSimulator:
             return _errors(404, error(404, "not_found", "Not found.", f"A list with id {unknown[0]} does not exist.",
                                       "/data/relationships/lists/data/0/id"))
         job = self.account.submit(decoded.profiles, decoded.list_ids)
-        profiles = decoded.profiles
         self.stats.jobs_received += 1
         if self.on_job_accepted is not None:
             self.on_job_accepted(self.stats.jobs_received)
-        self.stats.profiles_received += len(profiles)
+        self.stats.profiles_received += len(decoded.profiles)
         self.stats.last_job_received_at = time.time()
         return _json({"data": job.resource(_base(request))}, 202)
 

@@ -5,8 +5,8 @@ The snapshot's own arrays do the de-duplication of its members: each member gets
 this run first saw it on (4 bytes a member; 0 = not seen, so a leaver), and the
 fingerprint of a changed member is overwritten in place. Only emails the snapshot does not
 hold go through the ``Deduplicator`` table; new members' keys, fingerprints, lines and
-emails are spooled to disk block by block, sorted in bounded runs when the snapshot is
-written, and the runs merged a block at a time. Memory is therefore about 16 bytes a
+emails are sorted into bounded runs on disk as the run goes on, and the runs are merged a
+block at a time when the snapshot is written. Memory is therefore about 16 bytes a
 snapshot member plus the table's 12 bytes a slot for new members (at most 5/8 full).
 
 The next snapshot is what Klaviyo really holds after the run: old members (minus the
