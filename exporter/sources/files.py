@@ -27,6 +27,7 @@ CHUNK_BYTES = 256 * 1024  # a source's pieces, so a block's memory stays bounded
 # One GET of a blob (the first one too, not the SDK's 32 MB): a GET per 256 KB piece was the
 # blob source's ceiling (a 75 MB segment took 300 requests in a row).
 DOWNLOAD_BYTES = 2 * 1024 * 1024
+_DOWNLOADS = {"max_single_get_size": DOWNLOAD_BYTES, "max_chunk_get_size": DOWNLOAD_BYTES}  # BlobClient options
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class BlobLocation:
 
         credential = self.credential if self.credential is not None else credential_from_environment()
         return BlobClient(self.account_url, self.container, self.name, credential=credential,
-                          max_single_get_size=DOWNLOAD_BYTES, max_chunk_get_size=DOWNLOAD_BYTES, **self.options)
+                          **(_DOWNLOADS | self.options))
 
 
 def is_blob_url(source: str) -> bool:
@@ -79,8 +80,7 @@ def blob_client(url: str, credential: Any = None) -> BlobClient:
 
     if credential is None:
         credential = credential_from_environment()
-    return BlobClient.from_blob_url(url, credential=credential, max_single_get_size=DOWNLOAD_BYTES,
-                                    max_chunk_get_size=DOWNLOAD_BYTES)
+    return BlobClient.from_blob_url(url, credential=credential, **_DOWNLOADS)
 
 
 async def blob_chunks(source: str | BlobLocation, credential: Any = None,
