@@ -27,7 +27,7 @@ CHUNK_BYTES = 256 * 1024  # a source's pieces, so a block's memory stays bounded
 # One GET of a blob (the first one too, not the SDK's 32 MB): a GET per 256 KB piece was the
 # blob source's ceiling (a 75 MB segment took 300 requests in a row).
 DOWNLOAD_BYTES = 2 * 1024 * 1024
-_DOWNLOADS = {"max_single_get_size": DOWNLOAD_BYTES, "max_chunk_get_size": DOWNLOAD_BYTES}  # BlobClient options
+_DOWNLOADS: dict[str, Any] = {"max_single_get_size": DOWNLOAD_BYTES, "max_chunk_get_size": DOWNLOAD_BYTES}  # BlobClient options
 
 
 @dataclass(frozen=True)
