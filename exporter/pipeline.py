@@ -138,7 +138,9 @@ class _Run:
 
         batcher = JobBatcher(self.plan.list_id)
         where = segment.part_lines.describe if segment.part_lines else "line {}".format
-        size, sized, new_jobs = segment.size, False, 0
+        size, sized, new_jobs = segment.size, segment.rows is not None, 0
+        if segment.rows is not None:
+            self.delta.expect(segment.rows)
         async for block in segment.blocks:
             chunk, unchanged, fingerprints = await mapped(engine.map, block)
             self.counts.rows_read += chunk.rows + unchanged

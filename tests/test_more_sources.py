@@ -88,6 +88,23 @@ async def test_parquet_from_azurite_by_content_and_its_odd_types_as_text(azurite
     assert rows[3][-2:] == (4.5, None) and rows[0][0].endswith("@example.com")
 
 
+async def test_a_parquet_run_sizes_its_table_from_the_footer_once(tmp_path: Path, monkeypatch) -> None:
+    """Parquet's footer states the row count. An estimate from the bytes read would say the
+    whole file was read after the first batch (it is spooled whole), and the table would then
+    double its way up, holding two tables at each growth (a 1M-row run peaked ~25 MB higher)."""
+    from exporter.sources.parquet import BATCH_ROWS
+    from exporter.sync.delta import Delta
+
+    rows = 3 * BATCH_ROWS  # the first batch is not the whole file
+    parquet = as_parquet(segment_bytes(rows), tmp_path / "seg.parquet", row_group_size=BATCH_ROWS)
+    assert (await open_segment(str(parquet))).rows == rows
+    reserved: list[int] = []
+    monkeypatch.setattr(Delta, "expect", lambda self, rows: reserved.append(rows))
+    plan = ExportPlan("t", str(parquet), LIST_ID, FieldMapping.from_pairs("email", MAPPING))
+    report = await run_export(plan, None, RejectsFile(tmp_path / "rejects.csv"))
+    assert report.counts.rows_read == rows and reserved == [rows]
+
+
 async def test_a_damaged_parquet_file_is_a_clear_error(tmp_path: Path) -> None:
     from exporter.errors import SourceError
 

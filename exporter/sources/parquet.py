@@ -50,6 +50,7 @@ async def open_parquet(chunks: AsyncIterator[bytes], local_path: Path | None, na
     columns = list(reader.schema_arrow.names)
     segment = Segment(columns, _blocks(reader, spool, keep_batches), name)
     segment.bytes_read = path.stat().st_size
+    segment.rows = reader.metadata.num_rows  # the whole file is here already: no estimate from bytes read
     return segment
 
 

@@ -75,6 +75,7 @@ class Segment:
     bytes_read: int = 0  # of the file as stored, so far: with its size, how far the run has come
     part_lines: PartLines | None = None  # for a run of several part files
     size: int | None = None  # of the file(s) as stored, when known: to size the run's tables once
+    rows: int | None = None  # as the file states it (Parquet's footer), when it does: sizes them better still
 
 
 def has_undecodable(text: str) -> bool:
