@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import AsyncIterator, Callable, Sequence
 from urllib.parse import urlsplit
 
-from exporter.allocator import return_freed_memory
+from exporter.allocator import share_one_arena
 from exporter.errors import ConfigError, ExportError, TransientError
 from exporter.klaviyo.auth import KEY_ENV, ApiKeySource, api_key_from_environment
 from exporter.klaviyo.client import DEFAULT_BASE_URL, KlaviyoClient
@@ -192,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)  # argparse exits 2 on its own usage errors
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     tune_garbage_collector()
-    return_freed_memory()
+    share_one_arena()
     install_everywhere()
     logging.basicConfig(level=logging.WARNING, handlers=[logging.StreamHandler()],
                         format="%(levelname)s %(name)s: %(message)s")
