@@ -105,6 +105,25 @@ async def test_a_parquet_run_sizes_its_table_from_the_footer_once(tmp_path: Path
     assert report.counts.rows_read == rows and reserved == [rows]
 
 
+async def test_a_parquet_footers_row_count_reserves_no_more_than_the_file_could_hold(tmp_path: Path,
+                                                                                      monkeypatch) -> None:
+    """A footer's row count is the file's word: 300,000 rows of one repeated email take a few KB
+    (dictionary and run-length encoding), and a hostile footer can claim any count. The table
+    is reserved for at most one email per byte of the file, not for the rows claimed."""
+    from exporter.sync.delta import Delta
+
+    rows = 300_000
+    path = tmp_path / "same.parquet"
+    pq.write_table(pa.table({"email": ["same@example.com"] * rows}), path)
+    assert path.stat().st_size < 20_000
+    reserved: list[int] = []
+    monkeypatch.setattr(Delta, "expect", lambda self, count: reserved.append(count))
+    plan = ExportPlan("t", str(path), LIST_ID, FieldMapping.from_pairs("email", []))
+    report = await run_export(plan, None, RejectsFile(tmp_path / "rejects.csv"))
+    assert report.counts.duplicates == rows - 1
+    assert reserved == [path.stat().st_size]
+
+
 async def test_a_damaged_parquet_file_is_a_clear_error(tmp_path: Path) -> None:
     from exporter.errors import SourceError
 
