@@ -139,7 +139,8 @@ class _Run:
         batcher = JobBatcher(self.plan.list_id)
         where = segment.part_lines.describe if segment.part_lines else "line {}".format
         size, sized, new_jobs = segment.size, segment.rows is not None, 0
-        if segment.rows is not None:  # at most an email a stored byte: a footer may claim any count (grows if too few)
+        if segment.rows is not None:
+            # At most one email per stored byte: a footer may claim any count (the table grows if too few).
             self.delta.expect(min(segment.rows, size) if size else segment.rows)
         async for block in segment.blocks:
             chunk, unchanged, fingerprints = await mapped(engine.map, block)
