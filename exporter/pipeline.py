@@ -415,12 +415,27 @@ async def _run_stages(run: _Run, segment: Segment, engine: RowEngine) -> None:
         finally:
             run.sending_done.set()
 
+    async def merge_new_members() -> None:
+        """Once every job is sent, merge the snapshot's new members while Klaviyo finishes the
+        last jobs, in a thread (the poller keeps its turns); waited for even if the run fails,
+        so the spool is not closed under it."""
+        await run.sending_done.wait()
+        if run.cut:
+            return
+        merged = asyncio.get_running_loop().run_in_executor(None, run.delta.merge_new_members)
+        try:
+            await asyncio.shield(merged)
+        except asyncio.CancelledError:
+            await asyncio.wait([merged])
+            raise
+
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(run.read(segment, engine))
             group.create_task(senders())
             if run.klaviyo is not None:
                 group.create_task(run.poll())
+                group.create_task(merge_new_members())
     except BaseExceptionGroup as group_error:
         raise _first_export_error(group_error) from None
 

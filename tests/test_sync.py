@@ -387,10 +387,11 @@ def test_sorted_runs_merge_into_one_ascending_sequence_of_every_member() -> None
             expected += keys
             block = rng.randint(1, 50)
             runs.append(iter([(array("q", keys[i:i + block]), array("I", [k & 0xFFFF for k in keys[i:i + block]]),
+                               array("I", [k & 0xFFFFF for k in keys[i:i + block]]),
                                [b"%d\n" % k for k in keys[i:i + block]]) for i in range(0, len(keys), block)]))
-        merged = [(k, f, e) for keys, fps, emails in _merged(runs) for k, f, e in zip(keys, fps, emails, strict=True)]
-        assert [k for k, _, _ in merged] == sorted(expected)
-        assert all(f == k & 0xFFFF and e == b"%d\n" % k for k, f, e in merged)
+        merged = [member for block in _merged(runs) for member in zip(*block, strict=True)]
+        assert [k for k, *_ in merged] == sorted(expected)
+        assert all(f == k & 0xFFFF and line == k & 0xFFFFF and e == b"%d\n" % k for k, f, line, e in merged)
 
 
 def test_xxh3_keys_are_the_signed_canonical_digest_and_never_zero(monkeypatch) -> None:
@@ -406,3 +407,62 @@ def test_xxh3_keys_are_the_signed_canonical_digest_and_never_zero(monkeypatch) -
     monkeypatch.setattr(xxhash, "xxh3_64_intdigest", lambda data: 0)  # a digest of 0 would mark an empty slot
     monkeypatch.setattr(xxhash, "xxh32_intdigest", lambda data: 0)  # and a fingerprint of 0 means "resend"
     assert list(keying.email_keys([b"a@x.com", b""])) == [1, 0] and list(keying.fingerprints([b"x"])) == [1]
+
+
+def test_merging_the_new_members_early_changes_nothing_the_snapshot_gets(tmp_path: Path, monkeypatch) -> None:
+    """A sending run merges the spool's sorted runs into one once every job is sent; the write
+    at the end then leaves out the lines Klaviyo refused. Same members, same order, same
+    fingerprints and emails as merging at the write, with or without refused lines."""
+    import random
+    from array import array
+
+    from exporter.sync.delta import _Spool
+
+    monkeypatch.setattr(_Spool, "RUN", 40)
+
+    def members(folder: Path, merge_early: bool, refused: set[int]) -> list[tuple[object, ...]]:
+        rng, line = random.Random(5), 1
+        folder.mkdir()
+        spool = _Spool(folder)
+        for _ in range(30):
+            size = rng.randint(1, 25)
+            keys = array("q", (rng.randint(-2**63, 2**63 - 1) for _ in range(size)))
+            fps, lines = array("I", (rng.getrandbits(32) for _ in range(size))), array("I", range(line, line + size))
+            spool.add(keys, fps, lines, [f"u{n}@example.com" for n in lines])
+            line += size
+        if merge_early:
+            spool.merge_runs()
+            assert len(spool._runs) == 1
+        got = [member for block in spool.sorted_members(refused) for member in zip(*block, strict=True)]
+        spool.close()
+        return got
+
+    for case, refused in enumerate((set(), set(range(3, 400, 7)))):
+        early = members(tmp_path / f"early{case}", True, refused)
+        late = members(tmp_path / f"late{case}", False, refused)
+        assert early == late and len(early) > 300
+        assert [key for key, *_ in early] == sorted(key for key, *_ in early)
+        assert not any(email.decode().strip() in {f"u{n}@example.com" for n in refused} for *_, email in early)
+
+
+async def test_a_sending_run_merges_new_members_before_the_write_and_keeps_refused_rows_out(
+        start_simulator, tmp_path, monkeypatch) -> None:
+    """Through the pipeline: the merge runs once every job is sent (before the write), and the
+    snapshot still holds exactly what Klaviyo imported, not the rows it refused."""
+    from exporter.sync.delta import Delta, _Spool
+
+    monkeypatch.setattr(_Spool, "RUN", 4_000)  # several sorted runs in 30,000 rows
+    calls: list[str] = []
+    for name in ("merge_new_members", "write"):
+        original = getattr(Delta, name)
+        monkeypatch.setattr(Delta, name, lambda self, *a, _o=original, _n=name: (calls.append(_n), _o(self, *a))[1])
+    sim = await start_simulator(job_delay=0.05)
+    state, source = tmp_path / "state", tmp_path / "segment.csv"
+    source.write_bytes(segment(30_000, bad_every=997))
+    async with client_for(sim) as klaviyo:
+        report = await run_export(plan(str(source), state), klaviyo, RejectsFile(tmp_path / "r.csv"))
+    assert report.counts.klaviyo_errors > 0 and calls == ["merge_new_members", "write"]
+    snapshot = await load_snapshot(LocalSnapshotStore(state))
+    assert snapshot is not None and snapshot.header.members == len(sim.simulator.account.member_emails(LIST_ID))
+    emails = await copy_emails(LocalSnapshotStore(state), snapshot, tmp_path / "emails.txt")
+    assert set(emails.read_text().split()) == {e.lower() for e in sim.simulator.account.member_emails(LIST_ID)}

@@ -250,6 +250,12 @@ class Delta:
                         writer.email(email)
             old_until(len(old_keys))
 
+    def merge_new_members(self) -> None:
+        """Merge the new members' sorted runs into one, ahead of ``write``: a sending run does
+        it while Klaviyo finishes its last jobs, so the write at the end reads one run."""
+        if self._spool is not None:
+            self._spool.merge_runs()
+
     def close(self) -> None:
         if self._spool is not None:
             self._spool.close()
@@ -263,8 +269,9 @@ class _Spool:
     fingerprints and lines as machine words, emails as lines).
 
     Runs are sorted during the run, in the thread that maps the blocks, and with Arrow's
-    kernels (``sort_indices``, ``take``), so the snapshot write at the end only merges them:
-    it is the last wait of a run, after Klaviyo has finished.
+    kernels (``sort_indices``, ``take``). Once every job is sent they are merged into one run
+    (``merge_runs``) while Klaviyo finishes the last jobs, so the snapshot write at the end,
+    the last wait of a run, only reads it, leaving out the lines Klaviyo refused.
     """
 
     RUN = 32_768  # members sorted at once
@@ -306,11 +313,37 @@ class _Spool:
 
     def sorted_members(self, refused: set[int]) -> Iterator[tuple[array, array, list[bytes]]]:
         """Blocks of (keys, fingerprints, email lines) of the new members Klaviyo imported
-        (not those on the ``refused`` lines), in ascending key order: the sorted runs merged
-        a block at a time."""
+        (not those on the ``refused`` lines), in ascending key order."""
+        return ((keys, fps, emails) for keys, fps, _, emails in self._members(refused))
+
+    def merge_runs(self) -> None:
+        """Replace the sorted runs with one, every member kept with its line (what Klaviyo
+        refuses is only known later, and left out when the run is read)."""
+        self._sort_pending()
+        if len(self._runs) < 2:
+            return
+        total = sum(count for _, _, count in self._runs)
+        numbers = tempfile.TemporaryFile(dir=self._folder)  # noqa: SIM115 (closed with the spool)
+        text = tempfile.TemporaryFile(dir=self._folder)  # noqa: SIM115
+        at = 0
+        for keys, fps, lines, emails in self._members(set()):
+            for values, offset in ((keys, 8 * at), (fps, 8 * total + 4 * at), (lines, 12 * total + 4 * at)):
+                numbers.seek(offset)
+                numbers.write(values)
+            text.writelines(emails)
+            at += len(keys)
+        for handle in (numbers, text):
+            handle.seek(0)
+        self.close()
+        self._runs = [(numbers, text, total)]
+
+    def _members(self, refused: set[int]) -> Iterator[tuple[array, array, array, list[bytes]]]:
+        """The runs' members in ascending key order, a block at a time: one run as it is,
+        several merged."""
         self._sort_pending()
         block = max(MIN_MERGE_BLOCK, MERGE_MEMBERS // max(len(self._runs), 1))
-        return _merged([_read_run(numbers, text, count, block, refused) for numbers, text, count in self._runs])
+        runs = [_read_run(numbers, text, count, block, refused) for numbers, text, count in self._runs]
+        return runs[0] if len(runs) == 1 else _merged(runs)
 
     def close(self) -> None:
         for numbers, text, _ in self._runs:
@@ -342,9 +375,9 @@ def _buffer(values: Any) -> Any:
 
 
 def _read_run(numbers: IO[bytes], text: IO[bytes], count: int, block: int,
-              refused: set[int]) -> Iterator[tuple[array, array, list[bytes]]]:
-    """A sorted run's keys, fingerprints and email lines, ``block`` members at a time, without
-    the members on ``refused`` lines."""
+              refused: set[int]) -> Iterator[tuple[array, array, array, list[bytes]]]:
+    """A sorted run's keys, fingerprints, lines and email lines, ``block`` members at a time,
+    without the members on ``refused`` lines."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -361,13 +394,14 @@ def _read_run(numbers: IO[bytes], text: IO[bytes], count: int, block: int,
             if pc.any(gone).as_py():
                 kept = pc.indices_nonzero(pc.invert(gone)).to_pylist()
                 keys, fps = array("q", [keys[i] for i in kept]), array("I", [fps[i] for i in kept])
-                emails = [emails[i] for i in kept]
+                lines, emails = array("I", [lines[i] for i in kept]), [emails[i] for i in kept]
                 if not kept:
                     continue
-        yield keys, fps, emails
+        yield keys, fps, lines, emails
 
 
-def _merged(runs: list[Iterator[tuple[array, array, list[bytes]]]]) -> Iterator[tuple[array, array, list[bytes]]]:
+def _merged(runs: list[Iterator[tuple[array, array, array, list[bytes]]]]
+            ) -> Iterator[tuple[array, array, array, list[bytes]]]:
     """Sorted runs' blocks merged into blocks in ascending key order. Each step takes, from
     every run's current block, the members up to the smallest last key among those blocks
     (all of them are due before anything still unread), and sorts them together in C."""
@@ -381,24 +415,25 @@ def _merged(runs: list[Iterator[tuple[array, array, list[bytes]]]]) -> Iterator[
         if not held:
             return
         limit = min(block[0][-1] for block in held)
-        keys, fps, emails = array("q"), array("I"), []
+        keys, fps, lines, emails = array("q"), array("I"), array("I"), []
         for r, block in enumerate(current):
             if block is None:
                 continue
-            run_keys, run_fps, run_emails = block
+            run_keys, run_fps, run_lines, run_emails = block
             start, cut = taken[r], bisect_right(run_keys, limit, taken[r])
             keys.extend(run_keys[start:cut])
             fps.extend(run_fps[start:cut])
+            lines.extend(run_lines[start:cut])
             emails += run_emails[start:cut]
             if cut < len(run_keys):
                 taken[r] = cut
             else:
                 current[r], taken[r] = next(runs[r], None), 0
         order = pc.sort_indices(_arrow(keys))
-        sorted_keys, sorted_fps = array("q"), array("I")
-        sorted_keys.frombytes(_buffer(_arrow(keys).take(order)))
-        sorted_fps.frombytes(_buffer(_arrow(fps).take(order)))
-        yield sorted_keys, sorted_fps, pa.array(emails, pa.binary()).take(order).to_pylist()
+        sorted_keys, sorted_fps, sorted_lines = array("q"), array("I"), array("I")
+        for values, into in ((keys, sorted_keys), (fps, sorted_fps), (lines, sorted_lines)):
+            into.frombytes(_buffer(_arrow(values).take(order)))
+        yield sorted_keys, sorted_fps, sorted_lines, pa.array(emails, pa.binary()).take(order).to_pylist()
 
 
 def _raw_text(row: Sequence[object], indexes: list[int]) -> str:
