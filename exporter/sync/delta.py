@@ -252,7 +252,9 @@ class Delta:
 
     def merge_new_members(self) -> None:
         """Merge the new members' sorted runs into one, ahead of ``write``: a sending run does
-        it while Klaviyo finishes its last jobs, so the write at the end reads one run."""
+        it once every row is read, while Klaviyo finishes its last jobs, so the write at the end
+        reads one run. The de-duplication table is done with by then: freed first."""
+        self.table = Deduplicator(2)
         if self._spool is not None:
             self._spool.merge_runs()
 
