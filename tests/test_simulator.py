@@ -193,3 +193,31 @@ async def test_removal_and_lookup_have_their_own_rate_limits(simulator) -> None:
     assert statuses[:10] == [204] * 10 and statuses[10] == 429
     lookups = [(await get(simulator, '/api/profiles?filter=equals(email,"a@x.com")'))[0] for _ in range(12)]
     assert lookups == [200] * 12  # 75/s for reads: not throttled by the membership tier
+
+
+async def test_job_bodies_are_decoded_one_at_a_time(simulator, monkeypatch) -> None:
+    """Ten bodies decoded at once in ten threads kept the simulator's event loop waiting for the
+    GIL, so it timed arrivals late and throttled a client that had kept the limits. A decode
+    that lingers until another one starts shows whether two can ever run together."""
+    import threading
+
+    sim = simulator.simulator
+    decode = sim._decode_import_job
+    running, most, second_started = [0], [0], threading.Event()
+    lock = threading.Lock()
+
+    def lingering(raw: bytes):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            if running[0] > 1:
+                second_started.set()
+        second_started.wait(0.5)  # returns at once if another decode runs beside this one
+        with lock:
+            running[0] -= 1
+        return decode(raw)
+
+    monkeypatch.setattr(sim, "_decode_import_job", lingering)
+    answers = await asyncio.gather(*(post(simulator, job_body([{"email": f"u{i}@x.com"}])) for i in range(3)))
+    assert [status for status, _ in answers] == [202] * 3
+    assert most[0] == 1
