@@ -1,4 +1,5 @@
-"""The C allocator's settings for a long run: one arena for the whole process.
+"""The C allocator's settings for a long run: one arena for the whole process, and Arrow's
+buffers from it.
 
 An export allocates and frees megabytes at a time (a job's body, a block's Arrow buffers, a
 download) from two threads, the event loop and the mapping thread. glibc gives each thread
@@ -32,3 +33,12 @@ def share_one_arena() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     return bool(mallopt(M_ARENA_MAX, ARENAS))
+
+
+def arrow_on_c_allocator() -> None:
+    """Arrow's buffers from the C allocator, which returns freed memory: blocks and row groups
+    come and go, and Arrow's default (mimalloc) keeps freed pages, tens of MB at peak here.
+    pyarrow is imported here only when Arrow is used, so the CLI's start does not pay for it."""
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())

@@ -24,13 +24,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from exporter.allocator import arrow_on_c_allocator
 from exporter.klaviyo.limits import MAX_PROFILE_BYTES
 from exporter.mapping.chunks import MappedChunk, oversized
 from exporter.mapping.fields import LOCATION_PREFIX, PROPERTY_PREFIX, FieldMapping
 from exporter.mapping.mapper import MAX_ATTRIBUTE_CHARS, MappedProfile, ProfileMapper
 from exporter.mapping.validate import MAX_EMAIL_CHARS, MAX_LOCAL_PART_CHARS
 from exporter.rejects import Reject
-from exporter.sources.parquet import python_rows, use_c_allocator
+from exporter.sources.parquet import python_rows
 from exporter.sources.rows import RowBlock
 from exporter.sync.delta import Delta
 
@@ -84,7 +85,7 @@ class ColumnarMapper:
     """Maps blocks of one segment; ``rows`` is the row path's mapper for the same header."""
 
     def __init__(self, mapping: FieldMapping, rows: ProfileMapper):
-        use_c_allocator()
+        arrow_on_c_allocator()
         self.rows = rows
         self._email = rows.value_indexes[0]
         self._text: list[_Field] = []

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 
+from exporter.allocator import arrow_on_c_allocator
 from exporter.errors import SourceError
 from exporter.sources.rows import RowBlock, Segment
 
@@ -31,7 +32,7 @@ async def open_parquet(chunks: AsyncIterator[bytes], local_path: Path | None, na
 
     # One row group at a time on this thread (pyarrow's default decodes several ahead on
     # threads), from the C allocator: the two defaults cost ~50 MB here.
-    use_c_allocator()
+    arrow_on_c_allocator()
     spool = None
     if local_path is None:
         spool = tempfile.NamedTemporaryFile(prefix="segment-", suffix=".parquet")  # noqa: SIM115 (closed with the rows)
@@ -64,14 +65,6 @@ async def _blocks(reader: Any, spool: Any, keep_batches: bool) -> AsyncIterator[
     finally:
         if spool is not None:
             spool.close()
-
-
-def use_c_allocator() -> None:
-    """Arrow's buffers from the C allocator, which returns freed memory: blocks and row groups
-    come and go, and Arrow's default (mimalloc) keeps freed pages, tens of MB at peak here."""
-    import pyarrow as pa
-
-    pa.set_memory_pool(pa.system_memory_pool())
 
 
 def python_rows(batch: Any) -> list[Sequence[object]]:

@@ -5,8 +5,8 @@ The snapshot's own arrays do the de-duplication of its members: each member gets
 this run first saw it on (4 bytes a member; 0 = not seen, so a leaver), and the
 fingerprint of a changed member is overwritten in place. Only emails the snapshot does not
 hold go through the ``Deduplicator`` table; new members' keys, fingerprints, lines and
-emails are sorted into bounded runs on disk as the run goes on, and the runs are merged a
-block at a time when the snapshot is written. Memory is therefore about 16 bytes a
+emails are sorted into bounded runs on disk as the run goes on, and the runs are merged
+into one (``merge_new_members``) once every row is read. Memory is therefore about 16 bytes a
 snapshot member plus the table's 12 bytes a slot for new members (at most 5/8 full).
 
 The next snapshot is what Klaviyo really holds after the run: old members (minus the
@@ -211,7 +211,7 @@ class Delta:
         in ``old_emails``) but the leavers at positions ``removed``, and the new members whose
         lines Klaviyo did not refuse (``refused``). Old members go in runs between the new
         ones, a slice at a time, so a refresh that adds few costs little per member."""
-        self.table = Deduplicator(2)  # no longer needed: free it before sorting
+        self.table = Deduplicator(2)  # done with (a sending run freed it already, to merge the runs)
         snapshot = self.snapshot
         old_keys = snapshot.keys if snapshot is not None else array("q")
         old_fps = snapshot.fps if snapshot is not None else array("I")
@@ -304,14 +304,16 @@ class _Spool:
         if not keys:
             return
         order = pc.sort_indices(_arrow(keys))
-        numbers = tempfile.TemporaryFile(dir=self._folder)  # noqa: SIM115 (closed with the spool)
+        numbers, text = self._run_files()
         for values in (keys, fps, lines):
             numbers.write(_buffer(_arrow(values).take(order)))
-        text = tempfile.TemporaryFile(dir=self._folder)  # noqa: SIM115
         text.write(_buffer(pc.binary_join_element_wise(pa.array(emails, pa.string()).take(order), "", "\n")))
-        for handle in (numbers, text):
-            handle.seek(0)
-        self._runs.append((numbers, text, len(keys)))
+        self._runs.append(_rewound(numbers, text, len(keys)))
+
+    def _run_files(self) -> tuple[IO[bytes], IO[bytes]]:
+        """A run's two files: its keys, then fingerprints, then lines as machine words; its
+        emails as lines. Closed with the spool."""
+        return tempfile.TemporaryFile(dir=self._folder), tempfile.TemporaryFile(dir=self._folder)  # noqa: SIM115
 
     def sorted_members(self, refused: set[int]) -> Iterator[tuple[array, array, list[bytes]]]:
         """Blocks of (keys, fingerprints, email lines) of the new members Klaviyo imported
@@ -325,8 +327,7 @@ class _Spool:
         if len(self._runs) < 2:
             return
         total = sum(count for _, _, count in self._runs)
-        numbers = tempfile.TemporaryFile(dir=self._folder)  # noqa: SIM115 (closed with the spool)
-        text = tempfile.TemporaryFile(dir=self._folder)  # noqa: SIM115
+        numbers, text = self._run_files()
         at = 0
         for keys, fps, lines, emails in self._members(set()):
             for values, offset in ((keys, 8 * at), (fps, 8 * total + 4 * at), (lines, 12 * total + 4 * at)):
@@ -334,10 +335,8 @@ class _Spool:
                 numbers.write(values)
             text.writelines(emails)
             at += len(keys)
-        for handle in (numbers, text):
-            handle.seek(0)
         self.close()
-        self._runs = [(numbers, text, total)]
+        self._runs = [_rewound(numbers, text, total)]
 
     def _members(self, refused: set[int]) -> Iterator[tuple[array, array, array, list[bytes]]]:
         """The runs' members in ascending key order, a block at a time: one run as it is,
@@ -356,6 +355,13 @@ class _Spool:
 MERGE_MEMBERS = 65_536  # members held at once from all sorted runs while merging them
 MIN_MERGE_BLOCK = 512
 _ARROW_TYPES = {"q": "int64", "I": "uint32"}
+
+
+def _rewound(numbers: IO[bytes], text: IO[bytes], count: int) -> tuple[IO[bytes], IO[bytes], int]:
+    """A written run, ready to be read from its start."""
+    numbers.seek(0)
+    text.seek(0)
+    return numbers, text, count
 
 
 def _arrow(values: array) -> Any:
