@@ -42,6 +42,7 @@ from exporter.sources import FORMATS, BlobLocation, is_blob_url
 from exporter.sources.files import blob_folder_address
 from exporter.sources.folders import BlobFolder
 from exporter.sources.parts import SegmentRun, folder_of, resolve_folder
+from exporter.sync.mirror import Removal
 from exporter.sync.plan import MODES, SyncPlan
 from exporter.sync.snapshot import FILE_NAME as SNAPSHOT_FILE
 from exporter.sync.snapshot import BlobSnapshotStore, LocalSnapshotStore, SnapshotStore
@@ -396,9 +397,11 @@ class _ProgressBar:
         self._started = time.monotonic()
         self._retry = ""
         self._counts = Counts()
+        self._removal: Removal | None = None
 
     def __call__(self, progress: Progress) -> None:
         self._counts = progress.counts
+        self._removal = progress.removal
         now = time.monotonic()
         if now - self._last < 0.1:
             return
@@ -414,6 +417,9 @@ class _ProgressBar:
         rate = c.rows_read / max(now - self._started, 1e-6)
         line = (f"{c.rows_read:>12,} rows read  {c.accepted:>12,} accepted  {c.sent:>12,} imported  "
                 f"{c.rejected:>8,} rejected  {rate:>10,.0f} rows/s")
+        if (removal := self._removal) is not None:
+            line = (f"{c.rows_read:>12,} rows read  {c.sent:>12,} imported  leavers: {removal.looked_up:,} of "
+                    f"{removal.leavers:,} looked up, {removal.removed:,} removed")
         if self._retry:
             line += f"  [{self._retry}]"
             self._retry = ""
@@ -437,9 +443,12 @@ def _summary(report: RunReport) -> str:
     if c.unchanged:
         text += f", {c.unchanged:,} unchanged"
     if sync.get("mode") == "mirror":
-        text += (f", would remove {sync['would_remove']:,}" if report.dry_run else f", {c.removed:,} removed")
-        if c.remove_failed:
-            text += f" ({c.remove_failed:,} removals failed)"
+        if sync.get("damage") or sync.get("guard"):
+            text += f", {_plural(sync['leavers'], 'leaver')} kept: removals held (why below)"
+        else:
+            text += (f", would remove {sync['would_remove']:,}" if report.dry_run else f", {c.removed:,} removed")
+        if c.remove_pending and not (sync.get("damage") or sync.get("guard")):
+            text += f" ({c.remove_pending:,} pending, {c.remove_failed:,} of them after a failed call)"
     if sync.get("preview"):
         text += f"; preview in {sync['preview']}"
     if c.warnings:

@@ -9,7 +9,7 @@ outcome is replayed from here instead of being polled again.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from exporter.rejects import Reject
 
@@ -38,6 +38,12 @@ class JobLedger(Protocol):
 
     def record_settled(self, job_id: str, settled: Settled) -> None: ...
 
+    def removal(self) -> dict[str, Any] | None:
+        """Mirror mode: what earlier legs of the run removed (``sync.mirror.Removal``'s document)."""
+        ...
+
+    def record_removal(self, document: dict[str, Any]) -> None: ...
+
     async def save(self) -> None:
         """Make what was recorded durable before the caller sends anything more."""
 
@@ -48,6 +54,7 @@ class MemoryLedger:
     def __init__(self) -> None:
         self.accepted_jobs: dict[int, Accepted] = {}
         self.settled_jobs: dict[str, Settled] = {}
+        self.removal_record: dict[str, Any] | None = None
 
     def accepted(self, sequence: int) -> Accepted | None:
         return self.accepted_jobs.get(sequence)
@@ -60,6 +67,12 @@ class MemoryLedger:
 
     def record_settled(self, job_id: str, settled: Settled) -> None:
         self.settled_jobs[job_id] = settled
+
+    def removal(self) -> dict[str, Any] | None:
+        return self.removal_record
+
+    def record_removal(self, document: dict[str, Any]) -> None:
+        self.removal_record = document
 
     async def save(self) -> None:
         """Nothing outlives an uninterrupted run, so nothing to persist."""

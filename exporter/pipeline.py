@@ -32,9 +32,11 @@ from exporter.mapping.engine import RowEngine, engine_for
 from exporter.rejects import Reject, RejectsFile
 from exporter.report import Counts, RunReport, new_run_id, utc_now
 from exporter.sources import BlobLocation, Segment, open_segment
+from exporter.sources.integrity import ReadIntegrity
 from exporter.sources.parts import SegmentPart, SegmentRun, open_parts
 from exporter.sync.converge import SyncRun, settle_status
 from exporter.sync.delta import Delta
+from exporter.sync.mirror import Removal
 from exporter.sync.plan import SyncPlan
 
 _DONE = None
@@ -65,6 +67,7 @@ class Progress:
     jobs_accepted: int  # Klaviyo jobs taken so far (in this leg and earlier ones)
     jobs_in_flight: int  # of those, not yet finished by Klaviyo
     bytes_read: int  # of the segment file, as stored (compressed, if it is)
+    removal: Removal | None = None  # mirror mode, once every row is in: leavers looked up and removed
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,8 @@ class _Run:
         self.segment: Segment | None = None
         self.columns = dict(plan.mapping.fields)
         self.columns["email"] = plan.mapping.email_column
+        self.integrity = ReadIntegrity()
+        self.removal: Removal | None = None
 
     def reject(self, rejects: list[Reject], by_klaviyo: bool = False) -> None:
         self.rejects.add(rejects)
@@ -111,7 +116,13 @@ class _Run:
     def tick(self) -> None:
         if self.progress is not None:
             bytes_read = self.segment.bytes_read if self.segment is not None else 0
-            self.progress(Progress(self.counts, len(self.report.jobs), len(self.pending), bytes_read))
+            self.progress(Progress(self.counts, len(self.report.jobs), len(self.pending), bytes_read, self.removal))
+
+    def removing(self, removal: Removal) -> None:
+        """The removal phase's progress: counted live, shown as the rest is."""
+        self.removal = removal
+        self.counts.removed = removal.removed
+        self.tick()
 
     def past_deadline(self) -> bool:
         deadline = self.options.deadline
@@ -142,7 +153,10 @@ class _Run:
         if segment.rows is not None:
             # At most one email per stored byte: a footer may claim any count (the table grows if too few).
             self.delta.expect(min(segment.rows, size) if size else segment.rows)
+        encoding = _display(self.plan.encoding)
         async for block in segment.blocks:
+            if block.rejects or block.damage or block.has_undecodable:
+                self.integrity.inspect(block, where, encoding)
             chunk, unchanged, fingerprints = await mapped(engine.map, block)
             self.counts.rows_read += chunk.rows + unchanged
             self.counts.unchanged += unchanged
@@ -355,7 +369,8 @@ async def run_export(
                 await klaviyo.check_list(plan.list_id)
             await _run_stages(run, segment, engine)
             if not run.cut:
-                await sync.finish(delta, klaviyo, report, run.refused)
+                run.cut = await sync.finish(delta, klaviyo, report, run.refused, run.integrity, run.ledger,
+                                            run.options.deadline, run.removing)
         except ExportError as exc:
             report.finish(error=str(exc))
         else:

@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Iterable, Iterator, NamedTuple
 
+from exporter.spreadsheet_safe import safe_row
+
 if TYPE_CHECKING:
     from exporter.sources.rows import PartLines
 
@@ -74,10 +76,10 @@ class RejectsFile:
             merged = heapq.merge(iter(self._buffer), *runs)
             if self.parts is None:
                 writer.writerow(self.HEADER)
-                writer.writerows(merged)
+                writer.writerows(map(safe_row, merged))
             else:
                 writer.writerow((*self.HEADER, "file"))
-                writer.writerows(_with_file(reject, self.parts) for reject in merged)
+                writer.writerows(safe_row(_with_file(reject, self.parts)) for reject in merged)
         for run in self._runs:
             run.close()
         self._buffer, self._runs = [], []

@@ -33,8 +33,9 @@ class Counts:
     warnings: int = 0  # fields left out of rows that were sent (listed in the rejects file); not a row count
     accepted: int = 0  # profiles in jobs Klaviyo has taken (``sent`` counts those it has finished importing)
     unsent: int = 0  # only on a failed run: read, but not known to have reached Klaviyo
-    removed: int = 0  # mirror mode: leavers taken off the list (or unknown to Klaviyo); not rows of this segment
-    remove_failed: int = 0  # mirror mode: leavers whose removal failed (the next run tries again)
+    removed: int = 0  # mirror mode: leavers this run took off the list; not rows of this segment
+    remove_failed: int = 0  # mirror mode: of the pending, those whose lookup or removal call failed
+    remove_pending: int = 0  # mirror mode: leavers not confirmed off the list (held, failed, out of time): tried again
 
     def settle_unsent(self) -> None:
         self.unsent = self.rows_read - (self.sent + self.rejected + self.duplicates + self.unchanged)

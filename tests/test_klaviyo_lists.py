@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import asyncio
 
-from exporter.klaviyo.lists import profile_ids_by_email, remove_from_list
+from exporter.klaviyo.lists import filter_batches, list_members_by_email, remove_from_list
 from tests.conftest import LIST_ID, client_for
 from tests.test_klaviyo_client import payload, wait_complete
 
 
-async def test_leavers_are_found_by_email_in_batches_and_removed_in_batches(start_simulator) -> None:
+async def test_leavers_are_found_among_the_lists_members_in_batches_and_removed_in_batches(start_simulator) -> None:
     sim = await start_simulator(rate_limits=False)
     emails = [f"User{i}@x.com" for i in range(1_500)]
+    sim.simulator.account.add_list("OTHER")
     async with client_for(sim, rate_limits=None) as client:
         job_id = await client.create_import_job(payload(emails))
         await wait_complete(client, {job_id})
-        leavers = [e.upper() for e in emails[:1_200]] + ["nobody@x.com"]
-        ids = await profile_ids_by_email(client, leavers)
-        assert len(ids) == 1_200 and "nobody@x.com" not in ids  # a leaver Klaviyo does not know is simply absent
+        other = await client.create_import_job(payload(["elsewhere@x.com"], list_id="OTHER"))
+        await wait_complete(client, {other})
+        leavers = [e.upper() for e in emails[:1_200]] + ["nobody@x.com", "elsewhere@x.com"]
+        ids: dict[str, str] = {}
+        for batch in filter_batches(leavers):
+            ids.update(await list_members_by_email(client, LIST_ID, batch))
+        # Unknown to Klaviyo, or a profile on another list only: not a member, so absent.
+        assert len(ids) == 1_200 and "nobody@x.com" not in ids and "elsewhere@x.com" not in ids
         assert await remove_from_list(client, LIST_ID, list(ids.values())) == 1_200
     routes = sim.simulator.stats.by_route
-    assert routes["GET /api/profiles"] == 13  # 1,201 emails, at most 100 a request
+    assert routes["GET /api/lists/{id}/profiles"] == 13  # 1,202 emails, at most 100 a request
     assert routes["DELETE /api/lists/{id}/relationships/profiles"] == 2  # at most 1,000 ids a request
     assert sim.simulator.account.member_emails(LIST_ID) == emails[1_200:]
     assert sim.simulator.account.profile_count() == 1_500  # removed from the list, never deleted

@@ -136,11 +136,13 @@ async def test_a_dry_run_previews_and_changes_nothing(app) -> None:
     assert after is not None and before is not None and after.keys == before.keys and after.fps == before.fps
     blob = app.runtime.service().store.container.get_blob_client(preview["sync"]["preview"].split(f"/{app.reports}/")[1])
     rows = list(csv.reader((await (await blob.download_blob()).readall()).decode().splitlines()))
-    assert rows[0] == ["would", "line", "email"]
-    kinds = {kind for kind, _, _ in rows[1:]}
-    assert kinds == {"add", "update", "remove"} and all("@" in email for _, _, email in rows[1:])
+    assert rows[0] == ["would", "line", "email", "note"]
+    kinds = {kind for kind, _, _, _ in rows[1:]}
+    assert kinds == {"add", "update", "remove"} and all("@" in email for _, _, email, _ in rows[1:])
     lines = refreshed.decode().splitlines()
-    for kind, line, email in rows[1:]:
+    numbered = [int(line) for kind, line, _, _ in rows[1:] if kind != "remove"]
+    assert numbered == sorted(numbered)  # in line order, adds and updates together
+    for kind, line, email, _ in rows[1:]:
         if kind != "remove":
             assert lines[int(line) - 1].split(",")[0].lower() == email
 
@@ -345,7 +347,7 @@ async def test_a_failed_removal_batch_is_counted_and_kept_for_the_next_run() -> 
             return 200, {"data": [{"type": "profile", "id": f"id-{e}", "attributes": {"email": e}} for e in emails],
                          "links": {"next": None}}
 
-        server.script("GET", "/api/profiles", profiles)
+        server.script("GET", f"/api/lists/{LIST_ID}/profiles", profiles)
         server.script("DELETE", f"/api/lists/{LIST_ID}/relationships/profiles",
                       lambda request: (400, {"errors": [{"status": 400, "detail": "refused"}]}),
                       lambda request: (204, b""))
@@ -354,8 +356,8 @@ async def test_a_failed_removal_batch_is_counted_and_kept_for_the_next_run() -> 
             removal = await remove_leavers(klaviyo, LIST_ID, leavers)
     finally:
         await server.stop()
-    assert (removal.removed, removal.failed) == (500, 1_000)
-    assert removal.removed_positions == set(range(2_000, 3_000, 2))
+    assert (removal.removed, removal.failed, removal.pending) == (500, 1_000, 1_000)
+    assert removal.gone == set(range(2_000, 3_000, 2))
 
 
 async def test_the_cli_keeps_its_snapshot_under_the_current_directory_by_default(simulator, tmp_path) -> None:

@@ -22,3 +22,6 @@ MAX_MEMBERSHIP_IDS = 1_000
 PROFILE_READ_RATE = ((75, 1.0), (750, 60.0))
 MAX_FILTER_VALUES = 100  # no documented cap on any(); we send at most a page's worth
 
+# Encoded characters of the email values in one filter: URLs past ~8 KB are refused by many
+# proxies and servers, and 100 long, percent-encoded emails can pass that.
+MAX_FILTER_URL_CHARS = 6_000

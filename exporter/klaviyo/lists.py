@@ -1,57 +1,93 @@
-"""List membership beyond imports: find profiles by email, take profiles off a list.
+"""List membership beyond imports: find a list's members by email, take profiles off a list.
 
 What mirror mode needs to remove leavers: Klaviyo removes list members by profile id only,
-so leavers' emails are first looked up through the profile filter (``any(email,[...])``,
-at most ``MAX_FILTER_VALUES`` a request, following every page), then removed in requests
-of at most ``MAX_MEMBERSHIP_IDS`` ids. Each call counts against its own rate-limit tier.
-Removal never deletes, suppresses or unsubscribes a profile.
+so leavers are first looked up among the list's own members
+(``GET /api/lists/{id}/profiles?filter=any(email,[...])``), then removed in requests of at
+most ``MAX_MEMBERSHIP_IDS`` ids. Looking among the members, not among all profiles, makes
+"not found" mean "not on the list" — but only when every page of the answer was read: a
+lookup whose pages loop, run past ``MAX_LOOKUP_PAGES`` or come back malformed raises
+``LookupIncomplete``, and nobody it was about counts as off the list. Each call counts
+against its own rate-limit tier. Removal never deletes, suppresses or unsubscribes anyone.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence, TypeVar
-from urllib.parse import quote
+from typing import Iterator, Sequence
+from urllib.parse import quote, urlsplit
 
 import orjson
 
 from exporter.errors import KlaviyoRequestError
 from exporter.klaviyo.client import KlaviyoClient
-from exporter.klaviyo.limits import MAX_FILTER_VALUES, MAX_MEMBERSHIP_IDS, PAGE_SIZE_MAX
+from exporter.klaviyo.limits import MAX_FILTER_URL_CHARS, MAX_FILTER_VALUES, MAX_MEMBERSHIP_IDS, PAGE_SIZE_MAX
 
-T = TypeVar("T")
-
-
-def _batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+# One page holds every member a batch of MAX_FILTER_VALUES emails can match (an email is one
+# profile); a few more allow for Klaviyo paging early. More than this is an answer gone wrong.
+MAX_LOOKUP_PAGES = 5
 
 
-async def profile_ids_by_email(klaviyo: KlaviyoClient, emails: Iterable[str]) -> dict[str, str]:
-    """Lower-cased email -> profile id, for the emails Klaviyo knows (the others are absent)."""
-    wanted = list(dict.fromkeys(email.lower() for email in emails))
+class LookupIncomplete(KlaviyoRequestError):
+    """A lookup whose answer could not be read to its end: absence from it proves nothing."""
+
+
+def filter_batches(emails: Sequence[str]) -> Iterator[list[str]]:
+    """Emails in batches for one ``any(email,[...])`` filter each: at most
+    ``MAX_FILTER_VALUES``, and at most ``MAX_FILTER_URL_CHARS`` once URL-encoded."""
+    batch: list[str] = []
+    length = 0
+    for email in emails:
+        size = len(quote(orjson.dumps(email).decode(), safe="")) + 3  # and its encoded comma
+        if batch and (len(batch) == MAX_FILTER_VALUES or length + size > MAX_FILTER_URL_CHARS):
+            yield batch
+            batch, length = [], 0
+        batch.append(email)
+        length += size
+    if batch:
+        yield batch
+
+
+async def list_members_by_email(klaviyo: KlaviyoClient, list_id: str, emails: Sequence[str]) -> dict[str, str]:
+    """Lower-cased email -> profile id, for those of ``emails`` (one filter batch) that are
+    members of the list; an email absent from the answer is not a member. Raises
+    ``LookupIncomplete`` when the answer cannot be read whole."""
+    wanted = {email.lower() for email in emails}
+    condition = "any(email,[" + ",".join(orjson.dumps(email).decode() for email in sorted(wanted)) + "])"
+    path: str | None = (f"/api/lists/{quote(list_id, safe='')}/profiles?filter={quote(condition, safe='')}"
+                        f"&page[size]={PAGE_SIZE_MAX}")
     found: dict[str, str] = {}
-    for batch in _batches(wanted, MAX_FILTER_VALUES):
-        condition = "any(email,[" + ",".join(orjson.dumps(email).decode() for email in batch) + "])"
-        path: str | None = f"/api/profiles?filter={quote(condition, safe='')}&page[size]={PAGE_SIZE_MAX}"
-        while path:
-            body = await klaviyo.request("GET", path, tier="profiles")
-            if not isinstance(body, dict) or not isinstance(body.get("data"), list):
-                raise KlaviyoRequestError("Klaviyo answered GET /api/profiles with a body of an unexpected shape")
-            for item in body["data"]:
-                if not isinstance(item, dict):
-                    continue
-                email = ((item.get("attributes") or {}).get("email") or "").lower()
-                if email in batch and isinstance(item.get("id"), str):
-                    found[email] = item["id"]
-            link = (body.get("links") or {}).get("next")
-            path = link if isinstance(link, str) else None
+    followed: set[str] = set()
+    while path:
+        page = _page_key(path)
+        if page in followed:
+            raise LookupIncomplete("Klaviyo's answer to a list lookup links back to a page already read")
+        if len(followed) == MAX_LOOKUP_PAGES:
+            raise LookupIncomplete(f"Klaviyo's answer to a list lookup runs past {MAX_LOOKUP_PAGES} pages")
+        followed.add(page)
+        body = await klaviyo.request("GET", path, tier="profiles")
+        if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+            raise LookupIncomplete("Klaviyo answered a list lookup with a body of an unexpected shape")
+        for item in body["data"]:
+            attributes = item.get("attributes") if isinstance(item, dict) else None
+            email = attributes.get("email") if isinstance(attributes, dict) else None
+            if isinstance(email, str) and email.lower() in wanted and isinstance(item.get("id"), str):
+                found[email.lower()] = item["id"]
+        link = (body.get("links") or {}).get("next")
+        path = link if isinstance(link, str) and link else None
     return found
+
+
+def _page_key(path: str) -> str:
+    """A page's path and query, whether Klaviyo linked to it absolutely or not."""
+    parts = urlsplit(path)
+    return f"{parts.path}?{parts.query}"
 
 
 async def remove_from_list(klaviyo: KlaviyoClient, list_id: str, profile_ids: Sequence[str]) -> int:
     """Take these profiles off the list; returns how many ids were sent (Klaviyo answers 204)."""
     sent = 0
-    for batch in _batches(list(dict.fromkeys(profile_ids)), MAX_MEMBERSHIP_IDS):
+    unique = list(dict.fromkeys(profile_ids))
+    for start in range(0, len(unique), MAX_MEMBERSHIP_IDS):
+        batch = unique[start:start + MAX_MEMBERSHIP_IDS]
         payload = orjson.dumps({"data": [{"type": "profile", "id": profile_id} for profile_id in batch]})
         await klaviyo.request("DELETE", f"/api/lists/{quote(list_id, safe='')}/relationships/profiles",
                               payload=payload, tier="membership")

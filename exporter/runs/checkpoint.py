@@ -35,6 +35,10 @@ class Checkpoint(MemoryLedger):
         super().record_settled(job_id, settled)
         self._version += 1
 
+    def record_removal(self, document: dict[str, Any]) -> None:
+        super().record_removal(document)
+        self._version += 1
+
     async def save(self) -> None:
         """Persist everything recorded so far; concurrent callers share one upload when they can."""
         wanted = self._version
@@ -54,6 +58,7 @@ class Checkpoint(MemoryLedger):
                          for seq, a in self.accepted_jobs.items()},
             "settled": {job_id: {"sent": s.sent, "failed": s.failed, "refused": [list(r) for r in s.refused]}
                         for job_id, s in self.settled_jobs.items()},
+            "removal": self.removal_record,
         })
 
     @classmethod
@@ -65,4 +70,6 @@ class Checkpoint(MemoryLedger):
                                                           float(a.get("at") or 0.0))
         for job_id, s in data.get("settled", {}).items():
             checkpoint.settled_jobs[job_id] = Settled(s["sent"], s["failed"], [Reject(*r) for r in s["refused"]])
+        removal = data.get("removal")
+        checkpoint.removal_record = removal if isinstance(removal, dict) else None
         return checkpoint

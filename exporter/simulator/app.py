@@ -80,7 +80,8 @@ def _tier(request: web.Request) -> str | None:
         return "import"
     if path.startswith("/api/lists/") and path.endswith("/relationships/profiles") and request.method != "GET":
         return "membership"
-    if path == "/api/profiles":
+    if path == "/api/profiles" or (path.startswith("/api/lists/") and path.endswith("/profiles")
+                                   and not path.endswith("/relationships/profiles")):
         return "profiles"
     return None
 
@@ -147,6 +148,7 @@ class KlaviyoSimulator:
             web.get("/api/profile-bulk-import-jobs/{id}", self.get_job),
             web.get("/api/profile-bulk-import-jobs/{id}/import-errors", self.import_errors),
             web.get("/api/profiles", self.get_profiles),
+            web.get("/api/lists/{id}/profiles", self.get_list_profiles),
             web.delete("/api/lists/{id}/relationships/profiles", self.remove_members),
             web.get("/_sim/lists/{id}", self.sim_members),
             web.post("/_sim/lists", self.sim_add_list),
@@ -300,6 +302,26 @@ class KlaviyoSimulator:
             return _errors(400, _parameter_error(f"at most {MAX_FILTER_VALUES} values in any()", "filter"))
         ids = self.account.profile_ids_by_email(emails)
         return self._page(request, [self.account.profile_resource(p, _base(request)) for p in ids])
+
+    async def get_list_profiles(self, request: web.Request) -> web.Response:
+        """A list's members, optionally filtered by email as ``get_profiles`` is: only members
+        of that list, so a profile off the list is not in the answer."""
+        list_id = request.match_info["id"]
+        if list_id not in self.account.lists:
+            return _errors(404, error(404, "not_found", "Not found.", f"A list with id {list_id} does not exist."))
+        members = set(self.account.member_ids(list_id))
+        wanted = request.query.get("filter")
+        if wanted is None:
+            ids = list(members)
+        else:
+            emails = _filter_emails(wanted)
+            if emails is None:
+                return _errors(400, _parameter_error("only equals(email,...) and any(email,[...]) can be filtered",
+                                                     "filter"))
+            if len(emails) > MAX_FILTER_VALUES:
+                return _errors(400, _parameter_error(f"at most {MAX_FILTER_VALUES} values in any()", "filter"))
+            ids = [p for p in self.account.profile_ids_by_email(emails) if p in members]
+        return self._page(request, [self.account.profile_resource(p, _base(request)) for p in sorted(ids)])
 
     async def remove_members(self, request: web.Request) -> web.Response:
         """Removes profiles from a list (never deletes, suppresses or unsubscribes them): 204."""

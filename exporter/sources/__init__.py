@@ -17,7 +17,7 @@ from exporter.sources.files import BlobLocation, blob_chunks, is_blob_url, local
 from exporter.sources.jsonl_format import JsonlParser
 from exporter.sources.lines import LineSplitter
 from exporter.sources.parquet import PARQUET_MAGIC
-from exporter.sources.rows import FORMATS, RowBlock, Segment
+from exporter.sources.rows import FORMATS, Damage, RowBlock, Segment
 from exporter.sources.text import decoded_text
 
 __all__ = ["FORMATS", "BlobLocation", "RowBlock", "Segment", "open_segment", "is_blob_url"]
@@ -134,6 +134,9 @@ async def _blocks(texts: AsyncGenerator[str, None], splitter: LineSplitter, pars
         lines, rejects = splitter.feed("", final=True)
         block = parser.feed(lines, final=True)
         block.rejects[:0] = rejects
+        if splitter.unterminated:
+            block.damage.append(Damage(splitter.unterminated, "the file's last line has no line end, so the file may "
+                                                              "have been cut while it was written"))
         yield block
     finally:
         await texts.aclose()

@@ -15,7 +15,7 @@ import io
 
 from exporter.rejects import Reject
 from exporter.sources.lines import MAX_LINE_CHARS
-from exporter.sources.rows import RowBlock, has_undecodable
+from exporter.sources.rows import Damage, RowBlock, has_undecodable
 
 DELIMITERS = ",;\t|"
 MAX_RECORD_LINES = 100  # a quoted field (an address, a note) may span this many lines
@@ -111,6 +111,9 @@ class CsvParser:
                 previous = reader.line_num
                 continue
             start = base + previous + 1
+            span = reader.line_num - previous
+            if span > 1 and self.columns is not None:
+                self._check_spanning(row, lines[previous:reader.line_num], start, block)
             previous = reader.line_num
             if not row:
                 continue  # blank line: not a row
@@ -120,6 +123,25 @@ class CsvParser:
             block.lines.append(start)
             block.rows.append(row)
         self._lines_done = base + len(lines)
+
+    def _check_spanning(self, row: list[str], lines: list[str], start: int, block: RowBlock) -> None:
+        """A record over several lines is an address or a note, or a stray quote that swallowed
+        the lines after it. Only a record that is well-formed (every quote closes a field) and
+        as wide as the header is taken for the first; anything else is damage."""
+        assert self.columns is not None and self._delimiter is not None
+        problem = ""
+        if len(row) != len(self.columns):
+            problem = f"has {len(row)} fields where the header has {len(self.columns)}"
+        else:
+            try:
+                for _ in csv.reader(io.StringIO("\n".join(lines) + "\n", newline=""), delimiter=self._delimiter,
+                                    strict=True):
+                    pass
+            except csv.Error:
+                problem = "has a quote in the middle of a field"
+        if problem:
+            block.damage.append(Damage(start, f"a quoted field runs over {len(lines)} lines and the record {problem}: "
+                                              "a stray quote may have swallowed rows"))
 
     def _parse_plain(self, text: str) -> RowBlock:
         """Lines without quotes: ``str.split`` gives exactly what ``csv`` would, about four

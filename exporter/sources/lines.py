@@ -5,6 +5,8 @@ before any parser sees it:
 
 - ``\\r\\n`` and a lone ``\\r`` (old Mac exports) end a line like ``\\n`` does, so a file
   without ``\\n`` is not buffered whole waiting for one;
+- a last line without a line end is noted (``unterminated``): a file cut while it was
+  written ends that way, and mirror mode must not take a cut file for the whole segment;
 - a line longer than ``MAX_LINE_CHARS`` is rejected with its number and skipped to its
   end without being held: what it holds is dropped as it streams past, and a blank line
   takes its place so every later line keeps its number (parsers skip blank lines).
@@ -24,6 +26,7 @@ class LineSplitter:
         self._skipping = False  # inside an over-long line: drop text until its end
         self._cr_pending = False  # the last piece ended in "\r": a "\n" next is part of it
         self._lines = 0  # line endings handed on so far
+        self.unterminated = 0  # the number of a last line that had no line end (0: none)
 
     def feed(self, text: str, final: bool = False) -> tuple[str, list[Reject]]:
         """Whole lines (each ending in ``\\n``) and the rejects of over-long ones."""
@@ -57,6 +60,8 @@ class LineSplitter:
             else:
                 self._skipping = True
         elif final and self._carry:
+            if self._carry.strip():
+                self.unterminated = self._handed_on(out) + 1
             out.append(self._carry + "\n")
             self._carry = ""
         joined = "".join(out)

@@ -129,6 +129,7 @@ class _PartStream:
                 if offset:
                     block.lines = [line + offset for line in block.lines]
                     block.rejects = [r._replace(line=r.line + offset) for r in block.rejects]
+                    block.damage = [d._replace(line=d.line + offset) for d in block.damage]
                 if self.segment is not None:
                     self.segment.bytes_read = done_bytes + current.bytes_read
                 yield block

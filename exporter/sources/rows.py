@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, NamedTuple, Sequence
 
 from exporter.rejects import Reject
 
 UNDECODABLE = "\udc80-\udcff"  # surrogateescape's range: bytes that were not UTF-8
 FORMATS = ("csv", "jsonl", "parquet")  # what a segment's format may be forced to
+
+
+class Damage(NamedTuple):
+    """A sign that the file was not read as it was meant to be (a cut last line, a quoted
+    field that swallowed lines): the rows still go on, but the read is no proof of who left
+    the segment, so mirror mode removes nobody after it."""
+
+    line: int
+    reason: str
 
 
 @dataclass(slots=True)
@@ -28,6 +37,7 @@ class RowBlock:
     rows: list[Sequence[object]]
     has_undecodable: bool = False  # set when some row holds bytes that were not UTF-8
     rejects: list[Reject] = field(default_factory=list)  # lines the format itself refused
+    damage: list[Damage] = field(default_factory=list)  # signs of a damaged read in these lines
     text: str = ""  # the rows' lines, each ending in "\n", when not yet split into ``rows``
     delimiter: str = ","  # of the lines in ``text``
     batch: Any = None  # a Parquet record batch of the rows, when not yet made Python ``rows``
@@ -76,6 +86,14 @@ class Segment:
     part_lines: PartLines | None = None  # for a run of several part files
     size: int | None = None  # of the file(s) as stored, when known: to size the run's tables once
     rows: int | None = None  # as the file states it (Parquet's footer), when it does: sizes them better still
+
+
+def first_undecodable_line(block: RowBlock) -> int:
+    """The line of the block's first row holding undecodable bytes (0: none found)."""
+    for line, row in zip(block.lines, block.rows, strict=False):
+        if any(isinstance(value, str) and has_undecodable(value) for value in row):
+            return line
+    return 0
 
 
 def has_undecodable(text: str) -> bool:

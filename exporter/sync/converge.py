@@ -8,13 +8,16 @@ neither, so the snapshot never runs ahead of what Klaviyo imported.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from exporter.klaviyo.client import KlaviyoClient
+from exporter.ledger import JobLedger
 from exporter.mapping import FieldMapping
 from exporter.report import RunReport, utc_now
+from exporter.sources.integrity import ReadIntegrity
 from exporter.sync.delta import SAMPLE_SIZE, Delta, header_for
 from exporter.sync.keys import mapping_digest
-from exporter.sync.mirror import Removal, guard, leaver_emails, remove_leavers
+from exporter.sync.mirror import Removal, checked_leaver_emails, damage_hold, guard, remove_leavers
 from exporter.sync.plan import SyncPlan, write_preview
 from exporter.sync.snapshot import Snapshot, SnapshotWriter, copy_emails, load_snapshot
 
@@ -54,49 +57,86 @@ class SyncRun:
         self.snapshot = snapshot
         return Delta(snapshot, self.full, None if self.dry_run else self.workdir)
 
-    async def finish(self, delta: Delta, klaviyo: KlaviyoClient | None, report: RunReport, refused: set[int]) -> None:
+    async def finish(self, delta: Delta, klaviyo: KlaviyoClient | None, report: RunReport, refused: set[int],
+                     integrity: ReadIntegrity, ledger: JobLedger, deadline: float | None = None,
+                     progress: Callable[[Removal], None] | None = None) -> bool:
+        """Remove leavers (mirror mode) and advance the snapshot. True: the leg's time ran out
+        while removing; the run hands over, and its next leg goes on from the ledger."""
         sync, snapshot = self.sync, self.snapshot
         if sync is None:
-            return
+            return False
         leavers = delta.leavers() if snapshot is not None else []
+        mirror = sync.mode == "mirror" and snapshot is not None
+        held = damage_hold(integrity, len(leavers)) if mirror else None
         stopped = None
-        removal = Removal()
+        if mirror and held is None:
+            assert snapshot is not None
+            stopped = guard(len(leavers), len(snapshot.keys), report.counts.rows_read, sync.allow_mass_removal,
+                            sync.max_remove_fraction)
+        removal = Removal(leavers=len(leavers))
         emails = None
         if snapshot is not None and (leavers or klaviyo is not None):
             emails = await copy_emails(sync.store, snapshot, self.workdir / "old-emails.txt")
-        if sync.mode == "mirror" and snapshot is not None:
-            stopped = guard(len(leavers), len(snapshot.keys), report.counts.rows_read, sync.allow_mass_removal,
-                            sync.max_remove_fraction)
-            if stopped is None and leavers and klaviyo is not None and emails is not None:
-                found = leaver_emails(emails, leavers)
-                removal = await remove_leavers(klaviyo, self.list_id, found)
-                removal.failed += len(leavers) - len(found)  # a member whose email the snapshot lost: kept
-        report.counts.removed, report.counts.remove_failed = removal.removed, removal.failed
+        removing = mirror and held is None and stopped is None and bool(leavers)
+        if removing and klaviyo is not None and emails is not None:
+            assert snapshot is not None
+            found = checked_leaver_emails(emails, leavers, snapshot, delta.keying)
+            earlier = ledger.removal()
+
+            async def record(removal: Removal) -> None:
+                ledger.record_removal(removal.to_document())
+                await ledger.save()
+
+            removal = await remove_leavers(klaviyo, self.list_id, found, deadline, progress,
+                                           Removal.from_document(earlier) if earlier else None, record)
+            if removal.handed_over:
+                return True
+        elif mirror and not removing:
+            removal.pending = len(leavers)  # held or guarded: all still in the snapshot
+        counts = report.counts
+        counts.removed, counts.remove_failed, counts.remove_pending = removal.removed, removal.failed, removal.pending
         report.sync = {"mode": sync.mode, "snapshot": sync.store.description, "full": self.full,
                        "full_reason": self.reason or None, "new": delta.new, "changed": delta.changed,
-                       "unchanged": report.counts.unchanged, "leavers": len(leavers),
-                       "would_remove": len(leavers) if sync.mode == "mirror" and stopped is None else 0,
-                       "guard": stopped, "preview": None}
-        if stopped is not None:
-            report.hints.append(stopped)
+                       "unchanged": counts.unchanged, "leavers": len(leavers),
+                       "would_remove": len(leavers) if removing else 0,
+                       "not_on_list": removal.not_on_list, "guard": stopped, "damage": held,
+                       "read_whole": integrity.whole, "preview": None}
+        for hint in (held, stopped):
+            if hint:
+                report.hints.append(hint)
+        if removal.failed:
+            report.hints.append(f"{removal.failed:,} leaver(s) could not be looked up or removed (Klaviyo's answer "
+                                "failed or was incomplete); they stay in the snapshot and the next run tries again")
         if klaviyo is None:
             if sync.preview is not None:
                 sample = []
                 if emails is not None and leavers:
-                    sample = list(leaver_emails(emails, leavers[:SAMPLE_SIZE]).values())
-                write_preview(sync.preview, delta.samples, sample)
+                    assert snapshot is not None
+                    sample = list(checked_leaver_emails(emails, leavers[:SAMPLE_SIZE], snapshot, delta.keying).values())
+                write_preview(sync.preview, delta.samples, sample, leaver_note(sync.mode, held or stopped))
                 report.sync["preview"] = str(sync.preview)
-            return
+            return False
         writer = SnapshotWriter(self.workdir)
-        delta.write(writer, emails, refused, removal.removed_positions)
+        delta.write(writer, emails, refused, removal.gone)
         header = header_for(self.list_id, self.digest, snapshot.header if snapshot else None, self.full,
                             report.run_id, utc_now(), delta.keying.name)
         path = writer.finish(header)
         await sync.store.replace(path)
         report.sync["members"] = header.members
+        return False
+
+
+def leaver_note(mode: str, held: str | None) -> str:
+    """What the preview says on each leaver's row."""
+    if mode != "mirror":
+        return "keep: add mode never removes anyone"
+    if held:
+        return "remove, but held: " + held.split(";")[0]
+    return "remove"
 
 
 def settle_status(report: RunReport) -> None:
-    """A guarded or partly failed removal makes the run partial, never succeeded."""
-    if report.status == "succeeded" and report.sync and (report.sync.get("guard") or report.counts.remove_failed):
+    """Removals held (damage, guard) or left pending make the run partial, never succeeded."""
+    if report.status == "succeeded" and report.sync and (report.sync.get("guard") or report.sync.get("damage")
+                                                         or report.counts.remove_pending):
         report.status = "partial"

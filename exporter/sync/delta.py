@@ -120,7 +120,7 @@ class Delta:
         if not skipped:
             return block, 0, fingerprints_by_line
         rows = [block.rows[i] for i in keep]
-        return RowBlock(lines, rows, block.has_undecodable, block.rejects), skipped, fingerprints_by_line
+        return RowBlock(lines, rows, block.has_undecodable, block.rejects, block.damage), skipped, fingerprints_by_line
 
     def skip_known(self, lines: Sequence[int], keys: Sequence[int], fps: Sequence[int]) -> list[int]:
         """Positions of the rows to map: not those whose email key (0: none) the snapshot holds,

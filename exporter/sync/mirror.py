@@ -1,31 +1,69 @@
 """Mirror mode: members of the snapshot who left the segment come off the Klaviyo list.
 
-Klaviyo removes list members by profile id, so leavers' emails (read from the snapshot
-by position) are looked up through the profile filter and removed in batches of Klaviyo's
-maximum, each call within its own endpoint's rate limit. Removal never deletes,
-suppresses or unsubscribes a profile. A batch that fails stays in the snapshot, so the
-next run tries it again. The guard stops a run that would empty much of a list: an empty
-or truncated segment file must never wipe one.
+A removal is the one thing this product does that can hurt someone (a person taken off a
+list stops getting its campaigns, and adding them back can re-trigger "added to list"
+flows), so every step has to prove itself first:
+
+- the read was whole and clean (``damage_hold``), and the share of the list is within the
+  guard (``guard``) unless a caller allowed to widen it said otherwise;
+- each leaver's email, read from the snapshot by position, still hashes to the member's key
+  (``checked_leaver_emails``): a shifted or altered snapshot fails the run instead;
+- leavers are looked up among the list's own members, and a leaver leaves the snapshot only
+  when Klaviyo took them off the list or a complete lookup shows they are not on it. A
+  lookup or removal that fails leaves them *pending*: in the snapshot, looked up again by
+  the next run, never counted as removed. Lookups and removals keep to the leg's time: a
+  leg that runs out hands the rest to the next leg, which goes on where the ledger says.
+
+Removal never deletes, suppresses or unsubscribes a profile.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import asyncio
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Awaitable, Callable
 
 from exporter.errors import KlaviyoRequestError
 from exporter.klaviyo.client import KlaviyoClient
-from exporter.klaviyo.limits import MAX_MEMBERSHIP_IDS
-from exporter.klaviyo.lists import profile_ids_by_email, remove_from_list
+from exporter.klaviyo.limits import MAX_FILTER_VALUES, MAX_MEMBERSHIP_IDS
+from exporter.klaviyo.lists import filter_batches, list_members_by_email, remove_from_list
+from exporter.sources.integrity import ReadIntegrity
+from exporter.sync.keys import Keying
+from exporter.sync.snapshot import Snapshot, SnapshotDamaged
 
-ALLOW = "run again with --allow-mass-removal (HTTP: {\"allowMassRemoval\": true})"
+ALLOW = ("run again with --allow-mass-removal (HTTP: {\"allowMassRemoval\": true} on the admin route, "
+         "POST /api/admin/exports/NAME/runs)")
 
 
 @dataclass
 class Removal:
-    removed: int = 0  # taken off the list, or unknown to Klaviyo (so not on it)
-    failed: int = 0
-    removed_positions: set[int] = field(default_factory=set)
+    """What the removal phase did with the run's leavers; also what a leg that hands over
+    leaves in the run's ledger, so the next leg goes on from the batch after the last done."""
+
+    leavers: int = 0
+    batches: int = 0  # lookup batches done, in their fixed order (leavers by snapshot position)
+    looked_up: int = 0
+    removed: int = 0  # taken off the list by this run
+    not_on_list: int = 0  # a complete lookup among the list's members did not find them
+    pending: int = 0  # not confirmed off the list: still in the snapshot, tried again next run
+    failed: int = 0  # of ``pending``: their lookup or removal call failed
+    gone: set[int] = field(default_factory=set)  # snapshot positions to drop: removed or not on the list
+    handed_over: bool = False  # the leg's time ran out: the next leg goes on
+
+    def to_document(self) -> dict[str, object]:
+        return {**{k: v for k, v in asdict(self).items() if k != "gone"}, "gone": sorted(self.gone)}
+
+    @classmethod
+    def from_document(cls, document: dict[str, object]) -> Removal:
+        """A ledger's record, checked field by field (``ValueError`` if anything is off)."""
+        numbers = {name: document.get(name) for name in ("leavers", "batches", "looked_up", "removed", "not_on_list",
+                                                         "pending", "failed")}
+        gone = document.get("gone")
+        if not all(type(value) is int and value >= 0 for value in numbers.values()) or not isinstance(gone, list) \
+                or not all(type(at) is int and at >= 0 for at in gone):
+            raise ValueError("a removal record of the wrong shape")
+        return cls(**numbers, gone=set(gone))  # type: ignore[arg-type]
 
 
 def guard(leavers: int, members: int, rows_read: int, allowed: bool, max_fraction: float) -> str | None:
@@ -41,35 +79,94 @@ def guard(leavers: int, members: int, rows_read: int, allowed: bool, max_fractio
     return None
 
 
-def leaver_emails(emails: Path, positions: list[int]) -> dict[int, str]:
+def damage_hold(integrity: ReadIntegrity, leavers: int) -> str | None:
+    """Why a damaged read removes nobody (no override widens this), or None."""
+    if not leavers or integrity.whole:
+        return None
+    return (f"removals held: the segment was not read whole and undamaged ({integrity.why()}), so {leavers:,} "
+            "member(s) missing from this read may still be in the segment; nobody was removed. Mend the file and "
+            "run again (no override removes after a damaged read)")
+
+
+def checked_leaver_emails(emails: Path, positions: list[int], snapshot: Snapshot, keying: Keying) -> dict[int, str]:
     """Position -> email of the members at ``positions`` (ascending), from the snapshot's
-    emails (line ``i``: member ``i``)."""
+    emails (line ``i``: member ``i``), each checked against the member's key."""
     found: dict[int, str] = {}
     wanted = iter(positions)
     target = next(wanted, None)
     with emails.open("rb") as lines:
         for at, line in enumerate(lines):
             if at == target:
-                found[at] = line.rstrip(b"\n").decode("utf-8", "replace")
+                email = line.rstrip(b"\n")
+                if keying.email_keys([email])[0] != snapshot.keys[at]:
+                    raise SnapshotDamaged(f"the snapshot's email of member {at} does not match its key: the snapshot "
+                                          "is damaged; delete it to start over (nobody was removed)")
+                found[at] = email.decode("utf-8", "replace")
                 target = next(wanted, None)
                 if target is None:
                     break
+    if target is not None:
+        raise SnapshotDamaged("the snapshot holds fewer emails than members; delete it to start over "
+                              "(nobody was removed)")
     return found
 
 
-async def remove_leavers(klaviyo: KlaviyoClient, list_id: str, leavers: dict[int, str]) -> Removal:
-    """``leavers``: snapshot position -> email. The positions removed come back in the result."""
-    result = Removal()
-    items = list(leavers.items())
-    for start in range(0, len(items), MAX_MEMBERSHIP_IDS):
-        batch = items[start:start + MAX_MEMBERSHIP_IDS]
+Record = Callable[[Removal], Awaitable[None]]
+
+
+async def remove_leavers(klaviyo: KlaviyoClient, list_id: str, leavers: dict[int, str], deadline: float | None = None,
+                         progress: Callable[[Removal], None] | None = None, resume: Removal | None = None,
+                         record: Record | None = None) -> Removal:
+    """``leavers``: snapshot position -> email. ``deadline``: event-loop time after which the
+    leg hands over (after at least one batch, so every leg makes progress); ``resume``: what
+    earlier legs of the run did (their batches are not looked up again); ``record`` makes the
+    result durable after every removal call, before the next."""
+    result = resume if resume is not None and resume.leavers == len(leavers) else Removal(leavers=len(leavers))
+    result.handed_over = False
+    positions = {email: at for at, email in leavers.items()}
+    batches = list(filter_batches(list(positions)))
+    members: dict[str, str] = {}  # found, not yet removed: email -> profile id
+    first = result.batches
+
+    async def remove_found() -> None:
+        if members:
+            batch = dict(members)
+            members.clear()
+            try:
+                await remove_from_list(klaviyo, list_id, list(batch.values()))
+            except KlaviyoRequestError:
+                result.pending += len(batch)
+                result.failed += len(batch)
+            else:
+                result.removed += len(batch)
+                result.gone.update(positions[email] for email in batch)
+        if record is not None:
+            await record(result)
+
+    for number in range(first, len(batches)):
+        if number > first and deadline is not None and asyncio.get_running_loop().time() > deadline:
+            result.handed_over = True
+            break
+        batch = batches[number]
         try:
-            ids = await profile_ids_by_email(klaviyo, [email for _, email in batch])
-            if ids:
-                await remove_from_list(klaviyo, list_id, list(ids.values()))
+            found = await list_members_by_email(klaviyo, list_id, batch)
         except KlaviyoRequestError:
+            result.pending += len(batch)
             result.failed += len(batch)
-            continue
-        result.removed += len(batch)
-        result.removed_positions.update(position for position, _ in batch)
+        else:
+            for email in batch:
+                if email.lower() in found:
+                    members[email] = found[email.lower()]
+                else:
+                    result.not_on_list += 1
+                    result.gone.add(positions[email])
+        result.looked_up += len(batch)
+        result.batches = number + 1
+        if len(members) > MAX_MEMBERSHIP_IDS - MAX_FILTER_VALUES:  # the next batch could overflow one call
+            await remove_found()
+        if progress is not None:
+            progress(result)
+    await remove_found()
+    if progress is not None:
+        progress(result)
     return result

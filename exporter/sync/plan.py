@@ -7,6 +7,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from exporter.spreadsheet_safe import safe_row
 from exporter.sync.delta import Samples
 from exporter.sync.snapshot import SnapshotStore
 
@@ -24,12 +25,16 @@ class SyncPlan:
     preview: Path | None = None  # a dry run's samples file
 
 
-def write_preview(path: Path, samples: Samples, leavers: list[str]) -> None:
-    """A few rows of each kind a run would touch: line numbers and emails only."""
+def write_preview(path: Path, samples: Samples, leavers: list[str], leaver_note: str) -> None:
+    """A few rows of each kind a run would touch, in line order (leavers, who have no line in
+    this segment, last): line numbers and emails only. ``leaver_note`` is what would happen
+    to the leavers (removed, kept in add mode, held and why), on each of their rows."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    rows = sorted([(line, "add", email) for line, email in samples.new]
+                  + [(line, "update", email) for line, email in samples.changed])
+    would, _, note = leaver_note.partition(": ")
     with path.open("w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
-        writer.writerow(("would", "line", "email"))
-        writer.writerows(("add", line, email) for line, email in samples.new)
-        writer.writerows(("update", line, email) for line, email in samples.changed)
-        writer.writerows(("remove", "", email) for email in leavers)
+        writer.writerow(("would", "line", "email", "note"))
+        writer.writerows(safe_row((kind, line, email, "")) for line, kind, email in rows)
+        writer.writerows(safe_row((would, "", email, note)) for email in leavers)
