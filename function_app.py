@@ -41,6 +41,13 @@ async def start_run(req: func.HttpRequest) -> func.HttpResponse:
                                         req.get_body(), _base_url(req)))
 
 
+@app.route(route="exports/{name}/admin-runs", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+async def start_run_with_overrides(req: func.HttpRequest) -> func.HttpResponse:
+    """Only the app's admin (master) key reaches this: overrides that widen removals apply."""
+    return _respond(await api.start_run(RUNTIME.service(), req.route_params["name"], dict(req.params),
+                                        req.get_body(), _base_url(req), privileged=True))
+
+
 @app.route(route="exports/{name}/runs/{run_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def run_status(req: func.HttpRequest) -> func.HttpResponse:
     return _respond(await api.run_status(RUNTIME.service(), req.route_params["name"], req.route_params["run_id"]))

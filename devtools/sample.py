@@ -57,6 +57,12 @@ def segment_bytes(rows: int, seed: int = 7, bad_every: int = 0) -> bytes:
     return "".join(segment_lines(rows, seed, bad_every)).encode()
 
 
+def _refresh_time(folder: str) -> str:
+    """When the platform wrote a run, from its folder (``2026/11/25/0600``), as CDM states it."""
+    digits = "".join(ch for ch in folder if ch.isdigit()).ljust(12, "0")[:12]
+    return f"{digits[:4]}-{digits[4:6]}-{digits[6:8]}T{digits[8:10]}:{digits[10:12]}:00Z"
+
+
 def cdm_export_folder(runs: list[tuple[str, int, int]], entity: str = "VIP", parts: int = 3, bad_every: int = 0,
                       listed: int = 1, origin: str = "https://contoso.dfs.core.windows.net/customerinsights/"
                       "CustomerInsights_0a1b/VIPExport") -> dict[str, bytes]:
@@ -73,7 +79,7 @@ def cdm_export_folder(runs: list[tuple[str, int, int]], entity: str = "VIP", par
             name = f"{entity}/{folder}/{entity}_{part + 1}.csv"
             files[name] = "".join(lines[part * size:(part + 1) * size]).encode()
             if number >= len(runs) - listed:
-                partitions.append({"name": f"{entity}_{part + 1}", "refreshTime": "2026-11-25T06:00:00Z",
+                partitions.append({"name": f"{entity}_{part + 1}", "refreshTime": _refresh_time(folder),
                                    "location": f"{origin}/{name}",
                                    "fileFormatSettings": {"$type": "CsvFormatSettings", "columnHeaders": False,
                                                           "delimiter": ",", "quoteStyle": "QuoteStyle.Csv",

@@ -293,7 +293,13 @@ def _plan_from_config(args: argparse.Namespace) -> ExportPlan:
         raise UsageError("--config and --export go together")
     from exporter.config import load_config_file
 
-    export = load_config_file(args.config).export(args.export_name)
+    document = load_config_file(args.config)
+    export = document.export(args.export_name)
+    sharing = [other.name for other in document.exports.values() if other.list_id == export.list_id
+               and other.name != export.name]
+    if args.mode == "mirror" and sharing:
+        raise UsageError(f"--mode mirror: list {export.list_id!r} of export {export.name!r} is also used by "
+                         f"{', '.join(map(repr, sharing))}; a mirrored list must have one export only")
     if not export.enabled and not args.force:
         raise UsageError(f"export {export.name!r} is marked \"enabled\": false in {args.config}; "
                          "pass --force to run it anyway")

@@ -197,6 +197,7 @@ def _exports(items: Any, connections: dict[str, Connection], problems: list[str]
                                              encoding, format, columns, entity, float(settle), mode, full_every,
                                              max_remove)
     _overlapping_sources(exports, problems)
+    _shared_mirror_lists(exports, problems)
     return exports
 
 
@@ -278,6 +279,22 @@ def _overlapping_sources(exports: dict[str, ExportDefinition], problems: list[st
         for second in items[i + 1:]:
             if first.claims(second.source) or second.claims(first.source) or first.source == second.source:
                 problems.append(f"exports {first.name!r} and {second.name!r} are both bound to {second.source!r}")
+
+
+def _shared_mirror_lists(exports: dict[str, ExportDefinition], problems: list[str]) -> None:
+    """A mirror export owns its list: another export adding to the same list would see its
+    members removed by the mirror, and, counting them unchanged in its own snapshot, never
+    add them back. Two add exports may share a list."""
+    by_list: dict[str, list[ExportDefinition]] = {}
+    for export in exports.values():
+        by_list.setdefault(export.list_id, []).append(export)
+    for list_id, sharing in by_list.items():
+        mirrors = [export.name for export in sharing if export.mode == "mirror"]
+        if mirrors and len(sharing) > 1:
+            others = [export.name for export in sharing if export.name != mirrors[0]]
+            problems.append(f"export {mirrors[0]!r} mirrors list {list_id!r}, which export(s) "
+                            f"{', '.join(map(repr, others))} also use; a mirrored list must have one export only "
+                            "(give the others their own list, or make the mirror an add export)")
 
 
 def _text(value: Any) -> bool:

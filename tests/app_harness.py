@@ -31,7 +31,7 @@ def config(**overrides: Any) -> dict[str, Any]:
              "mapping": {"email": "email", "first_name": "first_name", "properties.tier": "tier"}},
             {"name": "lapsed", "connection": "local", "source": "lapsed/customers.csv", "list_id": SECOND_LIST,
              "mapping": {"email": "email"}},
-            {"name": "paused", "connection": "local", "source": "paused/", "list_id": LIST_ID,
+            {"name": "paused", "connection": "local", "source": "paused/", "list_id": "Lst003",
              "mapping": {"email": "email"}, "enabled": False},
         ],
     }

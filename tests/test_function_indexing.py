@@ -35,8 +35,8 @@ def trigger(bindings: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def test_the_app_has_exactly_these_functions(functions) -> None:
-    assert set(functions) == {"scheduled_exports", "start_run", "run_status", "list_exports", "segment_dropped",
-                              "run_worker", "run_poisoned"}
+    assert set(functions) == {"scheduled_exports", "start_run", "start_run_with_overrides", "run_status",
+                              "list_exports", "segment_dropped", "run_worker", "run_poisoned"}
 
 
 def test_timer_reads_its_schedule_from_the_app_setting(functions) -> None:
@@ -53,6 +53,11 @@ def test_http_routes_methods_and_function_key_auth(functions, name, route, metho
     http = trigger(functions[name])
     assert (http["route"], http["methods"], http["authLevel"]) == (route, [method], "FUNCTION")
     assert any(b["type"] == "http" and b["direction"] == "OUT" for b in functions[name])
+
+
+def test_overrides_that_widen_removals_take_the_admin_key(functions) -> None:
+    http = trigger(functions["start_run_with_overrides"])
+    assert (http["route"], http["methods"], http["authLevel"]) == ("exports/{name}/admin-runs", ["POST"], "ADMIN")
 
 
 def test_blob_trigger_uses_event_grid_on_the_segments_container(functions) -> None:

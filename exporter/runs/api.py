@@ -1,7 +1,9 @@
 """The HTTP API's logic as plain data in, plain data out (the trigger layer adapts it).
 
-POST /api/exports/{name}/runs[?dryRun=true]  -> 202 + Location, 400, 404, 409
-     body (optional): {"source", "full", "allowMassRemoval", "dryRun"}
+POST /api/exports/{name}/runs[?dryRun=true]  -> 202 + Location, 400, 403, 404, 409
+     body (optional): {"source", "full", "dryRun"}; function key (automation)
+POST /api/exports/{name}/admin-runs          -> the same, and {"allowMassRemoval": true} too;
+     the app's admin (master) key only: an override that widens what a run may remove
 GET  /api/exports/{name}/runs/{run_id}       -> 200 state (+ report when finished), 404
 GET  /api/exports                            -> 200 exports and the last run of each
 """
@@ -39,8 +41,12 @@ def _error(status: int, message: str, **extra: Any) -> ApiResponse:
     return ApiResponse(status, {"error": message, **extra})
 
 
+OVERRIDES = ("allowMassRemoval",)  # what widens what a run may remove
+
+
 async def start_run(service: ExportService, name: str, query: Mapping[str, str], body: bytes,
-                    base_url: str) -> ApiResponse:
+                    base_url: str, privileged: bool = False) -> ApiResponse:
+    """``privileged``: the caller holds the admin key (the admin route), so overrides apply."""
     flag = query.get("dryRun", "false").strip().lower()
     if flag not in _BOOLEANS:
         return _error(400, f"dryRun must be true or false, got {query.get('dryRun')!r}")
@@ -56,6 +62,11 @@ async def start_run(service: ExportService, name: str, query: Mapping[str, str],
         if not isinstance(options, dict) or set(options) - set(BODY_FIELDS) \
                 or not all(isinstance(options[k], BODY_FIELDS[k]) for k in options):
             return _error(400, BODY_SHAPE)
+    widening = [k for k in OVERRIDES if options.get(k)]
+    if widening and not privileged:
+        return _error(403, f"{', '.join(widening)} widens what a run may remove, so a function key cannot ask for it; "
+                           f"call POST /api/exports/{name}/admin-runs with the app's admin key (an administrator's "
+                           "decision), or run without it")
     source = options.get("source")
     dry_run = _BOOLEANS[flag] or options.get("dryRun", False)
     try:

@@ -347,13 +347,21 @@ class ExportService:
                 await self._stand_down(state, lock, "skipped", reason)
                 self._event("skipped", state)
                 return False
-            settle = export.settle_seconds - (datetime.now(UTC).timestamp() - max(p.modified for p in run.parts))
-            if export.is_prefix and run.manifest is None and "/" in run.parts[0].label and settle > 0 \
-                    and message.waits < MAX_WAITS:
-                await self._stand_down(state, lock, "waiting")  # part files still arriving: look again once quiet
-                await self.queue.send_message(replace(message, waits=message.waits + 1).encode(),
-                                              visibility_timeout=math.ceil(settle))
-                return False
+        # Every start (timer, request, blob event) of a plain folder's run of part files waits
+        # until the run has been quiet for settle_seconds: a run read while parts still arrive
+        # is half a segment, and mirror mode would remove the other half. Waiting, not reading
+        # the previous run: that one is older than what the list may already hold.
+        settle = export.settle_seconds - (datetime.now(UTC).timestamp() - max(p.modified for p in run.parts))
+        if self._reads_folder(export, state) and run.manifest is None and "/" in run.parts[0].label and settle > 0:
+            if message.waits >= MAX_WAITS:
+                raise ExportError(f"the newest run {run.description} kept changing for {MAX_WAITS} tries; "
+                                  "nothing was read")
+            await self._stand_down(state, lock, "waiting",  # part files still arriving: look again once quiet
+                                   f"the run's part files changed {export.settle_seconds - settle:.0f} s ago; "
+                                   f"reading once they have been quiet for {export.settle_seconds:g} s")
+            await self.queue.send_message(replace(message, waits=message.waits + 1).encode(),
+                                          visibility_timeout=math.ceil(settle))
+            return False
         await self.store.save_exported_source(export.name, run.fingerprint(), state.run_id)
         state.parts = [_part_document(part) for part in run.parts]
         state.source_description = run.description
@@ -375,7 +383,7 @@ class ExportService:
         """The files of the run: a folder's newest run (for a folder export started by the
         timer, a request or any blob event in the folder), else the one blob named."""
         container = self.settings.segments_container
-        if export.is_prefix and (state.trigger == "blob" or state.source == export.source):
+        if self._reads_folder(export, state):
             folder = BlobFolder(self.storage.blobs.url, container, export.source, self.storage.credential,
                                 self.storage.options)
             return await resolve_folder(folder, export.entity)
@@ -388,6 +396,11 @@ class ExportService:
         location = self.storage.segment(container, state.source, properties.etag)
         part = SegmentPart(location, state.source, properties.size, modified=properties.last_modified.timestamp())
         return SegmentRun(location.description, [part])
+
+    @staticmethod
+    def _reads_folder(export: ExportDefinition, state: RunState) -> bool:
+        """The run reads its folder's newest run, not one file a request named."""
+        return export.is_prefix and (state.trigger == "blob" or state.source == export.source)
 
     async def _already_done(self, export: ExportDefinition, state: RunState, run: SegmentRun) -> str | None:
         """Why a blob event needs no run: its blob is not in the run to export (a part the

@@ -124,6 +124,9 @@ class KlaviyoSimulator:
         # Called with the job count each time a job is accepted, before the 202 leaves: tests
         # use it to act at an exact point of a run (kill a worker, deliver a duplicate).
         self.on_job_accepted: Callable[[int], None] | None = None
+        # A list lookup that pages wrongly, as a broken proxy or API might: "loop" links each page
+        # to itself; "cut" answers half the members and links to a page that fails.
+        self.paging_fault: str | None = None
         self._random = random.Random(self.config.seed)
         # One sliding-window log per rate-limit tier, as Klaviyo keeps them per account.
         self._tiers = {"import": SlidingWindows(BULK_IMPORT_RATE), "membership": SlidingWindows(LIST_MEMBERSHIP_RATE),
@@ -321,7 +324,13 @@ class KlaviyoSimulator:
             if len(emails) > MAX_FILTER_VALUES:
                 return _errors(400, _parameter_error(f"at most {MAX_FILTER_VALUES} values in any()", "filter"))
             ids = [p for p in self.account.profile_ids_by_email(emails) if p in members]
-        return self._page(request, [self.account.profile_resource(p, _base(request)) for p in sorted(ids)])
+        items = [self.account.profile_resource(p, _base(request)) for p in sorted(ids)]
+        if self.paging_fault == "loop":
+            return _json({"data": items[:1], "links": {"self": str(request.url), "next": str(request.url)}})
+        if self.paging_fault == "cut":
+            broken = str(request.url.update_query({"page[cursor]": "not-a-cursor"}))
+            return _json({"data": items[:len(items) // 2], "links": {"self": str(request.url), "next": broken}})
+        return self._page(request, items)
 
     async def remove_members(self, request: web.Request) -> web.Response:
         """Removes profiles from a list (never deletes, suppresses or unsubscribes them): 204."""

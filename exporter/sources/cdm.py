@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import codecs
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import orjson
 
 from exporter.errors import SourceError
-from exporter.sources.folders import Entry, Folder, natural_key, parent
+from exporter.sources.folders import Entry, Folder, natural_key
 from exporter.sources.reach import OutOfReach, checked_blob_name
 
 MANIFESTS = ("model.json", "manifest.cdm.json")
@@ -35,6 +36,7 @@ class Partition:
     columns: list[str] | None  # None: the file has a header row
     delimiter: str | None
     encoding: str | None
+    refreshed: datetime | None = None  # the partition's refreshTime, as the manifest states it
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class _Listed:
     headers: bool
     delimiter: str | None
     encoding: str | None
+    refreshed: datetime | None = None
 
 
 def manifest_name(entries: dict[str, Entry]) -> str | None:
@@ -66,17 +69,37 @@ async def cdm_run(folder: Folder, entries: dict[str, Entry], manifest: str, enti
         if resolved is None:
             raise SourceError(f"{manifest}: partition {number} of entity {found!r} ({_base(item.location)}) is not "
                               f"in {folder.description}: no file below that folder matches its location")
-        partitions.append(Partition(resolved, None if item.headers else columns, item.delimiter, item.encoding))
+        partitions.append(Partition(resolved, None if item.headers else columns, item.delimiter, item.encoding,
+                                    item.refreshed))
     return _newest(partitions)
 
 
 def _newest(partitions: list[Partition]) -> list[Partition]:
-    runs: dict[str, list[Partition]] = {}
-    for partition in partitions:
-        runs.setdefault(parent(partition.entry.name), []).append(partition)
-    newest = max(runs.values(), key=lambda run: max((p.entry.modified, p.entry.name) for p in run))
-    unique = {p.entry.name: p for p in newest}
+    """The run to read. A manifest whose partitions all carry a refresh time may list older
+    runs too: the partitions of the newest refresh time are the run, in whichever subfolders
+    they sit. Without refresh times on every partition, nothing tells runs apart safely, so
+    every listed partition is read: reading too much only adds, while leaving a part out
+    would make mirror mode remove its members."""
+    times = {p.refreshed for p in partitions}
+    run = partitions
+    if None not in times:
+        newest = max(times)  # type: ignore[type-var]
+        run = [p for p in partitions if p.refreshed == newest]
+    unique = {p.entry.name: p for p in run}
     return [unique[name] for name in sorted(unique, key=natural_key)]
+
+
+def _refresh_time(value: Any, where: str) -> datetime | None:
+    """A partition's refreshTime (ISO 8601, as CDM writes it), or None when absent."""
+    if value is None:
+        return None
+    try:
+        stamp = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        stamp = None
+    if stamp is None:
+        raise SourceError(f"{where}: a partition has a 'refreshTime' that is not an ISO 8601 time")
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
 
 
 def _model_json(document: Any, wanted: str | None) -> tuple[str, list[str], list[_Listed]]:
@@ -90,7 +113,8 @@ def _model_json(document: Any, wanted: str | None) -> tuple[str, list[str], list
             raise SourceError(f"model.json: a partition of entity {name!r} has 'fileFormatSettings' that is not an object")
         listed.append(_Listed(_location(item.get("location"), "model.json"), settings.get("columnHeaders") is True,
                               _delimiter(settings.get("delimiter"), "model.json"),
-                              _encoding(settings.get("encoding"), "model.json")))
+                              _encoding(settings.get("encoding"), "model.json"),
+                              _refresh_time(item.get("refreshTime"), "model.json")))
     return name, columns, listed
 
 
@@ -101,9 +125,10 @@ async def _manifest_cdm(folder: Folder, document: Any, wanted: str | None) -> tu
     columns = await _cdm_attributes(folder, entity, name)
     listed = []
     for item in _list(entity.get("dataPartitions"), f"{where}: entity {name!r} 'dataPartitions'"):
-        arguments = _trait_arguments(item.get("exhibitsTraits"))
+        arguments = _trait_arguments(item.get("exhibitsTraits"), where)
         listed.append(_Listed(_location(item.get("location"), where), str(arguments.get("columnHeaders")).lower() == "true",
-                              _delimiter(arguments.get("delimiter"), where), _encoding(arguments.get("encoding"), where)))
+                              _delimiter(arguments.get("delimiter"), where), _encoding(arguments.get("encoding"), where),
+                              _refresh_time(item.get("refreshTime"), where)))
     return name, columns, listed
 
 
@@ -152,10 +177,16 @@ def _attribute_names(attributes: Any, where: str) -> list[str]:
     return checked
 
 
-def _trait_arguments(traits: Any) -> dict[str, Any]:
+def _trait_arguments(traits: Any, where: str) -> dict[str, Any]:
     for trait in traits if isinstance(traits, list) else []:
         if isinstance(trait, dict) and str(trait.get("traitReference", "")).startswith("is.partition.format"):
-            return {str(a.get("name")): a.get("value") for a in trait.get("arguments") or [] if isinstance(a, dict)}
+            arguments = trait.get("arguments")
+            if arguments is None:
+                return {}
+            if not isinstance(arguments, list):
+                raise SourceError(f"{where}: the partition format trait's 'arguments' must be a list of "
+                                  f"{{\"name\", \"value\"}} objects (got a {type(arguments).__name__})")
+            return {str(a.get("name")): a.get("value") for a in arguments if isinstance(a, dict)}
     return {}
 
 

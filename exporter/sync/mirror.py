@@ -32,8 +32,8 @@ from exporter.sources.integrity import ReadIntegrity
 from exporter.sync.keys import Keying
 from exporter.sync.snapshot import Snapshot, SnapshotDamaged
 
-ALLOW = ("run again with --allow-mass-removal (HTTP: {\"allowMassRemoval\": true} on the admin route, "
-         "POST /api/admin/exports/NAME/runs)")
+ALLOW = ("run again with --allow-mass-removal (HTTP: {\"allowMassRemoval\": true} on "
+         "POST /api/exports/NAME/admin-runs, with the app's admin key)")
 
 
 @dataclass

@@ -5,7 +5,8 @@ the row's mapped values as they were sent (the header's mapping digest says whic
 mapping turned them into the profile), and the lower-cased email itself (mirror mode
 removes leavers by email); no other personal data. The file is one blob (or local file):
 
-    MAGIC, a JSON header line (list id, mapping digest, member count, ...),
+    MAGIC, a JSON header line (list id, mapping digest, member count, each section's
+    checksum, ...), the header line's own checksum on a line,
     keys   (count x 8 bytes, ascending),
     fingerprints (count x 4 bytes, in key order),
     emails ("email\\n" each, in key order)
@@ -16,6 +17,13 @@ named or the snapshot rewritten, and member ``i``'s email is line ``i`` there. A
 snapshot is written whole to a temporary file and then replaces the old one in one step
 (a blob upload commits atomically; a local file is renamed over), so a crash leaves the
 old snapshot or the new one, never half of either.
+
+Mirror mode removes people on the snapshot's word, so the snapshot proves itself: the
+header and every section carry an XXH3-128 checksum, checked as each is read (the emails
+when they are copied), and a mismatch fails the run, removing nobody. Snapshots of the
+previous format (``MAGIC_V2``, no checksums) are still read; their leavers' emails are
+checked against their keys like everyone's (``mirror.checked_leaver_emails``), and the next
+write gives them checksums.
 """
 
 from __future__ import annotations
@@ -30,12 +38,14 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Protocol
 
 import orjson
+import xxhash
 
 from exporter.errors import ExportError
 from exporter.sources.files import BlobLocation
 from exporter.sync.keys import KEYINGS
 
-MAGIC = b"KLAVIYO-EXPORTER-SNAPSHOT 2\n"
+MAGIC = b"KLAVIYO-EXPORTER-SNAPSHOT 3\n"
+MAGIC_V2 = b"KLAVIYO-EXPORTER-SNAPSHOT 2\n"  # no checksums; read, never written
 MAX_HEADER = 64 * 1024
 FILE_NAME = "snapshot.bin"
 
@@ -53,6 +63,7 @@ class SnapshotHeader:
     run_id: str = ""
     written_at: str = ""
     keys: str = "blake2b"  # how keys and fingerprints were made (``sync.keys.KEYINGS``); absent before xxHash
+    sections: dict[str, str] | None = None  # checksum of each section (keys, fps, emails); None in format 2
 
 
 class SnapshotStore(Protocol):
@@ -163,42 +174,69 @@ async def load_snapshot(store: SnapshotStore) -> Snapshot | None:
         return None
     damaged = (f"the snapshot {store.description} is damaged or not a snapshot; delete it to start over "
                "(the next run is then a full one, and mirror mode cannot remove members of the lost snapshot)")
-    if head != MAGIC:
+    if head not in (MAGIC, MAGIC_V2):
         raise SnapshotDamaged(damaged)
     line = await reader.line(MAX_HEADER)
+    checked = head == MAGIC
+    stated = await reader.line(64) if checked else b""
     try:
         header = SnapshotHeader(**orjson.loads(line))
         count = header.members
         if type(count) is not int or count < 0 or header.keys not in KEYINGS:
             raise ValueError
+        if checked and (stated != _digest(line).encode() or not _sections_valid(header.sections)):
+            raise ValueError
     except (orjson.JSONDecodeError, TypeError, ValueError):
         raise SnapshotDamaged(damaged) from None
     keys, fps = array("q"), array("I")
-    for target, width in ((keys, 8), (fps, 4)):
+    for name, target, width in (("keys", keys, 8), ("fps", fps, 4)):
         remaining = count * width
+        hasher = xxhash.xxh3_128()
         while remaining:
             wanted = min(remaining, 1 << 20)
             piece = await reader.take(wanted)
             if len(piece) != wanted:
                 raise SnapshotDamaged(damaged)
+            hasher.update(piece)
             target.frombytes(piece)
             remaining -= len(piece)
+        if checked and hasher.hexdigest() != header.sections[name]:  # type: ignore[index]
+            raise SnapshotDamaged(damaged)
     if sys.byteorder != "little":
         keys.byteswap()
         fps.byteswap()
     if any(keys[i] >= keys[i + 1] for i in range(len(keys) - 1)):
         raise SnapshotDamaged(damaged)
     await reader.close()
-    snapshot = Snapshot(header, keys, fps, len(MAGIC) + len(line) + 1 + 12 * count)
+    heading = len(MAGIC) + len(line) + 1 + (len(stated) + 1 if checked else 0)
+    snapshot = Snapshot(header, keys, fps, heading + 12 * count)
     snapshot.index()
     return snapshot
 
 
+def _digest(data: bytes) -> str:
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def _sections_valid(sections: object) -> bool:
+    return isinstance(sections, dict) and all(isinstance(sections.get(name), str) for name in SECTIONS)
+
+
+SECTIONS = ("keys", "fps", "emails")
+
+
 async def copy_emails(store: SnapshotStore, snapshot: Snapshot, path: Path) -> Path:
-    """The stored snapshot's emails section, into a local file (line ``i``: member ``i``)."""
+    """The stored snapshot's emails section, into a local file (line ``i``: member ``i``),
+    checked against its checksum (format 3)."""
+    hasher = xxhash.xxh3_128()
     with path.open("wb") as out:
         async for chunk in store.read(snapshot.emails_at):
+            hasher.update(chunk)
             out.write(chunk)
+    sections = snapshot.header.sections
+    if sections is not None and hasher.hexdigest() != sections.get("emails"):
+        raise SnapshotDamaged(f"the snapshot {store.description} is damaged (its emails do not match their checksum); "
+                              "delete it to start over (nobody was removed)")
     return path
 
 
@@ -211,6 +249,7 @@ class SnapshotWriter:
         self._fps = tempfile.NamedTemporaryFile(dir=folder, prefix="fps-")  # noqa: SIM115
         self._emails = tempfile.NamedTemporaryFile(dir=folder, prefix="emails-")  # noqa: SIM115
         self._key_buffer, self._fp_buffer = array("q"), array("I")
+        self._hashers = {name: xxhash.xxh3_128() for name in SECTIONS}
         self.members = 0
         self._last: int | None = None
 
@@ -227,6 +266,7 @@ class SnapshotWriter:
 
     def email(self, line: bytes) -> None:
         """The email of the member just given to ``member``: its line, newline included."""
+        self._hashers["emails"].update(line)
         self._emails.write(line)
 
     def members_from(self, keys: array, fps: array, emails: list[bytes]) -> None:
@@ -239,6 +279,9 @@ class SnapshotWriter:
         self._flush()
         self._key_buffer, self._fp_buffer = array("q", keys), array("I", fps)
         self._flush()
+        hasher = self._hashers["emails"]
+        for line in emails:
+            hasher.update(line)
         self._emails.writelines(emails)
         self._last = keys[-1]
         self.members += len(keys)
@@ -247,16 +290,21 @@ class SnapshotWriter:
         if sys.byteorder != "little":
             self._key_buffer.byteswap()
             self._fp_buffer.byteswap()
-        self._keys.write(self._key_buffer.tobytes())
-        self._fps.write(self._fp_buffer.tobytes())
+        keys, fps = self._key_buffer.tobytes(), self._fp_buffer.tobytes()
+        self._hashers["keys"].update(keys)
+        self._hashers["fps"].update(fps)
+        self._keys.write(keys)
+        self._fps.write(fps)
         self._key_buffer, self._fp_buffer = array("q"), array("I")
 
     def finish(self, header: SnapshotHeader) -> Path:
         self._flush()
         header.members = self.members
+        header.sections = {name: hasher.hexdigest() for name, hasher in self._hashers.items()}
         path = self._folder / "snapshot.new"
         with path.open("wb") as out:
-            out.write(MAGIC + orjson.dumps(asdict(header)) + b"\n")
+            line = orjson.dumps(asdict(header))
+            out.write(MAGIC + line + b"\n" + _digest(line).encode() + b"\n")
             for section in (self._keys, self._fps, self._emails):
                 section.flush()
                 section.seek(0)
