@@ -433,6 +433,7 @@ class _ProgressBar:
         sys.stderr.flush()
 
     def close(self) -> None:
+        self._draw(time.monotonic())  # the last numbers, whatever the redraw limit skipped
         sys.stderr.write("\n")
 
 

@@ -579,6 +579,9 @@ def _remember(state: RunState, progress: Progress) -> None:
         "jobs_accepted": progress.jobs_accepted, "jobs_in_flight": progress.jobs_in_flight,
         "earliest_finish": earliest.isoformat(timespec="seconds"),
     }
+    if (removal := progress.removal) is not None:  # mirror mode's last phase
+        state.progress.update({"leavers": removal.leavers, "leavers_looked_up": removal.looked_up,
+                               "removed": removal.removed, "remove_pending": removal.pending})
 
 
 def environment_key_source(variable: str) -> ApiKeySource:
