@@ -1,6 +1,8 @@
 """Masks personal data and keys in log records, whatever logs them.
 
-Our own code logs no row values; this is the second line of defence for what libraries
+Our own code puts no row value in a message (an error names a line and a column, never
+what the row holds), because no pattern can tell a bare name in free text ("Jane Doe")
+from any other words. This is the second line of defence, for what libraries
 and exceptions carry: email addresses, phone numbers (international, and local ones
 written with separators), values given for name-like keys, Klaviyo keys, and the text of
 exceptions and tracebacks that pass through logging.
@@ -21,7 +23,7 @@ _KEY = re.compile(r"\bpk_[A-Za-z0-9_]+")
 _PHONE_CANDIDATE = re.compile(r"(?<![\w.:/=-])\+?\(?\d[\d ().-]{5,}\d(?![\w.:/-])")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _NAME_VALUE = re.compile(
-    r"""(?i)(["']?\b(?:first|last|full|given|family|middle|sur)?_?name\b["']?\s*[:=]\s*)("[^"]*"|'[^']*'|[^\s,;&}]+)""")
+    r"""(?i)(["']?\b(?:first|last|full|given|family|middle|sur)?_?name\b["']?\s*[:=]\s*)("[^"]*"|'[^']*'|[^\s,;&}()\[\]"']+)""")
 
 
 def _phone(match: re.Match[str]) -> str:

@@ -201,6 +201,8 @@ async def test_a_file_replaced_between_legs_fails_the_run_and_frees_the_export(a
     state = await status_of("vip", answer["run_id"])
     assert state["status"] == "failed" and "was replaced or changed after the run started" in state["report"]["error"]
     assert simulator.simulator.stats.jobs_received == 1
+    counts = state["report"]["counts"]  # what the first leg did stays in the failed run's report
+    assert counts["accepted"] == 10_000 and len(state["report"]["jobs"]) == 1 and counts["rows_read"] > 0
     assert (await call(function_app.start_run, post("vip"))).status_code == 202  # the export is free again
     await app.runtime.aclose()
 

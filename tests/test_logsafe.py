@@ -50,3 +50,7 @@ def test_exception_text_and_tracebacks_are_masked_for_handlers_added_later() -> 
     output = stream.getvalue()
     assert "ValueError: bad row for <email>, phone <phone>" in output and "Traceback" in output
     assert "@example.com" not in output and "7946" not in output
+
+
+def test_a_masked_name_keeps_the_punctuation_around_it() -> None:
+    assert redact('KeyError(name=Ann") in f(name=Bob)') == 'KeyError(name=<name>") in f(name=<name>)'

@@ -393,3 +393,31 @@ async def test_the_status_api_shows_the_removal_phase_and_it_goes_on_across_legs
     final = seen[-1]["report"]
     assert final["counts"]["removed"] == 250 and final["sync"]["not_on_list"] == 0
     assert members(app) == emails_in(refreshed)
+
+
+@pytest.mark.parametrize("arguments", [5, True, "columnHeaders"])
+def test_cdm_trait_arguments_of_the_wrong_type_are_a_reason_not_a_crash(arguments: object) -> None:
+    from exporter.errors import SourceError
+    from exporter.sources.cdm import _trait_arguments
+
+    traits = [{"traitReference": "is.partition.format.CSV", "arguments": arguments}]
+    with pytest.raises(SourceError, match=r"manifest.cdm.json: the partition format trait's 'arguments' must be a list"):
+        _trait_arguments(traits, "manifest.cdm.json")
+
+
+def test_the_run_of_a_cdm_manifest_is_its_newest_refresh_time_in_any_subfolder(tmp_path) -> None:
+    from exporter.sources.cdm import Partition, _newest
+    from exporter.sources.folders import Entry
+
+    def partition(name: str, refreshed: str | None) -> Partition:
+        from datetime import datetime
+
+        stamp = datetime.fromisoformat(refreshed) if refreshed else None
+        return Partition(Entry(name, 0.0, 1), None, None, None, stamp)
+
+    listed = [partition("VIP/2026/11/25/a/VIP_1.csv", "2026-11-25T06:00:00+00:00"),
+              partition("VIP/2026/11/25/b/VIP_2.csv", "2026-11-25T06:00:00+00:00"),
+              partition("VIP/2026/11/24/VIP_1.csv", "2026-11-24T06:00:00+00:00")]
+    assert [p.entry.name for p in _newest(listed)] == ["VIP/2026/11/25/a/VIP_1.csv", "VIP/2026/11/25/b/VIP_2.csv"]
+    undated = [partition(p.entry.name, None) for p in listed]  # nothing tells runs apart: read them all
+    assert len(_newest(undated)) == 3

@@ -322,6 +322,8 @@ class ExportService:
             if report.sync and report.sync.get("preview"):
                 report.sync["preview"] = await self.store.save_file(export.name, message.run_id, preview, "preview.csv")
         report.started_at = state.started_at or report.started_at
+        if report.status == "failed":
+            _keep_earlier_work(report, state, checkpoint)
         if latest.progress is not None:
             _remember(state, latest.progress)  # where the leg ended, for a run that continues
         state.counts, state.jobs = asdict(report.counts), len(report.jobs)
@@ -516,6 +518,19 @@ class ExportService:
                             "source": export.source, "list_id": export.list_id, "enabled": export.enabled,
                             "last_run": await self.store.latest(export.name)})
         return exports
+
+
+def _keep_earlier_work(report: RunReport, state: RunState, checkpoint: Checkpoint) -> None:
+    """A leg that fails may have failed before it replayed what earlier legs and attempts did:
+    its report keeps their counts (each count only grows as a run goes on) and every job
+    Klaviyo accepted, so a failed run never reads as if nothing reached Klaviyo."""
+    earlier = Counts(**state.counts) if state.counts else Counts()
+    for name, value in asdict(earlier).items():
+        if value > getattr(report.counts, name):
+            setattr(report.counts, name, value)
+    report.counts.settle_unsent()
+    accepted = [a.job_id for _, a in sorted(checkpoint.accepted_jobs.items())]
+    report.jobs = list(dict.fromkeys([*accepted, *report.jobs]))
 
 
 def _leg_in_progress(state: RunState, message: RunMessage) -> bool:
