@@ -312,10 +312,9 @@ class KlaviyoSimulator:
         list_id = request.match_info["id"]
         if list_id not in self.account.lists:
             return _errors(404, error(404, "not_found", "Not found.", f"A list with id {list_id} does not exist."))
-        members = set(self.account.member_ids(list_id))
         wanted = request.query.get("filter")
         if wanted is None:
-            ids = list(members)
+            ids = self.account.member_ids(list_id)
         else:
             emails = _filter_emails(wanted)
             if emails is None:
@@ -323,7 +322,7 @@ class KlaviyoSimulator:
                                                      "filter"))
             if len(emails) > MAX_FILTER_VALUES:
                 return _errors(400, _parameter_error(f"at most {MAX_FILTER_VALUES} values in any()", "filter"))
-            ids = [p for p in self.account.profile_ids_by_email(emails) if p in members]
+            ids = self.account.members_among(list_id, self.account.profile_ids_by_email(emails))
         items = [self.account.profile_resource(p, _base(request)) for p in sorted(ids)]
         if self.paging_fault == "loop":
             return _json({"data": items[:1], "links": {"self": str(request.url), "next": str(request.url)}})

@@ -97,6 +97,12 @@ class Account:
         with self._lock:
             return list(map(_profile_id, self._members.get(list_id, {})))
 
+    def members_among(self, list_id: str, profile_ids: list[str]) -> list[str]:
+        """Those of ``profile_ids`` that are members of the list (without copying the list)."""
+        with self._lock:
+            members = self._members.get(list_id, {})
+            return [p for p in profile_ids if (self._number(p) or 0) in members]
+
     def member_emails(self, list_id: str) -> list[str]:
         with self._lock:
             return [_email(self._profiles[number - 1]) for number in self._members.get(list_id, {})]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from exporter.errors import ExportError
 from exporter.klaviyo.client import KlaviyoClient
 from exporter.ledger import JobLedger
 from exporter.mapping import FieldMapping
@@ -87,8 +88,12 @@ class SyncRun:
                 ledger.record_removal(removal.to_document())
                 await ledger.save()
 
-            removal = await remove_leavers(klaviyo, self.list_id, found, deadline, progress,
-                                           Removal.from_document(earlier) if earlier else None, record)
+            try:
+                resumed = Removal.from_document(earlier) if earlier else None
+            except ValueError:
+                raise ExportError("the run's checkpoint holds a damaged removal record; nobody more was removed; "
+                                  "start a new run") from None
+            removal = await remove_leavers(klaviyo, self.list_id, found, deadline, progress, resumed, record)
             if removal.handed_over:
                 return True
         elif mirror and not removing:
@@ -99,7 +104,8 @@ class SyncRun:
                        "full_reason": self.reason or None, "new": delta.new, "changed": delta.changed,
                        "unchanged": counts.unchanged, "leavers": len(leavers),
                        "would_remove": len(leavers) if removing else 0,
-                       "not_on_list": removal.not_on_list, "guard": stopped, "damage": held,
+                       "not_on_list": removal.not_on_list, "removal_seconds": round(removal.seconds, 2),
+                       "guard": stopped, "damage": held,
                        "read_whole": integrity.whole, "preview": None}
         for hint in (held, stopped):
             if hint:

@@ -20,6 +20,7 @@ Removal never deletes, suppresses or unsubscribes a profile.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable
@@ -49,6 +50,7 @@ class Removal:
     pending: int = 0  # not confirmed off the list: still in the snapshot, tried again next run
     failed: int = 0  # of ``pending``: their lookup or removal call failed
     gone: set[int] = field(default_factory=set)  # snapshot positions to drop: removed or not on the list
+    seconds: float = 0.0  # spent looking up and removing, over every leg
     handed_over: bool = False  # the leg's time ran out: the next leg goes on
 
     def to_document(self) -> dict[str, object]:
@@ -59,11 +61,11 @@ class Removal:
         """A ledger's record, checked field by field (``ValueError`` if anything is off)."""
         numbers = {name: document.get(name) for name in ("leavers", "batches", "looked_up", "removed", "not_on_list",
                                                          "pending", "failed")}
-        gone = document.get("gone")
+        gone, seconds = document.get("gone"), document.get("seconds", 0.0)
         if not all(type(value) is int and value >= 0 for value in numbers.values()) or not isinstance(gone, list) \
-                or not all(type(at) is int and at >= 0 for at in gone):
+                or not all(type(at) is int and at >= 0 for at in gone) or type(seconds) not in (int, float):
             raise ValueError("a removal record of the wrong shape")
-        return cls(**numbers, gone=set(gone))  # type: ignore[arg-type]
+        return cls(**numbers, gone=set(gone), seconds=float(seconds))  # type: ignore[arg-type]
 
 
 def guard(leavers: int, members: int, rows_read: int, allowed: bool, max_fraction: float) -> str | None:
@@ -123,12 +125,14 @@ async def remove_leavers(klaviyo: KlaviyoClient, list_id: str, leavers: dict[int
     result durable after every removal call, before the next."""
     result = resume if resume is not None and resume.leavers == len(leavers) else Removal(leavers=len(leavers))
     result.handed_over = False
+    started = time.monotonic()
     positions = {email: at for at, email in leavers.items()}
     batches = list(filter_batches(list(positions)))
     members: dict[str, str] = {}  # found, not yet removed: email -> profile id
     first = result.batches
 
     async def remove_found() -> None:
+        nonlocal started
         if members:
             batch = dict(members)
             members.clear()
@@ -140,6 +144,8 @@ async def remove_leavers(klaviyo: KlaviyoClient, list_id: str, leavers: dict[int
             else:
                 result.removed += len(batch)
                 result.gone.update(positions[email] for email in batch)
+        result.seconds += time.monotonic() - started
+        started = time.monotonic()
         if record is not None:
             await record(result)
 
