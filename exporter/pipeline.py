@@ -167,6 +167,7 @@ class _Run:
             if chunk.warnings:
                 self.rejects.add(chunk.warnings)
                 self.counts.warnings += len(chunk.warnings)
+                self.delta.note_warnings(chunk)
             classified = await mapped(self.delta.classify, chunk, fingerprints)
             keep, seen = classified.keep, classified.duplicates
             self.counts.duplicates += len(seen)

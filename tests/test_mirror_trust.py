@@ -421,3 +421,36 @@ def test_the_run_of_a_cdm_manifest_is_its_newest_refresh_time_in_any_subfolder(t
     assert [p.entry.name for p in _newest(listed)] == ["VIP/2026/11/25/a/VIP_1.csv", "VIP/2026/11/25/b/VIP_2.csv"]
     undated = [partition(p.entry.name, None) for p in listed]  # nothing tells runs apart: read them all
     assert len(_newest(undated)) == 3
+
+
+@pytest.mark.parametrize("engine", ["columnar", "row"])
+async def test_a_delta_run_lists_the_warnings_of_unchanged_rows_too(simulator, tmp_path, engine: str) -> None:
+    """Unchanged rows are not sent, but those whose fields drew warnings when they were sent are
+    mapped again, so every run's rejects file tells the same data-quality story."""
+
+    lines = segment(200).decode().splitlines(keepends=True)
+    for at in (3, 50, 120):
+        email, first, last, _, rest = lines[at].split(",", 4)
+        lines[at] = f"{email},{first},{last},not a phone,{rest}"
+    source, state = tmp_path / "s.csv", tmp_path / "state"
+    source.write_text("".join(lines))
+    plan = ExportPlan("t", str(source), LIST_ID, FieldMapping("email", {"phone_number": "phone"}, "GB"),
+                      sync=SyncPlan(LocalSnapshotStore(state)), engine=engine)
+
+    async def export(number: int) -> tuple[object, list[list[str]]]:
+        async with client_for(simulator) as klaviyo:
+            report = await run_export(plan, klaviyo, RejectsFile(tmp_path / f"r{number}.csv", always=True))
+        return report, list(csv.reader((tmp_path / f"r{number}.csv").read_text().splitlines()))[1:]
+
+    first, warned = await export(1)
+    assert first.counts.sent == 200 and [row[0] for row in warned] == ["4", "51", "121"]
+    again, rewarned = await export(2)
+    assert (again.counts.sent, again.counts.unchanged, again.counts.warnings) == (0, 200, 3)
+    assert rewarned == warned and again.sync["warnings_rechecked"] == 3
+    email, first_name, last, _, rest = lines[50].split(",", 4)
+    lines[50] = f"{email},{first_name},{last},+44 20 7946 0001,{rest}"  # mended at the source
+    source.write_text("".join(lines))
+    mended, _ = await export(3)
+    assert mended.counts.sent == 1
+    quiet, left = await export(4)
+    assert quiet.counts.sent == 0 and [row[0] for row in left] == ["4", "121"]

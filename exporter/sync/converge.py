@@ -105,7 +105,8 @@ class SyncRun:
                        "unchanged": counts.unchanged, "leavers": len(leavers),
                        "would_remove": len(leavers) if removing else 0,
                        "not_on_list": removal.not_on_list, "removal_seconds": round(removal.seconds, 2),
-                       "guard": stopped, "damage": held,
+                       "guard": stopped, "damage": held, "warnings_rechecked": delta.rechecked,
+                       "warnings_tracked": delta.warned is not None,
                        "read_whole": integrity.whole, "preview": None}
         for hint in (held, stopped):
             if hint:
@@ -126,7 +127,7 @@ class SyncRun:
         delta.write(writer, emails, refused, removal.gone)
         header = header_for(self.list_id, self.digest, snapshot.header if snapshot else None, self.full,
                             report.run_id, utc_now(), delta.keying.name)
-        path = writer.finish(header)
+        path = writer.finish(header, delta.warned_members(refused, removal.gone))
         await sync.store.replace(path)
         report.sync["members"] = header.members
         return False

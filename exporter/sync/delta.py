@@ -71,6 +71,11 @@ class Delta:
         self._spool: _Spool | None = _Spool(spool) if spool is not None else None
         self.new = self.changed = 0
         self.samples = Samples()
+        # Members whose row drew field warnings when last sent: their rows are mapped again even
+        # when unchanged (not sent), so this run's rejects file lists their warnings too.
+        self.recheck = _positions(snapshot, snapshot.warned) if snapshot is not None and snapshot.warned else None
+        self.rechecked = 0
+        self.warned: dict[int, int] | None = {}  # key -> line of rows that drew warnings (None: too many)
 
     @property
     def fingerprinting(self) -> bool:
@@ -126,16 +131,46 @@ class Delta:
         """Positions of the rows to map: not those whose email key (0: none) the snapshot holds,
         not yet seen in this run, with the same fingerprint (each such member is marked seen)."""
         assert self.snapshot is not None
-        find, first_line, known = self.snapshot.find, self.first_line, self.snapshot.fps
+        find, first_line, known, recheck = self.snapshot.find, self.first_line, self.snapshot.fps, self.recheck
         keep: list[int] = []
         for i, key in enumerate(keys):
             if key:
                 at = find(key)
                 if at >= 0 and not first_line[at] and known[at] == fps[i]:
-                    first_line[at] = lines[i]
-                    continue
+                    if recheck is not None and recheck[at >> 3] >> (at & 7) & 1:
+                        self.rechecked += 1  # unchanged, but mapped again for its warnings
+                    else:
+                        first_line[at] = lines[i]
+                        continue
             keep.append(i)
         return keep
+
+    def note_warnings(self, chunk: MappedChunk) -> None:
+        """Remember which members' rows drew field warnings (their keys), for the next snapshot."""
+        if self._spool is None or self.warned is None:
+            return
+        at = {line: i for i, line in enumerate(chunk.lines)}
+        for warning in chunk.warnings:
+            i = at.get(warning.line)
+            if i is not None:
+                self.warned[chunk.keys[i]] = warning.line
+        if len(self.warned) > MAX_WARNED:
+            self.warned = None  # past this, the next run re-checks nobody (the report says so)
+
+    def warned_members(self, refused: set[int], removed: set[int]) -> array:
+        """Keys of the next snapshot's members whose rows drew warnings: those warned in this
+        run (not refused by Klaviyo), and members this run did not see that were warned before."""
+        snapshot = self.snapshot
+        if self.warned is None:
+            return array("q")
+        keys = {key for key, line in self.warned.items() if line not in refused}
+        if snapshot is not None:
+            for key in snapshot.warned:
+                at = snapshot.find(key)
+                if at >= 0 and not self.first_line[at] and at not in removed:
+                    keys.add(key)
+            keys = {key for key in keys if (at := snapshot.find(key)) < 0 or at not in removed}
+        return array("q", sorted(keys))
 
     def classify(self, chunk: MappedChunk, fingerprints: dict[int, int]) -> Classified:
         """A block's profiles (after ``skip_unchanged``, with its fingerprints): snapshot members
@@ -264,6 +299,17 @@ class Delta:
 
 
 SLICE = 65_536  # old members copied at once
+MAX_WARNED = 200_000  # members whose warnings a snapshot tracks (8 bytes each on disk, ~100 in memory here)
+
+
+def _positions(snapshot: Snapshot, keys: array) -> bytearray:
+    """A bitmap of the snapshot positions of these keys (one bit a member)."""
+    bits = bytearray((len(snapshot.keys) + 7) // 8)
+    for key in keys:
+        at = snapshot.find(key)
+        if at >= 0:
+            bits[at >> 3] |= 1 << (at & 7)
+    return bits
 
 
 class _Spool:

@@ -9,6 +9,9 @@ removes leavers by email); no other personal data. The file is one blob (or loca
     checksum, ...), the header line's own checksum on a line,
     keys   (count x 8 bytes, ascending),
     fingerprints (count x 4 bytes, in key order),
+    warned (the header's ``warned`` x 8 bytes: keys of members whose row drew field warnings,
+            ascending; their rows are mapped again by a delta run, so its rejects file lists
+            their warnings too),
     emails ("email\\n" each, in key order)
 
 Loading reads the keys and fingerprints into two arrays (12 bytes a member) and looks a
@@ -28,6 +31,7 @@ write gives them checksums.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import tempfile
@@ -63,7 +67,8 @@ class SnapshotHeader:
     run_id: str = ""
     written_at: str = ""
     keys: str = "blake2b"  # how keys and fingerprints were made (``sync.keys.KEYINGS``); absent before xxHash
-    sections: dict[str, str] | None = None  # checksum of each section (keys, fps, emails); None in format 2
+    sections: dict[str, str] | None = None  # checksum of each section (keys, fps, warned, emails); None in format 2
+    warned: int = 0  # members whose row drew field warnings (format 3)
 
 
 class SnapshotStore(Protocol):
@@ -142,6 +147,7 @@ class Snapshot:
     keys: array  # array('q'), ascending
     fps: array  # array('I'), in key order
     emails_at: int  # byte offset of the emails section in the stored snapshot
+    warned: array = field(default_factory=lambda: array("q"))  # keys of members whose row drew warnings
     starts: array = field(default_factory=lambda: array("I", [0, 0, 0]))  # see ``index``
     shift: int = 63
 
@@ -182,15 +188,19 @@ async def load_snapshot(store: SnapshotStore) -> Snapshot | None:
     try:
         header = SnapshotHeader(**orjson.loads(line))
         count = header.members
-        if type(count) is not int or count < 0 or header.keys not in KEYINGS:
+        if type(count) is not int or count < 0 or header.keys not in KEYINGS or type(header.warned) is not int \
+                or not 0 <= header.warned <= count or (header.warned and not checked):
             raise ValueError
         if checked and (stated != _digest(line).encode() or not _sections_valid(header.sections)):
             raise ValueError
     except (orjson.JSONDecodeError, TypeError, ValueError):
         raise SnapshotDamaged(damaged) from None
-    keys, fps = array("q"), array("I")
-    for name, target, width in (("keys", keys, 8), ("fps", fps, 4)):
-        remaining = count * width
+    keys, fps, warned = array("q"), array("I"), array("q")
+    for name, target, width, items in (("keys", keys, 8, count), ("fps", fps, 4, count),
+                                       ("warned", warned, 8, header.warned)):
+        if name == "warned" and not checked:
+            break
+        remaining = items * width
         hasher = xxhash.xxh3_128()
         while remaining:
             wanted = min(remaining, 1 << 20)
@@ -205,11 +215,13 @@ async def load_snapshot(store: SnapshotStore) -> Snapshot | None:
     if sys.byteorder != "little":
         keys.byteswap()
         fps.byteswap()
-    if any(keys[i] >= keys[i + 1] for i in range(len(keys) - 1)):
+        warned.byteswap()
+    if any(keys[i] >= keys[i + 1] for i in range(len(keys) - 1)) \
+            or any(warned[i] >= warned[i + 1] for i in range(len(warned) - 1)):
         raise SnapshotDamaged(damaged)
     await reader.close()
     heading = len(MAGIC) + len(line) + 1 + (len(stated) + 1 if checked else 0)
-    snapshot = Snapshot(header, keys, fps, heading + 12 * count)
+    snapshot = Snapshot(header, keys, fps, heading + 12 * count + 8 * len(warned), warned)
     snapshot.index()
     return snapshot
 
@@ -222,7 +234,7 @@ def _sections_valid(sections: object) -> bool:
     return isinstance(sections, dict) and all(isinstance(sections.get(name), str) for name in SECTIONS)
 
 
-SECTIONS = ("keys", "fps", "emails")
+SECTIONS = ("keys", "fps", "warned", "emails")
 
 
 async def copy_emails(store: SnapshotStore, snapshot: Snapshot, path: Path) -> Path:
@@ -297,21 +309,33 @@ class SnapshotWriter:
         self._fps.write(fps)
         self._key_buffer, self._fp_buffer = array("q"), array("I")
 
-    def finish(self, header: SnapshotHeader) -> Path:
+    def finish(self, header: SnapshotHeader, warned: array | None = None) -> Path:
+        """``warned``: keys of members whose row drew field warnings, ascending."""
         self._flush()
+        warned_bytes = _little_endian(warned if warned is not None else array("q"))
+        self._hashers["warned"].update(warned_bytes)
         header.members = self.members
+        header.warned = len(warned_bytes) // 8
         header.sections = {name: hasher.hexdigest() for name, hasher in self._hashers.items()}
         path = self._folder / "snapshot.new"
         with path.open("wb") as out:
             line = orjson.dumps(asdict(header))
             out.write(MAGIC + line + b"\n" + _digest(line).encode() + b"\n")
-            for section in (self._keys, self._fps, self._emails):
+            for section in (self._keys, self._fps, io.BytesIO(warned_bytes), self._emails):
                 section.flush()
                 section.seek(0)
                 while chunk := section.read(1 << 20):
                     out.write(chunk)
                 section.close()
         return path
+
+
+def _little_endian(values: array) -> bytes:
+    if sys.byteorder == "little":
+        return values.tobytes()
+    copy = array(values.typecode, values)
+    copy.byteswap()
+    return copy.tobytes()
 
 
 class _Reader:
