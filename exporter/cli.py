@@ -27,7 +27,7 @@ from typing import AsyncIterator, Callable, Sequence
 from urllib.parse import urlsplit
 
 from exporter.allocator import share_one_arena
-from exporter.errors import ConfigError, ExportError, TransientError
+from exporter.errors import ConfigError, ExportError, SourceError, TransientError
 from exporter.klaviyo.auth import KEY_ENV, ApiKeySource, api_key_from_environment
 from exporter.klaviyo.client import DEFAULT_BASE_URL, KlaviyoClient
 from exporter.klaviyo.limits import BULK_IMPORT_RATE
@@ -231,12 +231,15 @@ def _export_command(args: argparse.Namespace) -> int:
 
 
 async def _export(args: argparse.Namespace, plan: ExportPlan) -> tuple[RunReport, list[str]]:
-    if isinstance(plan.source, str) and not is_blob_url(plan.source) and not Path(plan.source).exists():
-        if not args.config:
-            raise UsageError(f"--source {plan.source}: no such file or folder")
-        plan = replace(plan, source=await _config_source(plan.source, plan.entity))
-    elif isinstance(plan.source, str) and (folder := folder_of(plan.source)) is not None:
-        plan = replace(plan, source=await resolve_folder(folder, plan.entity))
+    try:  # a folder, a manifest, an entity: all found before a byte of the segment is read
+        if isinstance(plan.source, str) and not is_blob_url(plan.source) and not Path(plan.source).exists():
+            if not args.config:
+                raise UsageError(f"--source {plan.source}: no such file or folder")
+            plan = replace(plan, source=await _config_source(plan.source, plan.entity))
+        elif isinstance(plan.source, str) and (folder := folder_of(plan.source)) is not None:
+            plan = replace(plan, source=await resolve_folder(folder, plan.entity))
+    except SourceError as exc:
+        raise UsageError(str(exc)) from None
     run_id = new_run_id()
     rejects = RejectsFile(_rejects_path(args, run_id), always=args.rejects is not None)
     if args.dry_run and plan.sync is not None:
@@ -318,6 +321,8 @@ def _sync_plan(args: argparse.Namespace, list_id: str, mode: str = "add", full_e
                max_remove_fraction: float = 0.5) -> SyncPlan:
     """Command-line flags over the export's settings; the snapshot in ``--state``."""
     state = args.state or str(Path(STATE_FOLDER) / re.sub(r"[^A-Za-z0-9_-]", "_", list_id))
+    if not is_blob_url(state):
+        _check_state_folder(Path(state))
     if is_blob_url(state):
         account_url, container, prefix = blob_folder_address(state if state.endswith("/") else state + "/")
         sas = urlsplit(state).query or None
@@ -326,6 +331,17 @@ def _sync_plan(args: argparse.Namespace, list_id: str, mode: str = "add", full_e
         store = LocalSnapshotStore(Path(state))
     fraction = args.max_remove_fraction if args.max_remove_fraction is not None else max_remove_fraction
     return SyncPlan(store, args.mode or mode, args.full, full_every, args.allow_mass_removal, fraction)
+
+
+def _check_state_folder(folder: Path) -> None:
+    """--state names a folder (made when first needed): not a file, nor a path through one."""
+    for place in (folder, *folder.parents):
+        if place.exists():
+            if not place.is_dir():
+                which = "is a file" if place == folder else f"goes through {place}, which is a file"
+                raise UsageError(f"--state {folder} {which}; --state names a folder, where the snapshot is kept "
+                                 "as snapshot.bin")
+            return
 
 
 def _columns(text: str | None) -> list[str] | None:
@@ -345,6 +361,9 @@ def _check_url(url: str) -> None:
         raise UsageError(f"--klaviyo-url {url!r} has an invalid port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"--klaviyo-url must be an http(s) URL such as {DEFAULT_BASE_URL}, got {url!r}")
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        raise UsageError(f"--klaviyo-url must be the API's base (scheme, host and port only, such as "
+                         f"{DEFAULT_BASE_URL} or http://127.0.0.1:8765), not {url!r}: the exporter adds /api/... itself")
 
 
 async def _config_source(source: str, entity: str | None) -> BlobLocation | SegmentRun:
@@ -463,6 +482,9 @@ def _summary(report: RunReport) -> str:
     if report.rejects:
         text += f"; rejects in {report.rejects}"
     if report.error:
+        if c.accepted and report.status == "failed":
+            text += (f"; before it failed, Klaviyo had accepted {c.accepted:,} profiles in "
+                     f"{_plural(len(report.jobs), 'job')}")
         text += f"; error: {report.error}"
     for hint in report.hints:
         text += f"; {hint}"

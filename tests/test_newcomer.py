@@ -1,0 +1,79 @@
+"""The second newcomer pass: what a person trips on from a fresh clone, tried through the
+real command in a subprocess (and the app's functions where it applies)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from devtools.sample import cdm_export_folder
+from tests.conftest import API_KEY, LIST_ID
+from tests.hostile_klaviyo import HostileKlaviyo, job_resource
+from tests.test_cli import acli, cli, one_line_error
+
+SEGMENT = "email,first_name\nann@example.com,Ann\nbob@example.com,Bob\n"
+
+
+@pytest.fixture
+def segment(tmp_path: Path) -> Path:
+    path = tmp_path / "s.csv"
+    path.write_text(SEGMENT)
+    return path
+
+
+def export(segment: Path, *extra: str) -> list[str]:
+    return ["export", "--source", str(segment), "--list-id", LIST_ID, "--email-column", "email", *extra]
+
+
+# ---- errors that name the cause ----------------------------------------------------------
+
+def test_a_klaviyo_url_with_a_path_is_refused_with_the_reason(segment: Path) -> None:
+    result = cli(*export(segment, "--klaviyo-url", "http://127.0.0.1:8765/api"))
+    assert result.returncode == 2
+    assert "must be the API's base" in one_line_error(result) and "/api/... itself" in result.stderr
+
+
+def test_a_state_that_names_a_file_is_refused_with_the_reason(segment: Path, tmp_path: Path) -> None:
+    (tmp_path / "somefile").write_text("x")
+    for state, words in ((tmp_path / "somefile", "is a file"), (tmp_path / "somefile" / "deeper", "goes through")):
+        result = cli(*export(segment, "--state", str(state), "--dry-run"))
+        assert result.returncode == 2 and words in one_line_error(result)
+
+
+def test_problems_found_before_reading_exit_2(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    two = tmp_path / "two"
+    files = cdm_export_folder([("2026/11/25/0600", 0, 5)])
+    document = orjson.loads(files["model.json"])
+    document["entities"].append(dict(document["entities"][0], name="Lapsed"))
+    files["model.json"] = orjson.dumps(document)
+    for name, data in files.items():
+        (two / name).parent.mkdir(parents=True, exist_ok=True)
+        (two / name).write_bytes(data)
+    for folder in (empty, two):
+        result = cli("export", "--source", str(folder), "--list-id", LIST_ID, "--email-column", "email", "--dry-run")
+        assert result.returncode == 2, result.stderr
+        one_line_error(result)
+
+
+async def test_a_failed_runs_summary_says_what_klaviyo_had_accepted(segment: Path) -> None:
+    server = await HostileKlaviyo().start()
+    try:
+        server.script("GET", f"/api/lists/{LIST_ID}", lambda r: (200, {"data": {"type": "list", "id": LIST_ID,
+                                                                              "attributes": {"name": "VIP"}}}))
+        server.script("POST", "/api/profile-bulk-import-jobs",
+                      lambda r: (202, {"data": job_resource("job-1", "queued", 2, 0)}))
+        server.script("GET", "/api/profile-bulk-import-jobs",
+                      lambda r: (200, {"data": [job_resource("job-1", "cancelled", 2, 0)], "links": {}}))
+        result = await acli(*export(segment, "--klaviyo-url", server.url), env={"KLAVIYO_API_KEY": API_KEY})
+    finally:
+        await server.stop()
+    assert result.returncode == 1
+    summary = result.stderr.strip().splitlines()[-1]
+    assert summary.startswith("failed:") and "before it failed, Klaviyo had accepted 2 profiles in 1 job" in summary
+    assert orjson.loads(result.stdout)["counts"]["accepted"] == 2
+
+
