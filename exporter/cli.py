@@ -46,13 +46,14 @@ from exporter.sync.mirror import Removal
 from exporter.sync.plan import MODES, SyncPlan
 from exporter.sync.snapshot import FILE_NAME as SNAPSHOT_FILE
 from exporter.sync.snapshot import BlobSnapshotStore, LocalSnapshotStore, SnapshotStore
+from exporter.verdict import DEFAULT_MAX_REJECTED_FRACTION, FAILED, OK, USAGE, VERDICTS, exit_codes_text
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = OK.exit_code, FAILED.exit_code, USAGE.exit_code
 STATE_FOLDER = ".exporter-state"  # snapshots, one folder per list, under the current directory
 DEBUG_ENV = "EXPORTER_DEBUG"
-EXPORT_EPILOG = """\
-exit codes: 0 the run finished (status succeeded or partial: see the rejects file),
-            1 the run failed (the last line says why), 2 a usage error (nothing was read or sent).
+EXPORT_EPILOG = f"""\
+exit codes (the report's "verdict" says the same):
+{exit_codes_text()}
 Column names are matched exactly (case and spaces included).
 The report is printed to stdout as JSON; progress and a one-line summary go to stderr."""
 SIMULATE_EPILOG = """\
@@ -144,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--max-remove-fraction", type=_fraction, default=None, metavar="F",
                         help="mirror mode removes nothing if it would remove more than this share of the list "
                              "(default: 0.5)")
+    export.add_argument("--max-rejected-fraction", type=_fraction, default=None, metavar="F",
+                        help="a run that rejects more than this share of the rows it read exits 4: the segment did "
+                             f"not get through (default: {DEFAULT_MAX_REJECTED_FRACTION:g})")
     export.add_argument("--config", type=Path, help="exports JSON document (with --export)")
     export.add_argument("--export", dest="export_name", help="name of the export in --config")
     export.add_argument("--force", action="store_true", help="run an export marked \"enabled\": false")
@@ -227,7 +231,7 @@ def _export_command(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     print(_summary(report), file=sys.stderr)
-    return EXIT_FAILED if report.status == "failed" else EXIT_OK
+    return next(v.exit_code for v in VERDICTS if v.name == report.verdict)
 
 
 async def _export(args: argparse.Namespace, plan: ExportPlan) -> tuple[RunReport, list[str]]:
@@ -287,8 +291,9 @@ def _plan(args: argparse.Namespace) -> ExportPlan:
         raise UsageError(f"missing {', '.join(missing)} (or use --config with --export)")
     mapping = FieldMapping.from_pairs(args.email_column, args.map, args.phone_region, args.invalid_fields or "drop")
     list_id = args.list_id.strip()
+    rejected = args.max_rejected_fraction if args.max_rejected_fraction is not None else DEFAULT_MAX_REJECTED_FRACTION
     return ExportPlan("cli", args.source, list_id, mapping, args.encoding or "utf-8", args.format,
-                      _columns(args.columns), args.entity, _sync_plan(args, list_id), args.engine)
+                      _columns(args.columns), args.entity, _sync_plan(args, list_id), args.engine, rejected)
 
 
 def _plan_from_config(args: argparse.Namespace) -> ExportPlan:
@@ -314,7 +319,8 @@ def _plan_from_config(args: argparse.Namespace) -> ExportPlan:
                       args.encoding or export.encoding, args.format or export.format,
                       _columns(args.columns) or export.columns, args.entity or export.entity,
                       _sync_plan(args, export.list_id, export.mode, export.full_every, export.max_remove_fraction),
-                      args.engine)
+                      args.engine, args.max_rejected_fraction if args.max_rejected_fraction is not None
+                      else export.max_rejected_fraction)
 
 
 def _sync_plan(args: argparse.Namespace, list_id: str, mode: str = "add", full_every: int = 0,

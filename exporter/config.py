@@ -30,6 +30,7 @@ from exporter.mapping.fields import FieldMapping, canonical_target
 from exporter.sources.reach import OutOfReach, checked_blob_name, within
 from exporter.sources.rows import FORMATS
 from exporter.sync.plan import MODES
+from exporter.verdict import DEFAULT_MAX_REJECTED_FRACTION
 
 EXPORT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")  # it names blob folders and URL segments
 # An ``env`` connection may only name a variable meant for a Klaviyo key, never one of the
@@ -63,6 +64,7 @@ class ExportDefinition:
     mode: str = "add"  # add | mirror (also remove members who left the segment)
     full_every: int = 0  # every Nth run resends every member (0: only when asked, or the mapping changed)
     max_remove_fraction: float = 0.5  # mirror mode's guard: a run removing more of the list removes nothing
+    max_rejected_fraction: float = DEFAULT_MAX_REJECTED_FRACTION  # more rejected: the verdict says it did not get through
 
     @property
     def is_prefix(self) -> bool:
@@ -191,11 +193,14 @@ def _exports(items: Any, connections: dict[str, Connection], problems: list[str]
         if type(settle) not in (int, float) or not 0 <= settle <= 3600:
             problems.append(f"{where}: 'settle_seconds' must be a number of seconds from 0 to 3600")
             settle = 60
+        max_rejected = item.get("max_rejected_fraction", DEFAULT_MAX_REJECTED_FRACTION)
+        if type(max_rejected) not in (int, float) or not 0 <= max_rejected <= 1:
+            problems.append(f"{where}: 'max_rejected_fraction' must be a number from 0 to 1")
         mapping = _mapping(item.get("mapping"), where, problems, _mapping_options(item, where, problems))
         if len(problems) == before and connection is not None and mapping is not None:
             exports[name] = ExportDefinition(name, connection, str(source), str(list_id), mapping, enabled,
                                              encoding, format, columns, entity, float(settle), mode, full_every,
-                                             max_remove)
+                                             max_remove, float(max_rejected))
     _overlapping_sources(exports, problems)
     _shared_mirror_lists(exports, problems)
     return exports

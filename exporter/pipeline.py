@@ -38,6 +38,7 @@ from exporter.sync.converge import SyncRun, settle_status
 from exporter.sync.delta import Delta
 from exporter.sync.mirror import Removal
 from exporter.sync.plan import SyncPlan
+from exporter.verdict import DEFAULT_MAX_REJECTED_FRACTION, verdict_of
 
 _DONE = None
 T = TypeVar("T")
@@ -57,6 +58,7 @@ class ExportPlan:
     entity: str | None = None  # the entity to read from a CDM folder
     sync: SyncPlan | None = None  # keep a snapshot: delta refresh, mirror mode (None: send everything, keep nothing)
     engine: str = "columnar"  # "columnar": Arrow kernels where a block allows, else rows; "row": rows only
+    max_rejected_fraction: float = DEFAULT_MAX_REJECTED_FRACTION  # more rejected rows: the segment did not get through
 
 
 @dataclass(frozen=True)
@@ -384,6 +386,8 @@ async def run_export(
             rejects.close()
             if run is not None:
                 run.delta.close()
+    if report.status != "continuing":
+        report.verdict = verdict_of(report, plan.max_rejected_fraction).name
     if mapper is not None:
         _encoding_hint(report, mapper.undecodable_rows, plan.encoding)
     if rejects.count or rejects.always:

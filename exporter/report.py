@@ -49,7 +49,7 @@ class RunReport:
     list_id: str
     started_at: str
     dry_run: bool = False
-    status: str = "running"  # running | succeeded | partial | failed
+    status: str = "running"  # running | succeeded | partial | failed | interrupted (CLI: resumable)
     finished_at: str | None = None
     counts: Counts = field(default_factory=Counts)
     jobs: list[str] = field(default_factory=list)
@@ -58,6 +58,7 @@ class RunReport:
     hints: list[str] = field(default_factory=list)  # what a person may want to change (e.g. the encoding)
     sync: dict[str, Any] | None = None  # delta and mirror: mode, snapshot, new/changed/unchanged/leavers, guard
     blocks: Any = None  # blocks each path mapped (``engine.BlockTally``): columnar, row
+    verdict: str | None = None  # did the segment get through (``verdict.VERDICTS``); the CLI's exit code
 
     def finish(self, error: str | None = None) -> None:
         self.finished_at = utc_now()

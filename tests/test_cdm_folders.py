@@ -175,7 +175,7 @@ def test_the_cli_reads_a_cdm_folder(tmp_path) -> None:
     assert orjson.loads(result.stdout)["counts"]["sent"] == 120
     wrong = run_cli("export", "--source", str(root), "--entity", "Gold", "--list-id", "L1", "--email-column", "email",
                     "--dry-run")
-    assert wrong.returncode == 1 and "model.json has no entity 'Gold'; entities: 'VIP'" in wrong.stderr
+    assert wrong.returncode == 2 and "model.json has no entity 'Gold'; entities: 'VIP'" in wrong.stderr
 
 
 # ---- through the function app: Azurite, blob events, the simulator -------------------------

@@ -77,3 +77,41 @@ async def test_a_failed_runs_summary_says_what_klaviyo_had_accepted(segment: Pat
     assert orjson.loads(result.stdout)["counts"]["accepted"] == 2
 
 
+
+
+# ---- exit codes a scheduler can trust ----------------------------------------------------
+
+def test_a_file_whose_every_row_is_rejected_exits_3(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("email,name\nzoë@x.com,Zoë\nrené@x.com,René\n".encode("latin-1"))
+    result = cli(*export(path, "--dry-run"))
+    assert result.returncode == 3 and orjson.loads(result.stdout)["verdict"] == "nothing_sent"
+
+
+def test_too_many_rejects_exit_4_and_the_threshold_is_yours(tmp_path: Path) -> None:
+    path = tmp_path / "s.csv"
+    path.write_text("email\n" + "".join(f"user{i}@x.com\n" for i in range(8)) + "bad\nworse\n")
+    assert cli(*export(path, "--dry-run")).returncode == 4  # 20% rejected, default 10%
+    allowed = cli(*export(path, "--dry-run", "--max-rejected-fraction", "0.25"))
+    assert allowed.returncode == 0 and orjson.loads(allowed.stdout)["verdict"] == "ok"
+
+
+async def test_held_removals_exit_5(simulator, tmp_path: Path) -> None:
+    path = tmp_path / "s.csv"
+    path.write_text("email\n" + "".join(f"user{i}@x.com\n" for i in range(10)))
+    args = export(path, "--mode", "mirror", "--klaviyo-url", simulator.url, "--state", str(tmp_path / "state"))
+    assert (await acli(*args, env={"KLAVIYO_API_KEY": API_KEY})).returncode == 0
+    path.write_text("email\nuser0@x.com\n")  # 9 of 10 left: the guard holds
+    held = await acli(*args, env={"KLAVIYO_API_KEY": API_KEY})
+    assert held.returncode == 5 and orjson.loads(held.stdout)["verdict"] == "removals_held"
+
+
+async def test_the_apps_report_carries_the_verdict(app) -> None:
+    import function_app
+    from tests.app_harness import call, post, status_of
+
+    await app.put(app.segments, "vip/all.csv", b"email,first_name,tier\nnot-an-email,A,x\nalso-bad,B,y\n")
+    answer = orjson.loads((await call(function_app.start_run, post("vip"))).get_body())
+    await app.deliver()
+    report = (await status_of("vip", answer["run_id"]))["report"]
+    assert report["status"] == "partial" and report["verdict"] == "nothing_sent"

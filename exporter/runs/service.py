@@ -43,6 +43,7 @@ from exporter.sources.parts import SegmentPart, SegmentRun, resolve_folder
 from exporter.sources.reach import OutOfReach, checked_blob_name, reachable
 from exporter.sync.plan import SyncPlan
 from exporter.sync.snapshot import BlobSnapshotStore
+from exporter.verdict import DEFAULT_MAX_REJECTED_FRACTION, FAILED
 
 if TYPE_CHECKING:
     import aiohttp
@@ -300,7 +301,8 @@ class ExportService:
             plan = ExportPlan(export.name, self._pinned_run(state), state.list_id or export.list_id,
                               _mapping_from(state.mapping, pinned),
                               pinned.get("encoding", "utf-8"), pinned.get("format"), pinned.get("columns"),
-                              sync=self._sync_plan(export.name, pinned, message, preview))
+                              sync=self._sync_plan(export.name, pinned, message, preview),
+                              max_rejected_fraction=pinned.get("max_rejected_fraction", DEFAULT_MAX_REJECTED_FRACTION))
             rejects = RejectsFile(Path(workdir) / "rejects.csv")
             latest = _LatestProgress()
             saver = asyncio.create_task(self._save_while_running(state, checkpoint, latest))
@@ -371,7 +373,8 @@ class ExportService:
         state.options = {"phone_region": export.mapping.phone_region, "invalid_fields": export.mapping.invalid_fields,
                          "encoding": export.encoding, "format": export.format, "columns": export.columns,
                          "mode": export.mode, "full_every": export.full_every,
-                         "max_remove_fraction": export.max_remove_fraction}
+                         "max_remove_fraction": export.max_remove_fraction,
+                         "max_rejected_fraction": export.max_rejected_fraction}
         state.started_at = state.started_at or utc_now()
         return True
 
@@ -470,6 +473,7 @@ class ExportService:
         if state.counts:
             report.counts = Counts(**state.counts)
         report.finish(error=reason)
+        report.verdict = FAILED.name
         await self._finish(state, report, lock)
 
     async def _save_while_running(self, state: RunState, checkpoint: Checkpoint, latest: _LatestProgress) -> None:
