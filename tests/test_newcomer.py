@@ -83,7 +83,7 @@ async def test_a_failed_runs_summary_says_what_klaviyo_had_accepted(segment: Pat
 
 def test_a_file_whose_every_row_is_rejected_exits_3(tmp_path: Path) -> None:
     path = tmp_path / "latin1.csv"
-    path.write_bytes("email,name\nzoë@x.com,Zoë\nrené@x.com,René\n".encode("latin-1"))
+    path.write_bytes("email,name\nzoe@x.com,Zoë\nrene@x.com,René\n".encode("latin-1"))
     result = cli(*export(path, "--dry-run"))
     assert result.returncode == 3 and orjson.loads(result.stdout)["verdict"] == "nothing_sent"
 
@@ -115,3 +115,54 @@ async def test_the_apps_report_carries_the_verdict(app) -> None:
     await app.deliver()
     report = (await status_of("vip", answer["run_id"]))["report"]
     assert report["status"] == "partial" and report["verdict"] == "nothing_sent"
+
+
+# ---- say what the file is ------------------------------------------------------------------
+
+@pytest.mark.parametrize("content, what", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "is a PNG image"),
+    (b"PK\x03\x04\x14\x00\x06\x00xl/workbook.xml", "is a ZIP archive (an Excel .xlsx workbook is one"),
+    (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", "is a PDF document"),
+    (b"\x7fELF\x02\x01\x01\x00" + bytes(64), "is an executable (ELF)"),
+    (bytes(range(256)) * 64, "holds NUL bytes, so it is binary"),
+])
+def test_a_file_that_is_not_text_is_named_for_what_it_is(tmp_path: Path, content: bytes, what: str) -> None:
+    path = tmp_path / "segment.csv"
+    path.write_bytes(content)
+    result = cli(*export(path, "--dry-run"))
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 1 and what in last and "not found" not in result.stderr
+
+
+def test_the_same_binary_inside_gzip_is_named_too(tmp_path: Path) -> None:
+    import gzip
+
+    path = tmp_path / "segment.csv.gz"
+    path.write_bytes(gzip.compress(b"\x89PNG\r\n\x1a\n" + bytes(100)))
+    assert "is a PNG image" in cli(*export(path, "--dry-run")).stderr
+
+
+@pytest.mark.parametrize("codec, bom", [("utf-16-le", b"\xff\xfe"), ("utf-16-be", b"\xfe\xff"),
+                                        ("utf-32-le", b"\xff\xfe\x00\x00")])
+def test_excels_unicode_text_and_other_marked_encodings_read_without_options(tmp_path: Path, codec: str,
+                                                                             bom: bytes) -> None:
+    path = tmp_path / "unicode.txt"
+    path.write_bytes(bom + "email\tname\nzoe@x.com\tZoë\nann@x.com\tAnn\n".encode(codec))
+    result = cli("export", "--source", str(path), "--list-id", LIST_ID, "--email-column", "email",
+                 "--map", "name=first_name", "--dry-run")
+    report = orjson.loads(result.stdout)
+    assert result.returncode == 0 and report["counts"]["sent"] == 2 and report["counts"]["rejected"] == 0
+
+
+def test_excels_csv_utf8_reads_without_options(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeffemail,name\r\nzoe@x.com,Zoë\r\n".encode("utf-8"))
+    result = cli(*export(path, "--dry-run", "--map", "name=first_name"))
+    assert result.returncode == 0 and orjson.loads(result.stdout)["counts"]["sent"] == 1
+
+
+def test_a_headerless_file_is_told_about_columns(tmp_path: Path) -> None:
+    path = tmp_path / "headerless.csv"
+    path.write_text("ann@example.com,Ann\nbob@example.com,Bob\n")
+    error = cli(*export(path, "--dry-run")).stderr.strip().splitlines()[-1]
+    assert "looks like data" in error and "--columns A,B,C" in error

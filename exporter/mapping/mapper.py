@@ -81,7 +81,8 @@ class ProfileMapper:
             wanted = ", ".join(map(repr, missing))
             if not looks_like_header(columns):  # never echo what may be a customer's data (or a secret)
                 raise SourceError(f"column(s) {wanted} not found: the first row of the segment looks like data, "
-                                  f"not a header ({len(columns)} fields); add a header row naming the columns")
+                                  f"not a header ({len(columns)} fields); add a header row naming the columns, or "
+                                  "name them with --columns A,B,C (\"columns\" in an export)")
             shown = columns[:MAX_COLUMNS_SHOWN]
             found = ", ".join(repr(c) for c in shown) or "none"
             more = f" and {len(columns) - len(shown)} more" if len(columns) > len(shown) else ""

@@ -17,6 +17,7 @@ import zlib
 from typing import AsyncGenerator, AsyncIterator, Iterator
 
 from exporter.errors import SourceError
+from exporter.sources.sniff import encoding_from_mark, refuse_binary
 
 GZIP_MAGIC = b"\x1f\x8b"
 INFLATE_PIECE = 256 * 1024
@@ -61,7 +62,9 @@ def text_decoder(encoding: str) -> codecs.IncrementalDecoder:
 
 
 async def decoded_text(chunks: AsyncIterator[bytes], encoding: str = "utf-8") -> AsyncGenerator[str, None]:
-    decoder = text_decoder(encoding)
+    """The text of a file (inflated first if it is gzip). Its first bytes are looked at once:
+    a byte-order mark picks UTF-16 or UTF-32, and a file that is not text is refused by name."""
+    decoder: codecs.IncrementalDecoder | None = None
     inflater: _GzipInflater | None = None
     first = True
     async for chunk in chunks:
@@ -71,9 +74,17 @@ async def decoded_text(chunks: AsyncIterator[bytes], encoding: str = "utf-8") ->
                 inflater = _GzipInflater()
         pieces = inflater.inflate(chunk) if inflater is not None else (chunk,)
         for piece in pieces:
+            if decoder is None:
+                if not piece:
+                    continue
+                encoding = encoding_from_mark(piece, encoding)
+                refuse_binary(piece, encoding)
+                decoder = text_decoder(encoding)
             text = decoder.decode(piece)
             if text:
                 yield text
+    if decoder is None:
+        decoder = text_decoder(encoding)
     tail = inflater.finish() if inflater is not None else b""
     text = decoder.decode(tail, final=True)
     if text:
