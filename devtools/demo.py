@@ -16,7 +16,7 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
+import shutil
 import time
 import urllib.request
 from pathlib import Path
@@ -25,6 +25,7 @@ from devtools.azurite import free_port, start_azurite, upload
 from devtools.sample import MAPPING, segment_bytes
 
 LIST_ID = "DemoVIP"
+DEMO_FOLDER = Path(__file__).resolve().parent.parent / ".demo"  # the report, rejects and snapshot of the last demo
 ROWS = 25_000
 
 
@@ -73,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
             url = asyncio.run(upload(azurite, "segments", "demo/vip-customers.csv", segment_bytes(ROWS, bad_every=500)))
             print(f"Azurite on port {azurite.blob_port}, Klaviyo simulator on {klaviyo}; "
                   f"uploaded a {ROWS:,}-row segment to segments/demo/vip-customers.csv", flush=True)
-        out = Path(tempfile.mkdtemp(prefix="exporter-demo-"))
+        out = DEMO_FOLDER  # in the repository, git-ignored, replaced by each run: nothing left in the temp folder
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
         env = dict(os.environ, AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string,
                    KLAVIYO_API_KEY="pk_demo_local_simulator_key")
         command = [sys.executable, "-m", "exporter", "export",

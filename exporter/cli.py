@@ -60,6 +60,7 @@ SIMULATE_EPILOG = """\
 The simulator keeps its state (lists, profiles, jobs) until it stops. Besides Klaviyo's own
 routes it serves, for people and tests:
   GET  /_sim/lists/ID   the list's member emails and count
+  GET  /_sim/lists/ID?full=1   the members' whole profiles (phone, names, location, properties)
   POST /_sim/lists      {"id": "ID", "name": "NAME"} creates a list
   GET  /_sim/stats      requests, throttled, faults, jobs and profiles received"""
 
@@ -170,6 +171,19 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: columnar)")
     export.add_argument("--no-rate-limit", action="store_true", help=argparse.SUPPRESS)  # simulator benchmarks only
 
+    check = commands.add_parser(
+        "check-config", help="check an exports document before it is uploaded", formatter_class=formatter,
+        description="Check an exports JSON document with the rules the app applies (every problem at once),\n"
+                    "and with --online each connection's key and each export's list by read-only Klaviyo calls.\n"
+                    "Exit 0 when it is sound, 2 on any problem (each on its own line).")
+    check.add_argument("file", type=Path, help="the exports JSON document")
+    check.add_argument("--online", action="store_true",
+                       help="also try each connection's key (its env variable, or its Key Vault secret) and look up "
+                            "each export's list")
+    check.add_argument("--klaviyo-url", default=DEFAULT_BASE_URL, help=f"Klaviyo API base URL (default: {DEFAULT_BASE_URL})")
+    check.add_argument("--key-vault-url", default=None,
+                       help="the vault of connections with a key_vault_secret (default: KEY_VAULT_URL)")
+
     simulate = commands.add_parser(
         "simulate-klaviyo", help="serve the Klaviyo simulator on loopback", formatter_class=formatter,
         epilog=SIMULATE_EPILOG,
@@ -204,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "simulate-klaviyo":
             return _simulate(args)
+        if args.command == "check-config":
+            return _check_config(args)
         return _export_command(args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -495,6 +511,27 @@ def _summary(report: RunReport) -> str:
     for hint in report.hints:
         text += f"; {hint}"
     return text
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from exporter.check_config import check_offline, check_online
+
+    config, findings = check_offline(args.file)
+    if config is not None and args.online:
+        _check_url(args.klaviyo_url)
+        asyncio.run(check_online(config, findings, args.klaviyo_url,
+                                 args.key_vault_url or os.environ.get("KEY_VAULT_URL") or None))
+    for line in findings.checked:
+        print(f"ok: {line}", file=sys.stderr)
+    for problem in findings.problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    if findings.problems:
+        print(f"{args.file}: {_plural(len(findings.problems), 'problem')}; fix them before uploading", file=sys.stderr)
+        return EXIT_USAGE
+    assert config is not None
+    print(f"{args.file}: sound ({_plural(len(config.connections), 'connection')}, "
+          f"{_plural(len(config.exports), 'export')}{', checked online' if args.online else ''})", file=sys.stderr)
+    return EXIT_OK
 
 
 def _simulate(args: argparse.Namespace) -> int:

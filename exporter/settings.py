@@ -36,4 +36,7 @@ BY_NAME = {s.name: s for s in SETTINGS}
 # infrastructure test checks that ``infra/`` never does.
 LOCAL_MODE = Setting("EXPORTER_LOCAL_MODE", "false",
                      "true allows 'env' connections (a Klaviyo key in an environment variable); local runs only")
-LOCAL_ONLY = (LOCAL_MODE,)
+EXPORTS_CONFIG_FILE = Setting("EXPORTS_CONFIG_FILE", "",
+                              "a local exports JSON file read when EXPORTS_CONFIG_URL is empty (default: the bundled "
+                              "exports.json); local runs only: exports.local.json works with the simulator")
+LOCAL_ONLY = (LOCAL_MODE, EXPORTS_CONFIG_FILE)

@@ -3,6 +3,7 @@ real command in a subprocess (and the app's functions where it applies)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import orjson
@@ -166,3 +167,72 @@ def test_a_headerless_file_is_told_about_columns(tmp_path: Path) -> None:
     path.write_text("ann@example.com,Ann\nbob@example.com,Bob\n")
     error = cli(*export(path, "--dry-run")).stderr.strip().splitlines()[-1]
     assert "looks like data" in error and "--columns A,B,C" in error
+
+
+# ---- check-config ----------------------------------------------------------------------------
+
+def document(**export: object) -> dict:
+    return {"connections": [{"name": "c", "display_name": "Klaviyo", "env": "KLAVIYO_API_KEY"}],
+            "exports": [{"name": "vip", "connection": "c", "source": "vip/", "list_id": LIST_ID,
+                         "mapping": {"email": "email"}, **export}]}
+
+
+def test_check_config_lists_every_problem_offline(tmp_path: Path) -> None:
+    bad = document(mode="sideways", list_id="")
+    bad["exports"].append({"name": "../x", "connection": "nope", "source": "../up.csv", "list_id": "L",
+                           "mapping": {"email": "email"}})
+    (tmp_path / "exports.json").write_bytes(orjson.dumps(bad))
+    result = cli("check-config", str(tmp_path / "exports.json"))
+    problems = [line for line in result.stderr.splitlines() if line.startswith("problem: ")]
+    assert result.returncode == 2 and len(problems) >= 4
+    assert any("'mode'" in p for p in problems) and any("unknown connection 'nope'" in p for p in problems)
+    (tmp_path / "good.json").write_bytes(orjson.dumps(document()))
+    good = cli("check-config", str(tmp_path / "good.json"))
+    assert good.returncode == 0 and "sound (1 connection, 1 export)" in good.stderr
+
+
+async def test_check_config_online_tries_each_key_and_list(simulator, tmp_path: Path) -> None:
+    (tmp_path / "exports.json").write_bytes(orjson.dumps(document()))
+    (tmp_path / "wrong.json").write_bytes(orjson.dumps(document(list_id="NoSuchList")))
+    args = ("--online", "--klaviyo-url", simulator.url)
+    good = await acli("check-config", str(tmp_path / "exports.json"), *args, env={"KLAVIYO_API_KEY": API_KEY})
+    assert good.returncode == 0 and f"ok: export 'vip': list '{LIST_ID}'" in good.stderr
+    wrong = await acli("check-config", str(tmp_path / "wrong.json"), *args, env={"KLAVIYO_API_KEY": API_KEY})
+    assert wrong.returncode == 2 and "list 'NoSuchList' does not exist" in wrong.stderr
+    refused = await acli("check-config", str(tmp_path / "exports.json"), *args, env={"KLAVIYO_API_KEY": "sk_nope"})
+    assert refused.returncode == 2 and "Klaviyo refused the key" in refused.stderr
+    keyless = await acli("check-config", str(tmp_path / "exports.json"), *args)
+    assert keyless.returncode == 2 and "no key at hand in environment variable KLAVIYO_API_KEY" in keyless.stderr
+    assert "sk_nope" not in refused.stderr + refused.stdout
+
+
+async def test_the_simulator_shows_whole_profiles_on_request(simulator, segment: Path) -> None:
+    import urllib.request
+
+    path = segment.parent / "full.csv"
+    path.write_text("email,phone,tier\nann@example.com,+44 20 7946 0000,gold\n")
+    result = await acli(*export(path, "--map", "phone=phone_number", "--map", "tier=properties.tier",
+                                "--klaviyo-url", simulator.url), env={"KLAVIYO_API_KEY": API_KEY})
+    assert result.returncode == 0, result.stderr
+    url = f"{simulator.url}/_sim/lists/{LIST_ID}?full=1"
+    body = orjson.loads(await asyncio.to_thread(lambda: urllib.request.urlopen(url).read()))
+    [profile] = body["profiles"]
+    assert profile["email"] == "ann@example.com" and profile["phone_number"] == "+442079460000"
+    assert profile["properties"] == {"tier": "gold"}
+
+
+def test_readme_lists_every_setting_the_code_reads() -> None:
+    from exporter.settings import LOCAL_ONLY, SETTINGS
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert [s.name for s in (*SETTINGS, *LOCAL_ONLY) if f"| `{s.name}` |" not in readme] == []
+
+
+def test_the_local_settings_sample_runs_with_the_local_exports_document() -> None:
+    root = Path(__file__).resolve().parent.parent
+    values = orjson.loads((root / "local.settings.sample.json").read_bytes())["Values"]
+    from exporter.config import load_config_file
+
+    local = load_config_file(root / values["EXPORTS_CONFIG_FILE"])
+    [export] = local.exports.values()
+    assert export.enabled and export.connection.env == "KLAVIYO_API_KEY" and values["EXPORTER_LOCAL_MODE"] == "true"

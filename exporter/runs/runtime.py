@@ -22,7 +22,7 @@ from exporter.errors import ConfigError
 from exporter.klaviyo.auth import ApiKeySource
 from exporter.runs.service import ExportService, ServiceSettings, environment_key_source
 from exporter.secrets import KeyVaultApiKey
-from exporter.settings import BY_NAME, LOCAL_MODE
+from exporter.settings import BY_NAME, EXPORTS_CONFIG_FILE, LOCAL_MODE
 
 BUNDLED_CONFIG = Path(__file__).resolve().parents[2] / "exports.json"
 CONFIG_TTL_SECONDS = 60.0
@@ -76,7 +76,7 @@ class AppRuntime:
                 raw = await _download(url, self._storage.credential, self._storage.options)
                 self._config = parse_config(raw, url.split("?")[0])
             else:
-                self._config = load_config_file(Path(self._env.get("EXPORTS_CONFIG_FILE") or BUNDLED_CONFIG))
+                self._config = load_config_file(Path(self._env.get(EXPORTS_CONFIG_FILE.name) or BUNDLED_CONFIG))
             self._config_read_at = time.monotonic()
         return self._config
 

@@ -374,6 +374,9 @@ class KlaviyoSimulator:
         list_id = request.match_info["id"]
         if list_id not in self.account.lists:
             return _json({"error": f"no list {list_id}"}, 404)
+        if request.query.get("full", "").lower() in ("1", "true", "yes"):
+            profiles = [{"id": p, **self.account.attributes(p)} for p in self.account.member_ids(list_id)]
+            return _json({"list_id": list_id, "count": len(profiles), "profiles": profiles})
         emails = self.account.member_emails(list_id)
         return _json({"list_id": list_id, "count": len(emails), "emails": emails})
 
