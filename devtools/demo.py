@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
-import shutil
 import time
 import urllib.request
 from pathlib import Path
