@@ -17,6 +17,7 @@ import gc
 import logging
 import os
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -38,8 +39,17 @@ from exporter.mapping.fields import INVALID_FIELD_POLICIES
 from exporter.pipeline import ExportPlan, Progress, run_export
 from exporter.rejects import RejectsFile
 from exporter.report import Counts, RunReport, new_run_id
+from exporter.resume import (
+    LEDGER_NAME,
+    BlobLedgerFile,
+    LedgerFile,
+    LocalLedgerFile,
+    resume_or_start,
+    run_fingerprint,
+    settle_ledger,
+)
 from exporter.sources import FORMATS, BlobLocation, is_blob_url
-from exporter.sources.files import blob_folder_address
+from exporter.sources.files import blob_folder_address, pinned_blob
 from exporter.sources.folders import BlobFolder
 from exporter.sources.parts import SegmentRun, folder_of, resolve_folder
 from exporter.sync.mirror import Removal
@@ -251,6 +261,10 @@ def _export_command(args: argparse.Namespace) -> int:
 
 
 async def _export(args: argparse.Namespace, plan: ExportPlan) -> tuple[RunReport, list[str]]:
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # SIGTERM interrupts like Ctrl-C (not on Windows)
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     try:  # a folder, a manifest, an entity: all found before a byte of the segment is read
         if isinstance(plan.source, str) and not is_blob_url(plan.source) and not Path(plan.source).exists():
             if not args.config:
@@ -258,27 +272,49 @@ async def _export(args: argparse.Namespace, plan: ExportPlan) -> tuple[RunReport
             plan = replace(plan, source=await _config_source(plan.source, plan.entity))
         elif isinstance(plan.source, str) and (folder := folder_of(plan.source)) is not None:
             plan = replace(plan, source=await resolve_folder(folder, plan.entity))
+        elif isinstance(plan.source, str) and is_blob_url(plan.source):
+            plan = replace(plan, source=await pinned_blob(plan.source))
     except SourceError as exc:
         raise UsageError(str(exc)) from None
-    run_id = new_run_id()
-    rejects = RejectsFile(_rejects_path(args, run_id), always=args.rejects is not None)
-    if args.dry_run and plan.sync is not None:
-        plan = replace(plan, sync=replace(plan.sync, preview=_beside_report(args, f"preview-{run_id}.csv")))
     progress = _ProgressBar() if sys.stderr.isatty() else None
     notes: list[str] = []
     async with _klaviyo(args, progress) as klaviyo:
+        resumption, ledger_file = None, None
+        run_id = new_run_id()
+        if not args.dry_run and plan.sync is not None:
+            ledger_file = _ledger_file(plan.sync.store)
+            resumption = await resume_or_start(ledger_file, run_fingerprint(plan))
+            run_id = resumption.run_id
+            if resumption.note:
+                notes.append(resumption.note)
+        rejects = RejectsFile(_rejects_path(args, run_id), always=args.rejects is not None)
+        if args.dry_run and plan.sync is not None:
+            plan = replace(plan, sync=replace(plan.sync, preview=_beside_report(args, f"preview-{run_id}.csv")))
         if args.dry_run:
             if klaviyo is None:
                 notes.append(f"dry run without an API key: the key and list {plan.list_id!r} were not checked")
             else:
                 await klaviyo.check_list(plan.list_id)  # read-only: a wrong key or list fails the dry run now
-        report = await run_export(plan, None if args.dry_run else klaviyo, rejects, run_id=run_id, progress=progress)
+        report = await run_export(plan, None if args.dry_run else klaviyo, rejects, run_id=run_id, progress=progress,
+                                  ledger=resumption.checkpoint if resumption else None, interruptible=True)
+        if ledger_file is not None:
+            await settle_ledger(ledger_file, report)
     if progress:
         progress.close()
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_bytes(report.to_json())
     return report, notes
+
+
+def _ledger_file(store: SnapshotStore) -> LedgerFile:
+    """The resume ledger beside the export's snapshot."""
+    if isinstance(store, LocalSnapshotStore):
+        return LocalLedgerFile(store.folder)
+    assert isinstance(store, BlobSnapshotStore)
+    location = store.location
+    return BlobLedgerFile(replace(location, name=location.name.rpartition("/")[0] + "/" + LEDGER_NAME
+                                  if "/" in location.name else LEDGER_NAME))
 
 
 def _rejects_path(args: argparse.Namespace, run_id: str) -> Path:
@@ -504,8 +540,9 @@ def _summary(report: RunReport) -> str:
     if report.rejects:
         text += f"; rejects in {report.rejects}"
     if report.error:
-        if c.accepted and report.status == "failed":
-            text += (f"; before it failed, Klaviyo had accepted {c.accepted:,} profiles in "
+        if c.accepted and report.status in ("failed", "interrupted"):
+            stopped = "failed" if report.status == "failed" else "was interrupted"
+            text += (f"; before it {stopped}, Klaviyo had accepted {c.accepted:,} profiles in "
                      f"{_plural(len(report.jobs), 'job')}")
         text += f"; error: {report.error}"
     for hint in report.hints:

@@ -348,9 +348,11 @@ async def run_export(
     progress: Callable[[Progress], None] | None = None,
     credential: Any = None,
     ledger: JobLedger | None = None,
+    interruptible: bool = False,
 ) -> RunReport:
     """Run (or resume) one export; ``klaviyo=None`` is a dry run. An export failure does
-    not raise: the report says ``failed`` and why."""
+    not raise: the report says ``failed`` and why. ``interruptible`` (the CLI): a cancellation
+    (Ctrl-C, SIGTERM) ends the run ``interrupted``, its ledger saved, instead of raising."""
     source = plan.source if isinstance(plan.source, str) else plan.source.description
     report = RunReport(run_id or new_run_id(), plan.name, source, plan.list_id, utc_now(),
                        dry_run=klaviyo is None)
@@ -376,6 +378,14 @@ async def run_export(
                                             run.options.deadline, run.removing)
         except ExportError as exc:
             report.finish(error=str(exc))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not interruptible or task is None:
+                raise
+            task.uncancel()
+            report.interrupt()
+            if run is not None:
+                await run.ledger.save()  # outcomes settled since the last acceptance, for the resumed run
         else:
             if run.cut:
                 report.status = "continuing"
@@ -386,7 +396,7 @@ async def run_export(
             rejects.close()
             if run is not None:
                 run.delta.close()
-    if report.status != "continuing":
+    if report.status != "continuing":  # interrupted included
         report.verdict = verdict_of(report, plan.max_rejected_fraction).name
     if mapper is not None:
         _encoding_hint(report, mapper.undecodable_rows, plan.encoding)

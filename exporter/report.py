@@ -69,6 +69,13 @@ class RunReport:
         else:
             self.status = "partial" if self.counts.rejected else "succeeded"
 
+    def interrupt(self) -> None:
+        """Stopped by the person who started it (the CLI): what was done so far, to resume."""
+        self.finished_at = utc_now()
+        self.status = "interrupted"
+        self.error = "interrupted before it finished; the same command resumes it"
+        self.counts.settle_unsent()
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

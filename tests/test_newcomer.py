@@ -236,3 +236,92 @@ def test_the_local_settings_sample_runs_with_the_local_exports_document() -> Non
     local = load_config_file(root / values["EXPORTS_CONFIG_FILE"])
     [export] = local.exports.values()
     assert export.enabled and export.connection.env == "KLAVIYO_API_KEY" and values["EXPORTER_LOCAL_MODE"] == "true"
+
+
+# ---- an interrupted run resumes --------------------------------------------------------------
+
+async def interrupted_then_resumed(sim, tmp_path: Path, rows: int, signum: int) -> tuple[dict, dict, int]:
+    """Export ``rows`` rows, send ``signum`` once about a third of the jobs were accepted, then
+    run the same command again. Returns both reports and how many jobs the first had sent."""
+    import os
+    import sys
+
+    from devtools.sample import segment_bytes
+
+    source = tmp_path / "big.csv"
+    source.write_bytes(segment_bytes(rows))
+    args = [*export(source, "--klaviyo-url", sim.url, "--state", str(tmp_path / "state"),
+                    "--map", "first_name=first_name")]
+    env = {**os.environ, "KLAVIYO_API_KEY": API_KEY}
+    stats = sim.simulator.stats
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "exporter", *args, env=env, cwd=tmp_path,
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    target = rows // 10_000 // 3
+    for _ in range(600):
+        if stats.jobs_received >= target:
+            break
+        await asyncio.sleep(0.05)
+    process.send_signal(signum)
+    out, err = await process.communicate()
+    assert process.returncode == 130, err.decode()
+    first = orjson.loads(out)
+    sent_before = stats.jobs_received
+    assert (tmp_path / "state" / "run-ledger.json").is_file()
+    again = await acli(*args, env={"KLAVIYO_API_KEY": API_KEY}, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming run {first['run_id']}" in again.stderr
+    assert not (tmp_path / "state" / "run-ledger.json").exists()  # finished: nothing left to resume
+    return first, orjson.loads(again.stdout), sent_before
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+async def test_an_interrupted_run_resumes_without_resending_what_klaviyo_accepted(start_simulator, tmp_path: Path,
+                                                                                  signame: str) -> None:
+    import signal
+
+    rows = 300_000
+    sim = await start_simulator()
+    first, second, jobs_before = await interrupted_then_resumed(sim, tmp_path, rows, getattr(signal, signame))
+    assert first["status"] == "interrupted" and first["verdict"] == "interrupted"
+    c = first["counts"]
+    assert c["accepted"] >= 10_000 and c["rows_read"] == c["sent"] + c["rejected"] + c["duplicates"] + c["unchanged"] \
+        + c["unsent"]
+    assert second["run_id"] == first["run_id"] and second["status"] == "succeeded"
+    assert second["counts"]["sent"] == rows and second["counts"]["rows_read"] == rows
+    stats = sim.simulator.stats
+    in_flight = 6 + 2  # senders, and jobs queued for them, that may have been sent but not recorded
+    assert stats.profiles_received <= rows + in_flight * 10_000
+    assert stats.jobs_received - jobs_before <= rows // 10_000 - len(first["jobs"]) + in_flight
+    members = sim.simulator.account.member_emails(LIST_ID)
+    assert len(members) == rows == len(set(members))
+
+    # The snapshot is exactly that of an uninterrupted run.
+    plain = await start_simulator()
+    other = tmp_path / "plain"
+    other.mkdir()
+    (other / "big.csv").write_bytes((tmp_path / "big.csv").read_bytes())
+    whole = await acli(*export(other / "big.csv", "--klaviyo-url", plain.url, "--state", str(other / "state"),
+                               "--map", "first_name=first_name"), env={"KLAVIYO_API_KEY": API_KEY}, cwd=other)
+    assert whole.returncode == 0
+
+    def sections(path: Path) -> bytes:
+        return path.read_bytes().split(b"\n", 3)[3]
+
+    assert sections(tmp_path / "state" / "snapshot.bin") == sections(other / "state" / "snapshot.bin")
+
+
+async def test_a_changed_source_starts_over_and_says_so(simulator, tmp_path: Path) -> None:
+    from exporter.resume import LEDGER_NAME
+
+    source = tmp_path / "s.csv"
+    source.write_text(SEGMENT)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / LEDGER_NAME).write_bytes(orjson.dumps({"run_id": "20261201T000000Z-deadbeef", "fingerprint": "other",
+                                                    "checkpoint": {"accepted": {}, "settled": {}}}))
+    result = await acli(*export(source, "--klaviyo-url", simulator.url, "--state", str(state)),
+                        env={"KLAVIYO_API_KEY": API_KEY})
+    assert result.returncode == 0
+    assert "run 20261201T000000Z-deadbeef of this export did not finish, but its source or settings changed" \
+        in result.stderr
+    assert orjson.loads(result.stdout)["run_id"] != "20261201T000000Z-deadbeef"

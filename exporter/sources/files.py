@@ -157,6 +157,24 @@ def blob_folder_address(url: str) -> tuple[str, str, str]:
     return f"{client.scheme}://{client.primary_hostname}", client.container_name, prefix
 
 
+async def pinned_blob(url: str, credential: Any = None) -> BlobLocation:
+    """A blob URL as a location pinned to the blob's current version (ETag): the run reads that
+    version only, and a resumed run can tell whether the file is still the same."""
+    from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+    client = blob_client(url, credential)
+    async with client:
+        try:
+            properties = await client.get_blob_properties()
+        except ResourceNotFoundError:
+            raise SourceError(f"blob not found: {redact_url(url)}") from None
+        except AzureError as exc:
+            raise SourceError(f"cannot read blob {redact_url(url)}: {exc.__class__.__name__}") from None
+    sas = urlsplit(url).query or None
+    return BlobLocation(f"{client.scheme}://{client.primary_hostname}", client.container_name, client.blob_name,
+                        credential if credential is not None else sas, properties.etag)
+
+
 def redact_url(url: str) -> str:
     """The URL without its query string, which may carry a SAS token."""
     return url.split("?", 1)[0]
