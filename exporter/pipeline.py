@@ -415,7 +415,8 @@ async def _open(plan: ExportPlan, credential: Any) -> Segment:
 
     async def open_part(part: SegmentPart) -> Segment:
         return await open_segment(part.source, credential, encoding=part.encoding or plan.encoding, format=plan.format,
-                                  columns=part.columns or plan.columns, delimiter=part.delimiter, keep_text=keep_text)
+                                  columns=part.columns or plan.columns, delimiter=part.delimiter, keep_text=keep_text,
+                                  quoted=part.quoted)
 
     return await open_parts(plan.source, open_part)
 

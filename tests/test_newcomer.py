@@ -325,3 +325,102 @@ async def test_a_changed_source_starts_over_and_says_so(simulator, tmp_path: Pat
     assert "run 20261201T000000Z-deadbeef of this export did not finish, but its source or settings changed" \
         in result.stderr
     assert orjson.loads(result.stdout)["run_id"] != "20261201T000000Z-deadbeef"
+
+
+# ---- CDM as writers write it -----------------------------------------------------------------
+
+def cdm_manifest_folder(root: Path, entity: dict, schema_attributes: list, definitions_extra: list | None = None,
+                        files: dict[str, str] | None = None) -> None:
+    """A manifest.cdm.json folder: the manifest, the entity's schema document, and data files."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "manifest.cdm.json").write_bytes(orjson.dumps({"manifestName": "export", "entities": [
+        {"type": "LocalEntity", "entityName": "VIP", "entityPath": "VIP.cdm.json/VIP", **entity}]}))
+    (root / "VIP.cdm.json").write_bytes(orjson.dumps({"definitions": [
+        {"entityName": "VIP", "hasAttributes": schema_attributes}, *(definitions_extra or [])]}))
+    for name, text in (files or {}).items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+CSV_TRAIT = [{"traitReference": "is.partition.format.CSV", "arguments": [
+    {"name": "columnHeaders", "value": "false"}, {"name": "delimiter", "value": ","}]}]
+PARTS = {"VIP/2026/11/24/part-1.csv": "old@example.com,Old\n",
+         "VIP/2026/11/25/part-1.csv": "ann@example.com,Ann\n", "VIP/2026/11/25/part-2.csv": "bob@example.com,Bob\n"}
+
+
+def cdm_export(root: Path, *extra: str) -> dict:
+    result = cli("export", "--source", str(root), "--list-id", LIST_ID, "--email-column", "email",
+                 "--map", "first_name=first_name", "--dry-run", *extra)
+    assert result.returncode == 0, result.stderr
+    return orjson.loads(result.stdout)
+
+
+def dated(root: Path) -> None:
+    import os
+
+    for name, stamp in (("VIP/2026/11/24/part-1.csv", 1_000_000), ("VIP/2026/11/25/part-1.csv", 2_000_000),
+                        ("VIP/2026/11/25/part-2.csv", 2_000_000)):
+        os.utime(root / name, (stamp, stamp))
+
+
+@pytest.mark.parametrize("attributes, extra", [
+    ([{"attributeGroupReference": {"attributeGroupName": "attributesAddedAtThisScope",
+                                   "members": [{"name": "email"}, {"name": "first_name"}]}}], None),
+    (["VIP/hasAttributes/attributesAddedAtThisScope"], [{"attributeGroupName": "attributesAddedAtThisScope",
+                                                         "members": [{"name": "email"}, {"name": "first_name"}]}]),
+])
+def test_attribute_groups_inline_or_by_reference(tmp_path: Path, attributes: list, extra: list | None) -> None:
+    if isinstance(attributes[0], str):
+        attributes = [{"attributeGroupReference": attributes[0]}]
+    partitions = [{"location": f"local:/{name}", "exhibitsTraits": CSV_TRAIT} for name in list(PARTS)[1:]]
+    cdm_manifest_folder(tmp_path / "cdm", {"dataPartitions": partitions}, attributes, extra, PARTS)
+    report = cdm_export(tmp_path / "cdm")
+    assert report["counts"]["rows_read"] == 2 and report["counts"]["sent"] == 2
+
+
+@pytest.mark.parametrize("pattern", [{"regularExpression": "/(\\d{4})/(\\d{2})/(\\d{2})/part-\\d+\\.csv$"},
+                                     {"globPattern": "/**/part-*.csv"}])
+def test_data_partition_patterns_read_the_newest_run_they_match(tmp_path: Path, pattern: dict) -> None:
+    patterns = [{"name": "VIP", "rootLocation": "VIP/", "exhibitsTraits": CSV_TRAIT, **pattern}]
+    root = tmp_path / "cdm"
+    cdm_manifest_folder(root, {"dataPartitionPatterns": patterns}, [{"name": "email"}, {"name": "first_name"}],
+                        files={**PARTS, "elsewhere/part-9.csv": "eve@example.com,Eve\n"})
+    dated(root)
+    report = cdm_export(root)
+    assert report["counts"]["rows_read"] == 2 and "2026/11/25" in report["source"]
+
+
+def test_a_pattern_root_outside_the_folder_is_refused(tmp_path: Path) -> None:
+    patterns = [{"rootLocation": "../other/", "globPattern": "/*.csv", "exhibitsTraits": CSV_TRAIT}]
+    cdm_manifest_folder(tmp_path / "cdm", {"dataPartitionPatterns": patterns}, [{"name": "email"}], files=PARTS)
+    result = cli("export", "--source", str(tmp_path / "cdm"), "--list-id", LIST_ID, "--email-column", "email",
+                 "--dry-run")
+    assert result.returncode == 2 and "not a plain path" in one_line_error(result)
+
+
+def test_a_catastrophic_regular_expression_cannot_hang_the_run(tmp_path: Path) -> None:
+    patterns = [{"rootLocation": "VIP/", "regularExpression": "^/(a+)+$", "exhibitsTraits": CSV_TRAIT}]
+    cdm_manifest_folder(tmp_path / "cdm", {"dataPartitionPatterns": patterns}, [{"name": "email"}],
+                        files={"VIP/" + "a" * 60 + "!": "x\n", **PARTS})
+    result = cli("export", "--source", str(tmp_path / "cdm"), "--list-id", LIST_ID, "--email-column", "email",
+                 "--dry-run", timeout=30)
+    assert result.returncode == 2 and "lists no partitions" in one_line_error(result)
+
+
+def test_quote_style_none_reads_quotes_as_characters(tmp_path: Path) -> None:
+    trait = [{"traitReference": "is.partition.format.CSV", "arguments": [
+        {"name": "columnHeaders", "value": "false"}, {"name": "delimiter", "value": ","},
+        {"name": "quoteStyle", "value": "QuoteStyle.None"}, {"name": "csvStyle", "value": "CsvStyle.QuoteAlways"}]}]
+    files = {"VIP/run/part-1.csv": 'ann@example.com,"Ann\nbob@example.com,Bob"\n'}
+    cdm_manifest_folder(tmp_path / "cdm", {"dataPartitions": [{"location": "VIP/run/part-1.csv",
+                                                               "exhibitsTraits": trait}]},
+                        [{"name": "email"}, {"name": "first_name"}], files=files)
+    report = cdm_export(tmp_path / "cdm")
+    assert report["counts"]["sent"] == 2 and report["counts"]["rejected"] == 0  # no quote swallowed a line
+    bad = [{"traitReference": "is.partition.format.CSV", "arguments": [{"name": "quoteStyle", "value": "Fancy"}]}]
+    cdm_manifest_folder(tmp_path / "bad", {"dataPartitions": [{"location": "VIP/run/part-1.csv",
+                                                               "exhibitsTraits": bad}]},
+                        [{"name": "email"}, {"name": "first_name"}], files=files)
+    result = cli("export", "--source", str(tmp_path / "bad"), "--list-id", LIST_ID, "--email-column", "email",
+                 "--dry-run")
+    assert result.returncode == 2 and "quoteStyle 'Fancy' is not one this reads" in one_line_error(result)

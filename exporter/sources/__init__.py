@@ -33,12 +33,13 @@ class _Parser(Protocol):
 
 async def open_segment(source: str | BlobLocation, credential: Any = None, *, encoding: str = "utf-8",
                        format: str | None = None, columns: list[str] | None = None,
-                       delimiter: str | None = None, keep_text: bool = False) -> Segment:
+                       delimiter: str | None = None, keep_text: bool = False, quoted: bool = True) -> Segment:
     """Open a segment and read its header; the rows stream as the blocks are consumed.
     ``columns`` names the columns of a CSV without a header row (its first line is data);
     ``delimiter`` is a CSV's delimiter when something (a CDM manifest) states it;
     ``keep_text``: plain CSV lines come as unsplit text (``RowBlock.text``), Parquet rows as
-    their record batch (``RowBlock.batch``), for the columnar path."""
+    their record batch (``RowBlock.batch``), for the columnar path; ``quoted``: quotes enclose CSV
+    fields (False: a quote is a plain character, as a CDM manifest's QuoteStyle.None says)."""
     local: Path | None = None
     sizes: list[int] = []  # the file's size as stored, once its stream knows it
     if isinstance(source, BlobLocation):
@@ -62,7 +63,7 @@ async def open_segment(source: str | BlobLocation, credential: Any = None, *, en
     if format is None:
         jsonl = name.lower().endswith(JSONL_SUFFIXES) or start.lstrip().startswith("{")
         format = "jsonl" if jsonl else "csv"
-    parser: _Parser = JsonlParser(columns) if format == "jsonl" else CsvParser(columns, delimiter, keep_text)
+    parser: _Parser = JsonlParser(columns) if format == "jsonl" else CsvParser(columns, delimiter, keep_text, quoted)
     blocks = _blocks(_chain([start], texts), LineSplitter(), parser)
     first: list[RowBlock] = []
     async for block in blocks:

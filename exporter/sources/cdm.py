@@ -21,7 +21,8 @@ from urllib.parse import unquote, urlsplit
 import orjson
 
 from exporter.errors import SourceError
-from exporter.sources.folders import Entry, Folder, natural_key
+from exporter.sources.cdm_shapes import attribute_names, pattern_matches, quoting
+from exporter.sources.folders import Entry, Folder, natural_key, newest_run
 from exporter.sources.reach import OutOfReach, checked_blob_name
 
 MANIFESTS = ("model.json", "manifest.cdm.json")
@@ -37,6 +38,7 @@ class Partition:
     delimiter: str | None
     encoding: str | None
     refreshed: datetime | None = None  # the partition's refreshTime, as the manifest states it
+    quoted: bool = True  # quotes enclose fields (QuoteStyle.Csv), or are plain characters (QuoteStyle.None)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class _Listed:
     delimiter: str | None
     encoding: str | None
     refreshed: datetime | None = None
+    quoted: bool = True
 
 
 def manifest_name(entries: dict[str, Entry]) -> str | None:
@@ -60,7 +63,7 @@ async def cdm_run(folder: Folder, entries: dict[str, Entry], manifest: str, enti
     if manifest == "model.json":
         found, columns, listed = _model_json(document, entity)
     else:
-        found, columns, listed = await _manifest_cdm(folder, document, entity)
+        found, columns, listed = await _manifest_cdm(folder, entries, document, entity)
     if not listed:
         raise SourceError(f"{manifest}: entity {found!r} lists no partitions (part files)")
     partitions = []
@@ -70,7 +73,7 @@ async def cdm_run(folder: Folder, entries: dict[str, Entry], manifest: str, enti
             raise SourceError(f"{manifest}: partition {number} of entity {found!r} ({_base(item.location)}) is not "
                               f"in {folder.description}: no file below that folder matches its location")
         partitions.append(Partition(resolved, None if item.headers else columns, item.delimiter, item.encoding,
-                                    item.refreshed))
+                                    item.refreshed, item.quoted))
     return _newest(partitions)
 
 
@@ -105,7 +108,7 @@ def _refresh_time(value: Any, where: str) -> datetime | None:
 def _model_json(document: Any, wanted: str | None) -> tuple[str, list[str], list[_Listed]]:
     entity = _entity(document.get("entities") if isinstance(document, dict) else None, "name", wanted, "model.json")
     name = entity["name"]
-    columns = _attribute_names(entity.get("attributes"), f"model.json: entity {name!r}")
+    columns = attribute_names(entity.get("attributes"), f"model.json: entity {name!r}")
     listed = []
     for item in _list(entity.get("partitions"), f"model.json: entity {name!r} 'partitions'"):
         settings = item.get("fileFormatSettings") or {}
@@ -114,22 +117,40 @@ def _model_json(document: Any, wanted: str | None) -> tuple[str, list[str], list
         listed.append(_Listed(_location(item.get("location"), "model.json"), settings.get("columnHeaders") is True,
                               _delimiter(settings.get("delimiter"), "model.json"),
                               _encoding(settings.get("encoding"), "model.json"),
-                              _refresh_time(item.get("refreshTime"), "model.json")))
+                              _refresh_time(item.get("refreshTime"), "model.json"),
+                              quoting(settings.get("quoteStyle"), settings.get("csvStyle"), "model.json")))
     return name, columns, listed
 
 
-async def _manifest_cdm(folder: Folder, document: Any, wanted: str | None) -> tuple[str, list[str], list[_Listed]]:
+async def _manifest_cdm(folder: Folder, entries: dict[str, Entry], document: Any,
+                        wanted: str | None) -> tuple[str, list[str], list[_Listed]]:
     where = "manifest.cdm.json"
     entity = _entity(document.get("entities") if isinstance(document, dict) else None, "entityName", wanted, where)
     name = entity["entityName"]
     columns = await _cdm_attributes(folder, entity, name)
+    partitions, patterns = entity.get("dataPartitions"), entity.get("dataPartitionPatterns")
     listed = []
-    for item in _list(entity.get("dataPartitions"), f"{where}: entity {name!r} 'dataPartitions'"):
-        arguments = _trait_arguments(item.get("exhibitsTraits"), where)
-        listed.append(_Listed(_location(item.get("location"), where), str(arguments.get("columnHeaders")).lower() == "true",
-                              _delimiter(arguments.get("delimiter"), where), _encoding(arguments.get("encoding"), where),
-                              _refresh_time(item.get("refreshTime"), where)))
+    if partitions is not None or patterns is None:
+        for item in _list(partitions, f"{where}: entity {name!r} 'dataPartitions'"):
+            listed.append(_listed(_location(item.get("location"), where), item, where))
+    if patterns is not None:
+        for pattern in _list(patterns, f"{where}: entity {name!r} 'dataPartitionPatterns'"):
+            root_value = pattern.get("rootLocation")
+            root = "" if root_value is None or (isinstance(root_value, str) and not root_value.strip("/")) else \
+                _location(root_value.rstrip("/") if isinstance(root_value, str) else root_value, where)
+            matched = pattern_matches(root, pattern, entries, f"{where}: entity {name!r}")
+            if matched:  # the newest run of the files the pattern matches, as in a plain folder
+                listed += [_listed(entry.name, pattern, where) for entry in newest_run(matched, folder.description)]
     return name, columns, listed
+
+
+def _listed(location: str, item: dict[str, Any], where: str) -> _Listed:
+    """A partition (or a pattern's file) with the format its traits state."""
+    arguments = _trait_arguments(item.get("exhibitsTraits"), where)
+    return _Listed(location, str(arguments.get("columnHeaders")).lower() == "true",
+                   _delimiter(arguments.get("delimiter"), where), _encoding(arguments.get("encoding"), where),
+                   _refresh_time(item.get("refreshTime"), where),
+                   quoting(arguments.get("quoteStyle"), arguments.get("csvStyle"), where))
 
 
 async def _cdm_attributes(folder: Folder, entity: dict[str, Any], name: str) -> list[str]:
@@ -150,7 +171,7 @@ async def _cdm_attributes(folder: Folder, entity: dict[str, Any], name: str) -> 
     definition = next((d for d in definitions if d.get("entityName") == name), None)
     if definition is None:
         raise SourceError(f"{document_name}: no definition of entity {name!r}")
-    return _attribute_names(definition.get("hasAttributes"), f"{document_name}: entity {name!r}")
+    return attribute_names(definition.get("hasAttributes"), f"{document_name}: entity {name!r}", definitions)
 
 
 def _entity(entities: Any, key: str, wanted: str | None, where: str) -> dict[str, Any]:
@@ -167,14 +188,6 @@ def _entity(entities: Any, key: str, wanted: str | None, where: str) -> dict[str
         if item[key] == wanted:
             return item
     raise SourceError(f"{where} has no entity {wanted!r}; entities: {', '.join(map(repr, names[:20]))}")
-
-
-def _attribute_names(attributes: Any, where: str) -> list[str]:
-    names = [a.get("name") for a in _list(attributes, f"{where} 'attributes'")]
-    checked = [n.strip() for n in names if isinstance(n, str) and n.strip()]
-    if not checked or len(checked) != len(names):
-        raise SourceError(f"{where} must list its attributes, each with a non-empty 'name'")
-    return checked
 
 
 def _trait_arguments(traits: Any, where: str) -> dict[str, Any]:

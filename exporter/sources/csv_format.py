@@ -37,19 +37,23 @@ def unclosed_quote(line: int) -> Reject:
 class CsvParser:
     """Feed whole lines (``LineSplitter``'s output); get blocks of rows with their line numbers."""
 
-    def __init__(self, columns: list[str] | None = None, delimiter: str | None = None, keep_text: bool = False) -> None:
+    def __init__(self, columns: list[str] | None = None, delimiter: str | None = None, keep_text: bool = False,
+                 quoted: bool = True) -> None:
         """``columns``: the names of a file without a header row (its first line is data);
         ``delimiter``: as a manifest states it (else detected from the first line);
-        ``keep_text``: hand plain lines on as text, unsplit, for the columnar path."""
+        ``keep_text``: hand plain lines on as text, unsplit, for the columnar path;
+        ``quoted``: quotes enclose fields (False: every line is split at its delimiters)."""
         self.columns: list[str] | None = columns
         self._delimiter: str | None = delimiter
         self._keep_text = keep_text
+        self._quoted = quoted
         self._carry: list[str] = []  # the lines of a record whose quote is still open
         self._lines_done = 0  # physical lines fully consumed so far
 
     def feed(self, text: str, final: bool = False) -> RowBlock:
-        if not self._carry and '"' not in text:
-            if self._keep_text and self.columns is not None and self._delimiter and _no_blank_lines(text) \
+        plain = '"' not in text
+        if not self._carry and (plain or not self._quoted):
+            if plain and self._keep_text and self.columns is not None and self._delimiter and _no_blank_lines(text) \
                     and not has_undecodable(text):
                 first = self._lines_done + 1
                 self._lines_done += text.count("\n")

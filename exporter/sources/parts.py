@@ -31,6 +31,7 @@ class SegmentPart:
     delimiter: str | None = None
     encoding: str | None = None  # None: the export's
     modified: float = 0.0  # POSIX seconds: when the platform last wrote it
+    quoted: bool = True  # quotes enclose CSV fields (a CDM manifest's QuoteStyle.None: they do not)
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ async def resolve_folder(folder: Folder, entity: str | None = None) -> SegmentRu
     if manifest is not None:
         partitions = await cdm_run(folder, entries, manifest, entity)
         parts = [SegmentPart(folder.location(p.entry), p.entry.name, p.entry.size, p.columns, p.delimiter, p.encoding,
-                             p.entry.modified) for p in partitions]
+                             p.entry.modified, p.quoted) for p in partitions]
     else:
         if entity is not None:
             raise SourceError(f"an entity applies to a CDM folder (one holding model.json or manifest.cdm.json); "
