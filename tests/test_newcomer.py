@@ -424,3 +424,56 @@ def test_quote_style_none_reads_quotes_as_characters(tmp_path: Path) -> None:
     result = cli("export", "--source", str(tmp_path / "bad"), "--list-id", LIST_ID, "--email-column", "email",
                  "--dry-run")
     assert result.returncode == 2 and "quoteStyle 'Fancy' is not one this reads" in one_line_error(result)
+
+
+# ---- the newcomer path, copied out of README -------------------------------------------------
+
+def readme_commands() -> list[str]:
+    """The command-line section's shell block, one command a line (continuations joined)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("## The command line", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    commands, current = [], ""
+    for line in block.splitlines():
+        current += line.rstrip("\\").rstrip() + " " if line.endswith("\\") else line
+        if not line.endswith("\\"):
+            if current.strip() and not current.lstrip().startswith("#"):
+                commands.append(current.strip())
+            current = ""
+    return commands
+
+
+async def test_the_readme_command_line_path_works_as_written(start_simulator, tmp_path: Path) -> None:
+    """clone -> a first export of a file -> a delta rerun -> a CDM folder -> a config export,
+    each command exactly as README writes it (only the simulator's address replaced), from a
+    copy of the repository's sample files."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    shutil.copytree(root / "devtools" / "samples", tmp_path / "devtools" / "samples")
+    shutil.copy(root / "exports.json", tmp_path / "exports.json")
+    sim = await start_simulator(rate_limits=False)
+    commands = readme_commands()
+    assert commands[0].startswith("export KLAVIYO_API_KEY=") and "simulate-klaviyo" in commands[1]
+    for list_id in ("AbC123", "CdmVip", "REPLACE_WITH_LIST_ID"):
+        assert f"--list {list_id}" in commands[1]
+        sim.simulator.account.add_list(list_id)
+    exports = [c for c in commands if c.startswith("klaviyo-export export")]
+    assert len(exports) == 4
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "KLAVIYO_API_KEY": API_KEY, "PATH": f"{bin_dir}:/usr/bin:/bin"}
+    reports = []
+    for command in exports:
+        command = command.replace("http://127.0.0.1:8765", sim.url)
+        result = await asyncio.to_thread(subprocess.run, command, shell=True, capture_output=True, text=True,
+                                         cwd=tmp_path, env=env, timeout=120)
+        assert result.returncode == 0, f"{command}\n{result.stderr}"
+        reports.append(orjson.loads(result.stdout))
+    first, delta, cdm, configured = reports
+    assert first["counts"]["sent"] > 0 and delta["counts"]["sent"] == 0
+    assert delta["counts"]["unchanged"] == first["counts"]["sent"]
+    assert cdm["counts"]["sent"] > 0 and len(sim.simulator.account.member_emails("CdmVip")) == cdm["counts"]["sent"]
+    assert configured["list_id"] == "REPLACE_WITH_LIST_ID" and configured["counts"]["sent"] > 0
+    assert (tmp_path / "out" / "report.json").is_file()
