@@ -20,7 +20,6 @@ import re
 import signal
 import sys
 import tempfile
-import time
 import traceback
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import AsyncIterator, Callable, Sequence
 from urllib.parse import urlsplit
 
 from exporter.allocator import share_one_arena
+from exporter.cli_output import ProgressBar, plural, summary
 from exporter.errors import ConfigError, ExportError, SourceError, TransientError
 from exporter.klaviyo.auth import KEY_ENV, ApiKeySource, api_key_from_environment
 from exporter.klaviyo.client import DEFAULT_BASE_URL, KlaviyoClient
@@ -36,9 +36,9 @@ from exporter.logsafe import install_everywhere
 from exporter.mapping import FieldMapping
 from exporter.mapping.engine import ENGINES
 from exporter.mapping.fields import INVALID_FIELD_POLICIES
-from exporter.pipeline import ExportPlan, Progress, run_export
+from exporter.pipeline import ExportPlan, run_export
 from exporter.rejects import RejectsFile
-from exporter.report import Counts, RunReport, new_run_id
+from exporter.report import RunReport, new_run_id
 from exporter.resume import (
     LEDGER_NAME,
     BlobLedgerFile,
@@ -52,7 +52,6 @@ from exporter.sources import FORMATS, BlobLocation, is_blob_url
 from exporter.sources.files import blob_folder_address, pinned_blob
 from exporter.sources.folders import BlobFolder
 from exporter.sources.parts import SegmentRun, folder_of, resolve_folder
-from exporter.sync.mirror import Removal
 from exporter.sync.plan import MODES, SyncPlan
 from exporter.sync.snapshot import FILE_NAME as SNAPSHOT_FILE
 from exporter.sync.snapshot import BlobSnapshotStore, LocalSnapshotStore, SnapshotStore
@@ -256,7 +255,7 @@ def _export_command(args: argparse.Namespace) -> int:
     sys.stdout.buffer.write(report.to_json() + b"\n")
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
-    print(_summary(report), file=sys.stderr)
+    print(summary(report), file=sys.stderr)
     return next(v.exit_code for v in VERDICTS if v.name == report.verdict)
 
 
@@ -276,7 +275,7 @@ async def _export(args: argparse.Namespace, plan: ExportPlan) -> tuple[RunReport
             plan = replace(plan, source=await pinned_blob(plan.source))
     except SourceError as exc:
         raise UsageError(str(exc)) from None
-    progress = _ProgressBar() if sys.stderr.isatty() else None
+    progress = ProgressBar() if sys.stderr.isatty() else None
     notes: list[str] = []
     async with _klaviyo(args, progress) as klaviyo:
         resumption, ledger_file = None, None
@@ -448,7 +447,7 @@ async def _config_source(source: str, entity: str | None) -> BlobLocation | Segm
 
 
 @contextlib.asynccontextmanager
-async def _klaviyo(args: argparse.Namespace, progress: _ProgressBar | None) -> AsyncIterator[KlaviyoClient | None]:
+async def _klaviyo(args: argparse.Namespace, progress: ProgressBar | None) -> AsyncIterator[KlaviyoClient | None]:
     """A client when a key is at hand (a dry run uses it for read-only checks only)."""
     async with contextlib.AsyncExitStack() as stack:
         key: ApiKeySource | None
@@ -471,85 +470,6 @@ async def _klaviyo(args: argparse.Namespace, progress: _ProgressBar | None) -> A
         yield await stack.enter_async_context(KlaviyoClient(key, args.klaviyo_url, rate_limits=limits, on_retry=on_retry))
 
 
-class _ProgressBar:
-    """One self-overwriting stderr line, redrawn at most ten times a second: rows read,
-    profiles Klaviyo has accepted (in jobs) and imported (jobs finished), and any retrying."""
-
-    def __init__(self) -> None:
-        self._last = 0.0
-        self._started = time.monotonic()
-        self._retry = ""
-        self._counts = Counts()
-        self._removal: Removal | None = None
-
-    def __call__(self, progress: Progress) -> None:
-        self._counts = progress.counts
-        self._removal = progress.removal
-        now = time.monotonic()
-        if now - self._last < 0.1:
-            return
-        self._last = now
-        self._draw(now)
-
-    def retrying(self, what: str) -> None:
-        self._retry = what
-        self._draw(time.monotonic())
-
-    def _draw(self, now: float) -> None:
-        c = self._counts
-        rate = c.rows_read / max(now - self._started, 1e-6)
-        line = (f"{c.rows_read:>12,} rows read  {c.accepted:>12,} accepted  {c.sent:>12,} imported  "
-                f"{c.rejected:>8,} rejected  {rate:>10,.0f} rows/s")
-        if (removal := self._removal) is not None:
-            line = (f"{c.rows_read:>12,} rows read  {c.sent:>12,} imported  leavers: {removal.looked_up:,} of "
-                    f"{removal.leavers:,} looked up, {removal.removed:,} removed")
-        if self._retry:
-            line += f"  [{self._retry}]"
-            self._retry = ""
-        sys.stderr.write("\r" + line + "\033[K")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        self._draw(time.monotonic())  # the last numbers, whatever the redraw limit skipped
-        sys.stderr.write("\n")
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count:,} {word}" if count == 1 else f"{count:,} {word}s"
-
-
-def _summary(report: RunReport) -> str:
-    c = report.counts
-    verb = "would send" if report.dry_run else "sent"
-    text = (f"{report.status}: {_plural(c.rows_read, 'row')} read, {c.sent:,} {verb}, {c.rejected:,} rejected, "
-            f"{_plural(c.duplicates, 'duplicate')}, {_plural(len(report.jobs), 'Klaviyo job')}")
-    sync = report.sync or {}
-    if c.unchanged:
-        text += f", {c.unchanged:,} unchanged"
-    if sync.get("mode") == "mirror":
-        if sync.get("damage") or sync.get("guard"):
-            text += f", {_plural(sync['leavers'], 'leaver')} kept: removals held (why below)"
-        else:
-            text += (f", would remove {sync['would_remove']:,}" if report.dry_run else f", {c.removed:,} removed")
-        if c.remove_pending and not (sync.get("damage") or sync.get("guard")):
-            text += f" ({c.remove_pending:,} pending, {c.remove_failed:,} of them after a failed call)"
-    if sync.get("preview"):
-        text += f"; preview in {sync['preview']}"
-    if c.warnings:
-        text += f", {_plural(c.warnings, 'field')} left out"
-    if report.rejects:
-        text += f"; rejects in {report.rejects}"
-    if report.error:
-        if c.accepted and report.status in ("failed", "interrupted"):
-            stopped = "failed" if report.status == "failed" else "was interrupted"
-            text += (f"; before it {stopped}, Klaviyo had accepted {c.accepted:,} profiles in "
-                     f"{_plural(len(report.jobs), 'job')}")
-        text += f"; error: {report.error}"
-    for hint in report.hints:
-        text += f"; {hint}"
-    return text
-
-
 def _check_config(args: argparse.Namespace) -> int:
     from exporter.check_config import check_offline, check_online
 
@@ -563,11 +483,11 @@ def _check_config(args: argparse.Namespace) -> int:
     for problem in findings.problems:
         print(f"problem: {problem}", file=sys.stderr)
     if findings.problems:
-        print(f"{args.file}: {_plural(len(findings.problems), 'problem')}; fix them before uploading", file=sys.stderr)
+        print(f"{args.file}: {plural(len(findings.problems), 'problem')}; fix them before uploading", file=sys.stderr)
         return EXIT_USAGE
     assert config is not None
-    print(f"{args.file}: sound ({_plural(len(config.connections), 'connection')}, "
-          f"{_plural(len(config.exports), 'export')}{', checked online' if args.online else ''})", file=sys.stderr)
+    print(f"{args.file}: sound ({plural(len(config.connections), 'connection')}, "
+          f"{plural(len(config.exports), 'export')}{', checked online' if args.online else ''})", file=sys.stderr)
     return EXIT_OK
 
 
