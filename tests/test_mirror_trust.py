@@ -228,13 +228,13 @@ def rotate_emails(stored: bytes) -> bytes:
 
 def _split_emails(stored: bytes) -> tuple[bytes, bytes]:
     magic, header, checksum, rest = stored.split(b"\n", 3)
-    members = orjson.loads(header)["members"]
-    cut = len(magic) + len(header) + len(checksum) + 3 + 12 * members
+    document = orjson.loads(header)
+    cut = len(magic) + len(header) + len(checksum) + 3 + 12 * document["members"] + 8 * document.get("warned", 0)
     return stored[:cut], stored[cut:]
 
 
 def flip_a_key_byte(stored: bytes) -> bytes:
-    magic, header, checksum, rest = stored.split(b"\n", 3)
+    magic, header, checksum, _ = stored.split(b"\n", 3)
     at = len(magic) + len(header) + len(checksum) + 3 + 8 * 7 + 6  # a middle byte of the 8th key
     return stored[:at] + bytes([stored[at] ^ 0x01]) + stored[at + 1:]
 
