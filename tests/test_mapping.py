@@ -93,8 +93,27 @@ def test_oversized_profile_is_rejected_before_klaviyo_sees_it() -> None:
     mapper = ProfileMapper.for_columns(FieldMapping.from_pairs("email", ["blob=properties.blob"]), ["email", "blob"])
     chunk = map_chunk(mapper, RowBlock([2, 3], [["a@x.com", "x" * 110_000], ["b@x.com", "small"]]))
     assert list(chunk.lines) == [3] and chunk.rows == 2
-    assert chunk.rejects[0].line == 2 and "bytes; Klaviyo allows 102400" in chunk.rejects[0].reason
+    assert chunk.rejects[0].line == 2
+    assert "bytes; Klaviyo allows 100,000 (this exporter sends at most 99,000)" in chunk.rejects[0].reason
     assert bytes(chunk.body(0)) == b'{"type":"profile","attributes":{"email":"b@x.com","properties":{"blob":"small"}}}'
+
+
+def test_the_byte_limits_are_klaviyos_decimal_ones_with_a_margin() -> None:
+    """Klaviyo documents 5 MB and 100 KB: a profile of 99,500 bytes (under 100 KiB, and under
+    100 KB) is not sent, and no job body reaches 5,000,000 bytes."""
+    from exporter.batching import JobBatcher
+    from exporter.klaviyo.limits import KLAVIYO_JOB_BYTES, MAX_JOB_BYTES
+
+    mapper = ProfileMapper.for_columns(FieldMapping.from_pairs("email", ["blob=properties.blob"]), ["email", "blob"])
+    chunk = map_chunk(mapper, RowBlock([2], [["a@x.com", "x" * 99_400]]))
+    assert len(chunk) == 0 and "profile is 99," in chunk.rejects[0].reason
+    rows = [[f"u{i}@x.com", "y" * 90_000] for i in range(120)]  # 120 profiles of ~90 KB: ~10.8 MB
+    chunk = map_chunk(mapper, RowBlock(list(range(2, 122)), rows))
+    batcher = JobBatcher("L1")
+    jobs = batcher.add(chunk, list(range(len(chunk)))) + batcher.flush()
+    assert sum(len(job) for job in jobs) == 120
+    assert all(len(job.payload) <= MAX_JOB_BYTES < KLAVIYO_JOB_BYTES for job in jobs)
+    assert max(len(job.payload) for job in jobs) > KLAVIYO_JOB_BYTES - 200_000  # full jobs, just under the margin
 
 
 def test_undecodable_row_is_rejected_and_others_are_kept() -> None:

@@ -8,7 +8,7 @@ import aiohttp
 import orjson
 import pytest
 
-from exporter.klaviyo.limits import JSONAPI, MAX_JOB_BYTES, REVISION
+from exporter.klaviyo.limits import JSONAPI, KLAVIYO_JOB_BYTES, REVISION
 from tests.conftest import API_KEY, LIST_ID
 from tests.openapi import validator_for
 
@@ -65,7 +65,7 @@ async def test_one_malformed_profile_fails_the_whole_request_with_a_pointer(simu
 async def test_job_limits_are_enforced(simulator) -> None:
     status, body = await post(simulator, job_body([{"email": f"u{i}@x.com"} for i in range(10_001)]))
     assert status == 400 and "at most 10000" in body["errors"][0]["detail"]
-    status, _ = await post(simulator, b"x" * (MAX_JOB_BYTES + 1))
+    status, _ = await post(simulator, b"x" * (KLAVIYO_JOB_BYTES + 1))
     assert status == 413
     status, body = await post(simulator, job_body([{"email": "a@x.com", "properties": {"p": "x" * 102_400}}]))
     assert status == 400 and body["errors"][0]["title"] == "Profile too large."

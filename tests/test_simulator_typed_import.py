@@ -12,7 +12,7 @@ import msgspec
 import orjson
 import pytest
 
-from exporter.klaviyo.limits import MAX_PROFILE_BYTES
+from exporter.klaviyo.limits import KLAVIYO_PROFILE_BYTES
 from exporter.simulator.state import Account
 from exporter.simulator.typed_import import decode_import_job
 from exporter.simulator.validation import check_import_job
@@ -60,7 +60,7 @@ ACCEPTED = [
     with_attributes(location={"city": "Oslo", "latitude": "59.9", "zip": None}),
     with_attributes(email="Kelvin\u212a@x.com"),
     with_attributes(first_name="\u00e9\u4e2d\U0001f600 \\ \" \n \u0000"),
-    with_attributes(properties={"p": "x" * (MAX_PROFILE_BYTES - 400)}),
+    with_attributes(properties={"p": "x" * (KLAVIYO_PROFILE_BYTES - 400)}),
 ]
 
 REFUSED_OR_EXACT_ONLY = [
@@ -86,8 +86,8 @@ REFUSED_OR_EXACT_ONLY = [
     with_attributes(properties={"vip": True, "n": 1e5}),
     with_attributes(properties=["x"]),
     with_attributes(first_name=["Ada"]),
-    with_attributes(properties={"p": "x" * MAX_PROFILE_BYTES}),
-    with_attributes(properties={"p": "\u0001" * (MAX_PROFILE_BYTES // 6 + 1)}),
+    with_attributes(properties={"p": "x" * KLAVIYO_PROFILE_BYTES}),
+    with_attributes(properties={"p": "\u0001" * (KLAVIYO_PROFILE_BYTES // 6 + 1)}),
     body([]),
     body([profile(i) for i in range(10_001)]),
     body([{"type": "profiles", "attributes": {"email": "a@x.com"}}]),

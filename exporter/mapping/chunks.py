@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from exporter.klaviyo.limits import MAX_PROFILE_BYTES
+from exporter.klaviyo.limits import KLAVIYO_PROFILE_BYTES, MAX_PROFILE_BYTES
 from exporter.mapping.mapper import ProfileMapper
 from exporter.rejects import Reject
 from exporter.sources.rows import RowBlock
@@ -67,4 +67,5 @@ def map_chunk(mapper: ProfileMapper, block: RowBlock, email_keys: KeyFunction = 
 
 
 def oversized(line: int, size: int) -> Reject:
-    return Reject(line, "", f"profile is {size} bytes; Klaviyo allows {MAX_PROFILE_BYTES}")
+    return Reject(line, "", f"profile is {size:,} bytes; Klaviyo allows {KLAVIYO_PROFILE_BYTES:,} "
+                            f"(this exporter sends at most {MAX_PROFILE_BYTES:,})")

@@ -25,9 +25,9 @@ from aiohttp import web
 from exporter.klaviyo.limits import (
     BULK_IMPORT_RATE,
     JSONAPI,
+    KLAVIYO_JOB_BYTES,
     LIST_MEMBERSHIP_RATE,
     MAX_FILTER_VALUES,
-    MAX_JOB_BYTES,
     MAX_MEMBERSHIP_IDS,
     PAGE_SIZE_MAX,
     PROFILE_READ_RATE,
@@ -138,7 +138,7 @@ class KlaviyoSimulator:
         self._decoder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sim-decode")
 
     def build_app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_JOB_BYTES * 4, middlewares=[self._middleware])
+        app = web.Application(client_max_size=KLAVIYO_JOB_BYTES * 4, middlewares=[self._middleware])
 
         async def stop_decoder(_: web.Application) -> None:
             self._decoder.shutdown(wait=False, cancel_futures=True)
@@ -225,10 +225,10 @@ class KlaviyoSimulator:
         if request.content_type != JSONAPI:
             return _errors(415, error(415, "unsupported_media_type", "Unsupported media type.",
                                       f"Content-Type must be {JSONAPI}"))
-        if (request.content_length or 0) > MAX_JOB_BYTES:
+        if (request.content_length or 0) > KLAVIYO_JOB_BYTES:
             return _errors(413, error(413, "request_too_large", "Request too large.", "at most 5 MB per request"))
         raw = await request.read()
-        if len(raw) > MAX_JOB_BYTES:
+        if len(raw) > KLAVIYO_JOB_BYTES:
             return _errors(413, error(413, "request_too_large", "Request too large.", "at most 5 MB per request"))
         # Parsing and validating 10,000 profiles takes a while: off the event loop, so other
         # requests are still timed as they arrive (a blocked loop would time them in a burst

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from msgspec import UNSET, Struct, UnsetType
 
-from exporter.klaviyo.limits import MAX_PROFILE_BYTES, MAX_PROFILES_PER_JOB
+from exporter.klaviyo.limits import KLAVIYO_PROFILE_BYTES, MAX_PROFILES_PER_JOB
 from exporter.mapping.columnar import PYTHON_SPACE
 
 Text = str | None | UnsetType
@@ -129,7 +129,7 @@ def decode_import_job(raw: bytes, request_rejects: frozenset[str] = frozenset())
         raws = _SIZES.decode(raw).data.attributes.profiles.data
         # Only strings and known names get through the typed decoder, so a profile
         # re-serialized compactly (as the exact check measures it) is never longer than sent.
-        if not 0 < len(raws) <= MAX_PROFILES_PER_JOB or max(map(len, raws)) > MAX_PROFILE_BYTES:
+        if not 0 < len(raws) <= MAX_PROFILES_PER_JOB or max(map(len, raws)) > KLAVIYO_PROFILE_BYTES:
             return None
         body = _TYPED.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError):

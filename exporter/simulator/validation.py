@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from exporter.klaviyo.limits import MAX_PROFILE_BYTES, MAX_PROFILES_PER_JOB
+from exporter.klaviyo.limits import KLAVIYO_PROFILE_BYTES, MAX_PROFILES_PER_JOB
 
 STRING_ATTRIBUTES = frozenset(
     {"email", "phone_number", "external_id", "_kx", "first_name", "last_name", "organization", "locale", "title", "image"}
@@ -102,9 +102,9 @@ def _check_profile(index: int, profile: Any, request_rejects: frozenset[str]) ->
             plain = False
             break
     problems = [] if plain else _check_attributes(index, attributes)
-    if (not plain or 64 + 8 * (chars + 4 * len(attributes)) > MAX_PROFILE_BYTES) \
-            and len(orjson.dumps(profile)) > MAX_PROFILE_BYTES:
-        return [error(400, "invalid", "Profile too large.", f"a profile may be at most {MAX_PROFILE_BYTES} bytes",
+    if (not plain or 64 + 8 * (chars + 4 * len(attributes)) > KLAVIYO_PROFILE_BYTES) \
+            and len(orjson.dumps(profile)) > KLAVIYO_PROFILE_BYTES:
+        return [error(400, "invalid", "Profile too large.", f"a profile may be at most {KLAVIYO_PROFILE_BYTES} bytes",
                       _at(index))]
     if problems:
         return problems
