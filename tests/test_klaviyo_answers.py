@@ -125,3 +125,22 @@ async def test_an_answer_of_the_wrong_shape_is_a_clear_error(hostile, answer: by
             await klaviyo.check_list(LIST_ID)
         with pytest.raises(KlaviyoRequestError, match="Klaviyo answered"):
             await klaviyo.create_import_job(b"{}")
+
+
+async def test_a_passing_403_is_tried_again_and_a_lasting_one_names_both_causes(hostile: HostileKlaviyo) -> None:
+    """Klaviyo's CDN challenges shared cloud IPs now and then (403): it passes, so a 403 is
+    tried a few times; one that lasts is either a missing scope or the challenge, and says so."""
+    from exporter.errors import KlaviyoAuthError
+
+    challenge = (403, {"errors": [{"status": 403, "code": "permission_denied", "title": "Forbidden."}]})
+    hostile.script("GET", f"/api/lists/{LIST_ID}", lambda r: challenge,
+                   lambda r: (200, {"data": {"type": "list", "id": LIST_ID, "attributes": {"name": "VIP"}}}))
+    async with client(hostile) as klaviyo:
+        assert await klaviyo.check_list(LIST_ID) == "VIP"
+    hostile.script("GET", f"/api/lists/{LIST_ID}", lambda r: challenge)
+    before = len(hostile.seen)
+    async with client(hostile) as klaviyo:
+        with pytest.raises(KlaviyoAuthError) as denied:
+            await klaviyo.check_list(LIST_ID)
+    assert len(hostile.seen) - before == 3
+    assert "lacks a scope" in str(denied.value) and "CDN" in str(denied.value)

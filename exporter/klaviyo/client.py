@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 DEFAULT_BASE_URL = "https://a.klaviyo.com"
 _PROFILE_POINTER = re.compile(r"^/data/attributes/profiles/data/(\d+)(?:/attributes/([A-Za-z_]+)(?:/([A-Za-z_]+))?)?")
 FIRST_CONNECT_ATTEMPTS = 3  # a host that never answered: give up after this many tries, not the whole budget
+FORBIDDEN_ATTEMPTS = 3  # a 403 is tried this many times in all: a CDN challenge passes, a missing scope does not
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ class KlaviyoClient:
         url = self._same_origin(path)
         deadline = time.monotonic() + self._retry.budget_seconds
         refreshed_key = False
-        attempt = throttles = 0  # a 429 is Klaviyo pacing us, not failing: it uses time, not attempts
+        attempt = throttles = forbidden = 0  # a 429 is Klaviyo pacing us, not failing: it uses time, not attempts
         while True:
             slot = _Slot(limiter, await limiter.acquire()) if limiter is not None else None
             headers = {
@@ -214,8 +215,17 @@ class KlaviyoClient:
             if status == 401 and not refreshed_key and await self._api_key.refresh():
                 refreshed_key = True
                 continue
+            if status == 403 and forbidden < FORBIDDEN_ATTEMPTS - 1:
+                # A missing scope is final, but a CDN challenge to a shared cloud IP passes: a few tries.
+                forbidden += 1
+                wait = self._retry.delay(forbidden)
+                if time.monotonic() + wait <= deadline:
+                    if self._on_retry is not None:
+                        self._on_retry(f"Klaviyo denied access (403); trying again in {wait:.1f} s")
+                    await asyncio.sleep(wait)
+                    continue
             if status in (401, 403):
-                raise KlaviyoAuthError(_auth_message(status, raw))
+                raise KlaviyoAuthError(_auth_message(status, raw, forbidden + 1))
             if status == 400 and payload is not None:
                 problems = _profile_problems(raw)
                 if problems:
@@ -382,10 +392,12 @@ def _error_summary(status: int, raw: bytes) -> str:
         return f"HTTP {status}"
 
 
-def _auth_message(status: int, raw: bytes) -> str:
+def _auth_message(status: int, raw: bytes, attempts: int) -> str:
     if status == 401:
         return "Klaviyo refused the API key (401): check that it is a valid private key (pk_...)"
-    return f"Klaviyo denied access (403: {_error_summary(status, raw)}): the key needs profiles:write and lists:write scopes"
+    return (f"Klaviyo denied access (403: {_error_summary(status, raw)}) {attempts} times: either the key lacks a "
+            "scope this call needs (profiles:read/write, lists:read/write), or Klaviyo's CDN is challenging this "
+            "host's IP address (cloud hosts meet it now and then; it passes within minutes)")
 
 
 def _path_only(url: str) -> str:
