@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import concurrent.futures
+import dataclasses
 import tempfile
 import time
 from dataclasses import dataclass
@@ -260,6 +261,23 @@ class _Run:
             rejects.append(Reject(job.lines[index], "; ".join(c for c in columns if c), "; ".join(reasons)))
         return rejects
 
+    def _placed(self, job: ImportJob, problems: list[ProfileProblem]) -> list[ProfileProblem]:
+        """Each import error on the profile it is about: where its pointer points, if the
+        profile there is the one its ``original_payload`` names (or it names none); else the
+        profile of the job with that email. One that neither finds is left out (unexplained)."""
+        by_key: dict[int, int] | None = None
+        placed = []
+        for problem in problems:
+            key = self.delta.email_keys([problem.email.encode()])[0] if problem.email and job.keys else None
+            if 0 <= problem.index < len(job) and (key is None or job.keys[problem.index] == key):
+                placed.append(problem)
+            elif key is not None:
+                if by_key is None:
+                    by_key = {k: i for i, k in enumerate(job.keys)}
+                if (index := by_key.get(key)) is not None:
+                    placed.append(dataclasses.replace(problem, index=index))
+        return placed
+
     async def poll(self) -> None:
         """Watch accepted jobs until Klaviyo finishes them. Polls share the bulk-import tier's
         rate limit with the job submissions, so while jobs are still being sent they are
@@ -318,7 +336,8 @@ class _Run:
         refused: list[Reject] = []
         failed = min(max(status.failed, 0), len(job))  # an answer is untrusted: never more than the job held
         if failed:
-            refused = self._rejects_for(job, [p async for p in self.klaviyo.import_errors(status.job_id)])[:failed]
+            problems = [p async for p in self.klaviyo.import_errors(status.job_id)]
+            refused = self._rejects_for(job, self._placed(job, problems))[:failed]
             unexplained = failed - len(refused)
             refused += [Reject(0, "", f"Klaviyo reported a failure in job {status.job_id} without details")] * unexplained
             if unexplained:

@@ -144,3 +144,39 @@ async def test_a_passing_403_is_tried_again_and_a_lasting_one_names_both_causes(
             await klaviyo.check_list(LIST_ID)
     assert len(hostile.seen) - before == 3
     assert "lacks a scope" in str(denied.value) and "CDN" in str(denied.value)
+
+
+@pytest.mark.parametrize("sync", [False, True])
+async def test_import_errors_without_a_pointer_or_pointing_elsewhere_find_their_row_by_original_payload(
+        hostile, tmp_path: Path, sync: bool) -> None:
+    """The pointer is the first guide, the ``original_payload``'s email the check and the
+    fallback: with no pointer, or one at another profile, the right row is still refused, and
+    no row is "without details" (which would keep the whole job out of the snapshot)."""
+    from exporter.sync.plan import SyncPlan
+    from exporter.sync.snapshot import LocalSnapshotStore, load_snapshot
+
+    hostile.script("GET", f"/api/lists/{LIST_ID}", ok({"data": {"type": "list", "id": LIST_ID, "attributes": {}}}))
+    hostile.script("POST", "/api/profile-bulk-import-jobs", ok({"data": job_resource("job-1", "queued", 4, 0)}, 202))
+    hostile.script("GET", "/api/profile-bulk-import-jobs", ok({"data": [job_resource("job-1", "complete", 4, 2)]}))
+    errors = [
+        {"type": "import-error", "id": "1", "attributes": {  # no pointer at all
+            "code": "invalid", "title": "Bad email.", "detail": "x", "source": {},
+            "original_payload": {"email": "C@x.com", "first_name": "Cy"}}},
+        {"type": "import-error", "id": "2", "attributes": {  # a pointer at profile 0, about profile 3
+            "code": "invalid", "title": "Bad name.", "detail": "x",
+            "source": {"pointer": "/data/attributes/profiles/data/0/attributes/first_name"},
+            "original_payload": {"type": "profile", "attributes": {"email": "d@x.com"}}}},
+    ]
+    hostile.script("GET", "/api/profile-bulk-import-jobs/job-1/import-errors", ok({"data": errors, "links": {}}))
+    source = write(tmp_path, "s.csv", b"email,first\na@x.com,Ann\nb@x.com,Bob\nc@x.com,Cy\nd@x.com,Di\n")
+    plan = ExportPlan("t", source, LIST_ID, FieldMapping.from_pairs("email", ["first=first_name"]),
+                      sync=SyncPlan(LocalSnapshotStore(tmp_path / "state")) if sync else None)
+    async with client(hostile) as klaviyo:
+        report = await asyncio.wait_for(run_export(plan, klaviyo, RejectsFile(tmp_path / "rejects.csv"),
+                                                   options=PipelineOptions(poll_interval=0.01)), 30)
+    assert (report.counts.sent, report.counts.rejected) == (2, 2)
+    lines = (tmp_path / "rejects.csv").read_text().splitlines()[1:]
+    assert lines == ["4,,Klaviyo: Bad email.", "5,first,Klaviyo: Bad name."]
+    if sync:
+        snapshot = await load_snapshot(LocalSnapshotStore(tmp_path / "state"))
+        assert snapshot is not None and len(snapshot.keys) == 2  # the two imported, not the whole job's four

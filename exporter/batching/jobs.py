@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -35,11 +35,13 @@ def job_body(profiles: list[dict[str, Any]], list_id: str) -> bytes:
 
 @dataclass(slots=True)
 class ImportJob:
-    """One bulk import request, serialized, and the source line of each of its profiles."""
+    """One bulk import request, serialized, and the source line and email key of each of its
+    profiles (the key finds a profile Klaviyo names by its ``original_payload`` alone)."""
 
     sequence: int  # position in the run: the same segment and mapping give the same jobs
     payload: bytes
     lines: array  # array('I'), one per profile, in payload order
+    keys: array = field(default_factory=lambda: array("q"))  # array('q'): each profile's email key, in payload order
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -49,7 +51,8 @@ class ImportJob:
         profiles = orjson.loads(self.payload)["data"]["attributes"]["profiles"]["data"]
         keep = [i for i in range(len(profiles)) if i not in indexes]
         return ImportJob(self.sequence, job_body([profiles[i] for i in keep], list_id),
-                         array("I", (self.lines[i] for i in keep)))
+                         array("I", (self.lines[i] for i in keep)),
+                         array("q", (self.keys[i] for i in keep)) if self.keys else array("q"))
 
 
 class JobBatcher:
@@ -65,6 +68,7 @@ class JobBatcher:
     def _start(self) -> None:
         self._bodies: list[memoryview | bytes] = []  # single profiles, or runs of them (commas inside)
         self._lines = array("I")
+        self._keys = array("q")
         self._count = 0  # profiles in the job so far
         self._bytes = -1  # n profiles need n-1 commas
 
@@ -86,6 +90,7 @@ class JobBatcher:
                 full.append(self._close())
             self._bodies.append(body)
             self._lines.append(lines[i])
+            self._keys.append(chunk.keys[i])
             self._count += 1
             self._bytes += size
         return full
@@ -107,6 +112,7 @@ class JobBatcher:
                 j = i + 1  # a profile alone larger than a job is refused before this (100 KB limit)
             self._bodies.append(bodies[start:ends[j - 1]])
             self._lines.extend(lines[i:j])
+            self._keys.extend(chunk.keys[i:j])
             self._bytes += ends[j - 1] - start + 1
             self._count += j - i
             i = j
@@ -115,7 +121,7 @@ class JobBatcher:
         return [self._close()] if self._bodies else []
 
     def _close(self) -> ImportJob:
-        job = ImportJob(self._sequence, self._prefix + b",".join(self._bodies) + self._suffix, self._lines)
+        job = ImportJob(self._sequence, self._prefix + b",".join(self._bodies) + self._suffix, self._lines, self._keys)
         self._sequence += 1
         self._start()
         return job

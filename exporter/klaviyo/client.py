@@ -46,9 +46,10 @@ FORBIDDEN_ATTEMPTS = 3  # a 403 is tried this many times in all: a CDN challenge
 class ProfileProblem:
     """Klaviyo's complaint about one profile of a job, by its index in the job."""
 
-    index: int
+    index: int  # -1: Klaviyo gave no pointer to it
     field: str  # attribute path such as "email" or "location.zip"; "" for the whole profile
     reason: str
+    email: str | None = None  # lower-cased, from the error's ``original_payload``: finds it when the pointer does not
 
 
 class InvalidProfiles(Exception):
@@ -170,7 +171,7 @@ class KlaviyoClient:
         while path:
             body = await self.request("GET", path)
             with _expecting("GET", "/api/profile-bulk-import-jobs/{id}/import-errors"):
-                problems = [_problem(item["attributes"]) for item in body["data"]]
+                problems = [_problem(item["attributes"], payload_too=True) for item in body["data"]]
                 path = _next_link(body)
             for problem in problems:
                 if problem is not None:
@@ -362,15 +363,28 @@ def _job_status(item: Mapping[str, Any]) -> JobStatus:
     )
 
 
-def _problem(error: Mapping[str, Any]) -> ProfileProblem | None:
-    pointer = ((error.get("source") or {}).get("pointer")) or ""
-    match = _PROFILE_POINTER.match(pointer)
-    if match is None:
+def _problem(error: Mapping[str, Any], payload_too: bool = False) -> ProfileProblem | None:
+    """A complaint about one profile, by the pointer Klaviyo gives and (``payload_too``: an
+    import error) the email of its ``original_payload``; None if it names no profile."""
+    source = error.get("source")
+    pointer = source.get("pointer") if isinstance(source, dict) else None
+    match = _PROFILE_POINTER.match(pointer) if isinstance(pointer, str) else None
+    email = _payload_email(error.get("original_payload")) if payload_too else None
+    if match is None and email is None:
         return None
-    index, attribute, sub = match.groups()
+    index, attribute, sub = match.groups() if match is not None else ("-1", None, None)
     field = f"{attribute}.{sub}" if sub else (attribute or "")
     reason = f"Klaviyo: {error.get('title') or error.get('code') or 'refused'}"
-    return ProfileProblem(int(index), field, reason)
+    return ProfileProblem(int(index), field, reason, email)
+
+
+def _payload_email(payload: Any) -> str | None:
+    """The email of an import error's ``original_payload``: the profile's attributes, or the
+    profile resource holding them."""
+    if isinstance(payload, dict) and isinstance(payload.get("attributes"), dict):
+        payload = payload["attributes"]
+    email = payload.get("email") if isinstance(payload, dict) else None
+    return email.strip().lower() if isinstance(email, str) and email.strip() else None
 
 
 def _profile_problems(raw: bytes) -> list[ProfileProblem]:
