@@ -20,6 +20,7 @@ class Accepted:
     removed: list[int] = field(default_factory=list)  # indexes Klaviyo's 400 pointed at, taken out before acceptance
     refused: list[Reject] = field(default_factory=list)  # the rejects those removals produced
     at: float = 0.0  # wall clock (epoch seconds) of the first acceptance: a job's timeout spans legs
+    dropped: list[Reject] = field(default_factory=list)  # warnings for fields Klaviyo refused, left out and resent
 
 
 @dataclass

@@ -207,34 +207,59 @@ class _Run:
         if known.removed:
             job = job.without(set(known.removed), self.plan.list_id)
         self.reject(known.refused, by_klaviyo=True)
+        self._warn(known.dropped)
         self._accepted(job, known.job_id, known.at)
         settled = self.ledger.settled(known.job_id)
         if settled is not None:
             self._apply(self.pending.pop(known.job_id), settled)
 
     async def _submit(self, job: ImportJob) -> None:
+        """Send a job until Klaviyo takes it: a profile its 400 points at is left out (rejected),
+        or, with invalid fields dropped, only the field it points at (a warning), once a field."""
         assert self.klaviyo is not None
         removed: list[int] = []
         refused: list[Reject] = []
+        dropped: dict[tuple[int, str], Reject] = {}  # (line, field) -> its warning
         while len(job):
             try:
                 job_id = await self.klaviyo.create_import_job(job.payload)
             except InvalidProfiles as error:
-                problems = [p for p in error.problems if p.index < len(job)]
+                problems = [p for p in error.problems if 0 <= p.index < len(job)]
                 if not problems:
                     raise KlaviyoRequestError("Klaviyo refused a job, pointing at profiles it does not hold") from None
-                bad = {p.index for p in problems}
-                refused += self._rejects_for(job, problems)
-                removed += _original_indexes(len(job) + len(removed), removed, bad)
-                job = job.without(bad, self.plan.list_id)
+                fields = [p for p in problems if self._droppable(p) and (job.lines[p.index], p.field) not in dropped]
+                bad = {p.index for p in problems if p not in fields}  # a whole profile wins over its fields
+                if fields := [p for p in fields if p.index not in bad]:
+                    for p in fields:
+                        dropped[(job.lines[p.index], p.field)] = Reject(
+                            job.lines[p.index], self.columns.get(p.field, ""),
+                            f"{p.reason} ({p.field}); left out, the row was sent without it")
+                    job = job.without_fields({(p.index, p.field) for p in fields}, self.plan.list_id)
+                if bad:
+                    refused += self._rejects_for(job, [p for p in problems if p.index in bad])
+                    removed += _original_indexes(len(job) + len(removed), removed, bad)
+                    job = job.without(bad, self.plan.list_id)
                 continue
             accepted_at = time.time()
-            self.ledger.record_accepted(job.sequence, Accepted(job_id, sorted(removed), refused, accepted_at))
+            kept = set(job.lines)
+            warnings = [w for (line, _), w in dropped.items() if line in kept]
+            self.ledger.record_accepted(job.sequence, Accepted(job_id, sorted(removed), refused, accepted_at, warnings))
             await self.ledger.save()  # durable before this sender takes another job: a crash resends only jobs in flight
             self.reject(refused, by_klaviyo=True)
+            self._warn(warnings)
             self._accepted(job, job_id, accepted_at)
             return
         self.reject(refused, by_klaviyo=True)  # every profile of the job was refused
+
+    def _droppable(self, problem: ProfileProblem) -> bool:
+        """A field Klaviyo refused that may be left out instead of the row: invalid fields are
+        dropped, and it is not the email that says who the profile is."""
+        return self.plan.mapping.invalid_fields == "drop" and problem.field not in ("", "email")
+
+    def _warn(self, warnings: list[Reject]) -> None:
+        if warnings:
+            self.rejects.add(warnings)
+            self.counts.warnings += len(warnings)
 
     def _accepted(self, job: ImportJob, job_id: str, accepted_at: float) -> None:
         """``accepted_at`` is wall-clock time of the first acceptance, in whichever leg: the job

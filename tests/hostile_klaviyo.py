@@ -9,7 +9,7 @@ came with it), so a test can see exactly what left the client.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import orjson
 from aiohttp import web
@@ -30,6 +30,7 @@ class HostileKlaviyo:
     answers: dict[tuple[str, str], list[Answer]] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
     url: str = ""
+    on_request: Callable[[web.Request], Awaitable[None]] | None = None  # sees each request first (its body)
     _runner: web.AppRunner | None = None
 
     def script(self, method: str, path: str, *answers: Answer) -> None:
@@ -38,6 +39,8 @@ class HostileKlaviyo:
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.seen.append(Seen(request.method, request.path, "Authorization" in request.headers))
+        if self.on_request is not None:
+            await self.on_request(request)
         queue = self.answers.get((request.method, request.path))
         if not queue:
             return web.Response(status=404, body=b'{"errors": []}', content_type=JSONAPI)

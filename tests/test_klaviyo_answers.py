@@ -180,3 +180,46 @@ async def test_import_errors_without_a_pointer_or_pointing_elsewhere_find_their_
     if sync:
         snapshot = await load_snapshot(LocalSnapshotStore(tmp_path / "state"))
         assert snapshot is not None and len(snapshot.keys) == 2  # the two imported, not the whole job's four
+
+
+@pytest.mark.parametrize("policy", ["drop", "reject"])
+async def test_a_field_klaviyo_refuses_is_dropped_and_the_row_resent_when_invalid_fields_drop(
+        hostile, tmp_path: Path, policy: str) -> None:
+    """Our E.164 check is a fast path; Klaviyo's is the word. A phone it refuses leaves the
+    profile without it (a warning) when invalid fields are dropped, or the row when rejected."""
+    import orjson
+
+    hostile.script("GET", f"/api/lists/{LIST_ID}", ok({"data": {"type": "list", "id": LIST_ID, "attributes": {}}}))
+    bodies: list[dict] = []
+
+    def refuse_then_take(request: Any) -> Any:
+        return 400, {"errors": [pointer_error(1, "phone_number", "Invalid phone number.")]}
+
+    def take(request: Any) -> Any:
+        return 202, {"data": job_resource("job-1", "queued", 3, 0)}
+
+    async def record(request: Any) -> None:
+        if request.method == "POST":
+            bodies.append(orjson.loads(await request.read()))
+
+    hostile.script("POST", "/api/profile-bulk-import-jobs", refuse_then_take, take)
+    hostile.script("GET", "/api/profile-bulk-import-jobs", ok({"data": [job_resource("job-1", "complete", 3, 0)]}))
+    hostile.on_request = record
+    source = write(tmp_path, "s.csv", b"email,phone\na@x.com,+447700900001\nb@x.com,+999999999999\n"
+                                      b"c@x.com,+447700900003\n")
+    plan = ExportPlan("t", source, LIST_ID, FieldMapping.from_pairs("email", ["phone=phone_number"],
+                                                                    invalid_fields=policy))
+    async with client(hostile) as klaviyo:
+        report = await asyncio.wait_for(run_export(plan, klaviyo, RejectsFile(tmp_path / "rejects.csv"),
+                                                   options=PipelineOptions(poll_interval=0.01)), 30)
+    resent = [p["attributes"] for p in bodies[-1]["data"]["attributes"]["profiles"]["data"]]
+    import csv
+
+    lines = [",".join(row) for row in csv.reader((tmp_path / "rejects.csv").read_text().splitlines()[1:])]
+    if policy == "drop":
+        assert (report.counts.sent, report.counts.rejected, report.counts.warnings) == (3, 0, 1)
+        assert resent[1] == {"email": "b@x.com"} and resent[0]["phone_number"] == "+447700900001"
+        assert lines == ["3,phone,Klaviyo: Invalid phone number. (phone_number); left out, the row was sent without it"]
+    else:
+        assert (report.counts.sent, report.counts.rejected) == (2, 1) and len(resent) == 2
+        assert lines == ["3,phone,Klaviyo: Invalid phone number."]

@@ -55,6 +55,20 @@ class ImportJob:
                          array("q", (self.keys[i] for i in keep)) if self.keys else array("q"))
 
 
+    def without_fields(self, fields: set[tuple[int, str]], list_id: str) -> ImportJob:
+        """The same job with these (profile index, attribute path) left out: a field Klaviyo
+        refused, when invalid fields are dropped rather than their rows (a rare path)."""
+        profiles = orjson.loads(self.payload)["data"]["attributes"]["profiles"]["data"]
+        for index, path in fields:
+            holder: Any = profiles[index].get("attributes", {})
+            *parents, name = path.split(".")
+            for parent in parents:
+                holder = holder.get(parent) if isinstance(holder, dict) else None
+            if isinstance(holder, dict):
+                holder.pop(name, None)
+        return ImportJob(self.sequence, job_body(profiles, list_id), self.lines, self.keys)
+
+
 class JobBatcher:
     """Accumulates profiles; hands back each job as soon as it is full."""
 

@@ -54,7 +54,7 @@ class Checkpoint(MemoryLedger):
     def to_json(self) -> bytes:
         return orjson.dumps({
             "accepted": {str(seq): {"job_id": a.job_id, "removed": a.removed, "refused": [list(r) for r in a.refused],
-                                    "at": a.at}
+                                    "at": a.at, "dropped": [list(r) for r in a.dropped]}
                          for seq, a in self.accepted_jobs.items()},
             "settled": {job_id: {"sent": s.sent, "failed": s.failed, "refused": [list(r) for r in s.refused]}
                         for job_id, s in self.settled_jobs.items()},
@@ -67,7 +67,8 @@ class Checkpoint(MemoryLedger):
         checkpoint = cls(persist)
         for seq, a in data.get("accepted", {}).items():
             checkpoint.accepted_jobs[int(seq)] = Accepted(a["job_id"], a["removed"], [Reject(*r) for r in a["refused"]],
-                                                          float(a.get("at") or 0.0))
+                                                          float(a.get("at") or 0.0),
+                                                          [Reject(*r) for r in a.get("dropped") or []])
         for job_id, s in data.get("settled", {}).items():
             checkpoint.settled_jobs[job_id] = Settled(s["sent"], s["failed"], [Reject(*r) for r in s["refused"]])
         removal = data.get("removal")
