@@ -39,6 +39,8 @@ async def get(sim, path: str) -> tuple[int, dict]:
     ({"Authorization": "Bearer " + API_KEY, "revision": REVISION, "Content-Type": JSONAPI}, 401),
     ({"Authorization": f"Klaviyo-API-Key {API_KEY}", "Content-Type": JSONAPI}, 400),
     ({"Authorization": f"Klaviyo-API-Key {API_KEY}", "revision": "latest", "Content-Type": JSONAPI}, 400),
+    ({"Authorization": f"Klaviyo-API-Key {API_KEY}", "revision": "2026-07-16", "Content-Type": JSONAPI}, 400),
+    ({"Authorization": f"Klaviyo-API-Key {API_KEY}", "revision": "1999-01-15", "Content-Type": JSONAPI}, 400),
     ({"Authorization": f"Klaviyo-API-Key {API_KEY}", "revision": REVISION, "Content-Type": "application/json"}, 415),
 ])
 async def test_headers_are_required(simulator, headers, status) -> None:
@@ -221,3 +223,28 @@ async def test_job_bodies_are_decoded_one_at_a_time(simulator, monkeypatch) -> N
     answers = await asyncio.gather(*(post(simulator, job_body([{"email": f"u{i}@x.com"}])) for i in range(3)))
     assert [status for status, _ in answers] == [202] * 3
     assert most[0] == 1
+
+
+async def test_a_successful_answer_carries_the_rate_limit_headers(simulator) -> None:
+    async with aiohttp.ClientSession() as session:
+        for expected in (749, 748):
+            async with session.get(f"{simulator.url}/api/profiles", headers=HEADERS) as response:
+                assert response.status == 200
+                assert (response.headers["RateLimit-Limit"], response.headers["RateLimit-Remaining"]) == \
+                    ("750", str(expected))
+                assert 0 < int(response.headers["RateLimit-Reset"]) <= 60
+
+
+@pytest.mark.parametrize("condition", ["equals(email,'a@x.com')", "any(email,['a@x.com','nobody@x.com'])",
+                                       "any(email,[\"a@x.com\", 'nobody@x.com'])"])
+async def test_filter_values_may_be_single_or_double_quoted(simulator, condition) -> None:
+    from urllib.parse import quote
+
+    status, _ = await post(simulator, job_body([{"email": "a@x.com"}]))
+    assert status == 202
+    for _ in range(100):
+        code, body = await get(simulator, f"/api/profiles?filter={quote(condition, safe='')}")
+        if body["data"]:
+            break
+        await asyncio.sleep(0.05)
+    assert code == 200 and [p["attributes"]["email"] for p in body["data"]] == ["a@x.com"]

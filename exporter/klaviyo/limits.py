@@ -5,6 +5,13 @@ cannot drift apart.
 """
 
 REVISION = "2026-07-15"
+# Every revision Klaviyo has published (what its API accepts in the ``revision`` header, a
+# ".pre" of one included); the simulator refuses any other. The client pins REVISION.
+PUBLISHED_REVISIONS = frozenset({
+    "2023-01-24", "2023-02-22", "2023-06-15", "2023-07-15", "2023-08-15", "2023-09-15", "2023-10-15",
+    "2023-12-15", "2024-02-15", "2024-05-15", "2024-06-15", "2024-07-15", "2024-10-15", "2025-01-15",
+    "2025-04-15", "2025-07-15", "2025-10-15", "2026-01-15", "2026-04-15", "2026-07-15", "2026-10-15",
+})
 JSONAPI = "application/vnd.api+json"
 
 MAX_PROFILES_PER_JOB = 10_000

@@ -8,6 +8,7 @@ most 150 entries it costs nothing.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from typing import Callable, Sequence
@@ -41,6 +42,15 @@ class SlidingWindows:
             self.last_admitted = now
             return 0.0
         return wait
+
+    def headroom(self) -> tuple[int, int, int]:
+        """(limit, requests left, whole seconds until one more frees) of the longest window:
+        what Klaviyo's ``RateLimit-*`` headers say on a successful answer."""
+        limit, window = max(self._limits, key=lambda pair: pair[1])
+        now = self._clock()
+        inside = [t for t in self._times if now - t < window]
+        reset = math.ceil(inside[0] + window - now) if inside else 0
+        return limit, max(limit - len(inside), 0), reset
 
     def restamp(self, then: float) -> None:
         """Move a request admitted at ``then`` to now, when it really left: the time between

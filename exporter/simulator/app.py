@@ -31,6 +31,8 @@ from exporter.klaviyo.limits import (
     MAX_MEMBERSHIP_IDS,
     PAGE_SIZE_MAX,
     PROFILE_READ_RATE,
+    PUBLISHED_REVISIONS,
+    REVISION,
 )
 from exporter.klaviyo.ratelimit import SlidingWindows
 from exporter.simulator.state import Account
@@ -38,9 +40,8 @@ from exporter.simulator.typed_import import ImportJob, decode_import_job
 from exporter.simulator.validation import check_import_job, error
 
 FAULTS = ("500", "503", "drop", "latency")  # drawn at --fault-rate; scripted faults may also be "429"
-_REVISION = re.compile(r"\d{4}-\d{2}-\d{2}(\.pre|\.beta)?")
-_EMAIL_FILTER = re.compile(r"""equals\(email,\s*"([^"]*)"\)|any\(email,\s*\[(.*)\]\)""")
-_QUOTED = re.compile(r'\s*"([^"]*)"\s*(?:,|$)')
+_EMAIL_FILTER = re.compile(r"""equals\(email,\s*(?:"([^"]*)"|'([^']*)')\)|any\(email,\s*\[(.*)\]\)""")
+_QUOTED = re.compile(r"""\s*(?:"([^"]*)"|'([^']*)')\s*(?:,|$)""")
 _STATUS_FILTER = re.compile(r"""(equals|any)\(status,\s*\[?(.*?)\]?\)""")
 
 
@@ -90,15 +91,16 @@ def _filter_emails(text: str) -> list[str] | None:
     match = _EMAIL_FILTER.fullmatch(text.strip())
     if match is None:
         return None
-    if match.group(1) is not None:
-        return [match.group(1)]
-    values, listed = [], match.group(2)
+    single = match.group(1) if match.group(1) is not None else match.group(2)
+    if single is not None:
+        return [single]
+    values, listed = [], match.group(3)
     position = 0
     while position < len(listed):
         item = _QUOTED.match(listed, position)
         if item is None:
             return None
-        values.append(item.group(1))
+        values.append(item.group(1) if item.group(1) is not None else item.group(2))
         position = item.end()
     return values
 
@@ -188,7 +190,12 @@ class KlaviyoSimulator:
             wait = self._tiers[tier].wait_time()
             if wait > 0:
                 return self._throttled(wait)
-        return await handler(request)
+        response = await handler(request)
+        if tier is not None and 200 <= response.status < 300:
+            limit, remaining, reset = self._tiers[tier].headroom()
+            response.headers.update({"RateLimit-Limit": str(limit), "RateLimit-Remaining": str(remaining),
+                                     "RateLimit-Reset": str(reset)})
+        return response
 
     def _throttled(self, wait: float) -> web.Response:
         self.stats.throttled += 1
@@ -204,8 +211,9 @@ class KlaviyoSimulator:
             return _errors(401, error(401, "not_authenticated", "Authentication credentials were not provided.",
                                       "Missing or invalid private key."))
         revision = request.headers.get("revision")
-        if revision is None or not _REVISION.fullmatch(revision):
-            return _errors(400, _parameter_error("A valid 'revision' header is required.", "revision"))
+        if revision is None or revision.removesuffix(".pre") not in PUBLISHED_REVISIONS:
+            return _errors(400, _parameter_error("A valid 'revision' header is required: one Klaviyo published, "
+                                                 "such as " + REVISION + ".", "revision"))
         return None
 
     def _next_fault(self) -> str | None:
