@@ -34,6 +34,7 @@ from exporter.klaviyo.client import DEFAULT_BASE_URL, KlaviyoClient
 from exporter.klaviyo.limits import BULK_IMPORT_RATE
 from exporter.logsafe import install_everywhere
 from exporter.mapping import FieldMapping
+from exporter.mapping.consent import ConsentMapping
 from exporter.mapping.engine import ENGINES
 from exporter.mapping.fields import INVALID_FIELD_POLICIES
 from exporter.pipeline import ExportPlan, run_export
@@ -131,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--map", action="append", default=[], metavar="COL=FIELD",
                         help="map a column to a profile field: phone_number, first_name, last_name, external_id, "
                              "location.city, properties.NAME, ... (repeatable)")
+    export.add_argument("--consent", action="append", default=[], metavar="CHANNEL=COL,AT_COL",
+                        help="subscribe rows that consent: CHANNEL is email or sms, COL holds yes/true/1/subscribed "
+                             "for consent, AT_COL when it was given (ISO 8601, in the past); never lifts a newer "
+                             "opt-out (repeatable)")
     export.add_argument("--phone-region", metavar="CC",
                         help="region for phones written in a local format, e.g. GB or US (default: none, "
                              "only international numbers)")
@@ -341,6 +346,8 @@ def _plan(args: argparse.Namespace) -> ExportPlan:
     if missing:
         raise UsageError(f"missing {', '.join(missing)} (or use --config with --export)")
     mapping = FieldMapping.from_pairs(args.email_column, args.map, args.phone_region, args.invalid_fields or "drop")
+    if args.consent:
+        mapping = replace(mapping, consent=ConsentMapping.from_flags(args.consent))
     list_id = args.list_id.strip()
     rejected = args.max_rejected_fraction if args.max_rejected_fraction is not None else DEFAULT_MAX_REJECTED_FRACTION
     return ExportPlan("cli", args.source, list_id, mapping, args.encoding or "utf-8", args.format,
@@ -363,6 +370,8 @@ def _plan_from_config(args: argparse.Namespace) -> ExportPlan:
         raise UsageError(f"export {export.name!r} is marked \"enabled\": false in {args.config}; "
                          "pass --force to run it anyway")
     mapping = export.mapping
+    if args.consent:
+        mapping = replace(mapping, consent=ConsentMapping.from_flags(args.consent))
     if args.phone_region or args.invalid_fields:
         mapping = replace(mapping, phone_region=args.phone_region or mapping.phone_region,
                           invalid_fields=args.invalid_fields or mapping.invalid_fields)

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from exporter.errors import ConfigError
+from exporter.mapping.consent import ConsentMapping
 from exporter.mapping.fields import FieldMapping, canonical_target
 from exporter.sources.reach import OutOfReach, checked_blob_name, within
 from exporter.sources.rows import FORMATS
@@ -247,6 +248,11 @@ def _mapping_options(item: dict[str, Any], where: str, problems: list[str]) -> d
     if options["phone_region"] is not None and not isinstance(options["phone_region"], str):
         problems.append(f"{where}: 'phone_region' must be a two-letter region such as \"GB\"")
         options["phone_region"] = None
+    if item.get("consent") is not None:
+        try:
+            options["consent"] = ConsentMapping.from_document(item["consent"])
+        except ConfigError as exc:
+            problems.append(f"{where}: {exc}")
     return options
 
 

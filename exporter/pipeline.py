@@ -35,6 +35,7 @@ from exporter.report import Counts, RunReport, new_run_id, utc_now
 from exporter.sources import BlobLocation, Segment, open_segment
 from exporter.sources.integrity import ReadIntegrity
 from exporter.sources.parts import SegmentPart, SegmentRun, open_parts
+from exporter.subscribing import Subscriber
 from exporter.sync.converge import SyncRun, settle_status
 from exporter.sync.delta import Delta
 from exporter.sync.mirror import Removal
@@ -108,6 +109,9 @@ class _Run:
         self.columns["email"] = plan.mapping.email_column
         self.integrity = ReadIntegrity()
         self.removal: Removal | None = None
+        consent = plan.mapping.consent
+        self.subscriber = Subscriber(klaviyo, plan.list_id, f"Klaviyo segment exporter: {plan.name}"[:100], consent,
+                                     rejects, report.counts) if consent is not None else None
 
     def reject(self, rejects: list[Reject], by_klaviyo: bool = False) -> None:
         self.rejects.add(rejects)
@@ -178,6 +182,8 @@ class _Run:
             if seen:  # every row traceable: a duplicate is listed too, though not counted as rejected
                 email = self.plan.mapping.email_column
                 self.rejects.add(Reject(chunk.lines[i], email, f"duplicate of {where(first)}") for i, first in seen)
+            if self.subscriber is not None and chunk.consents:
+                await self.subscriber.add(chunk.consents[i] for i in keep if i in chunk.consents)
             for job in batcher.add(chunk, keep):
                 new_jobs += self.ledger.accepted(job.sequence) is None
                 await self.queue.put(job)
@@ -190,6 +196,8 @@ class _Run:
         else:
             for job in batcher.flush():
                 await self.queue.put(job)
+        if self.subscriber is not None:
+            await self.subscriber.close()
         for _ in range(self.options.senders):
             await self.queue.put(_DONE)
 
@@ -508,6 +516,8 @@ async def _run_stages(run: _Run, segment: Segment, engine: RowEngine) -> None:
         async with asyncio.TaskGroup() as group:
             group.create_task(run.read(segment, engine))
             group.create_task(senders())
+            if run.subscriber is not None:
+                group.create_task(run.subscriber.run())
             if run.klaviyo is not None:
                 group.create_task(run.poll())
                 group.create_task(merge_new_members())

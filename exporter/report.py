@@ -36,6 +36,9 @@ class Counts:
     removed: int = 0  # mirror mode: leavers this run took off the list; not rows of this segment
     remove_failed: int = 0  # mirror mode: of the pending, those whose lookup or removal call failed
     remove_pending: int = 0  # mirror mode: leavers not confirmed off the list (held, failed, out of time): tried again
+    subscribed: int = 0  # consent: profiles subscribed (a dry run: that would be, were nobody opted out since)
+    already_subscribed: int = 0  # consent: channels already subscribed in Klaviyo, left alone
+    consent_conflicts: int = 0  # consent: channels not subscribed, an opt-out newer than the consent (listed)
 
     def settle_unsent(self) -> None:
         self.unsent = self.rows_read - (self.sent + self.rejected + self.duplicates + self.unchanged)

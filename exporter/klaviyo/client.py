@@ -29,6 +29,7 @@ from exporter.klaviyo.limits import (
     PAGE_SIZE_MAX,
     PROFILE_READ_RATE,
     REVISION,
+    SUBSCRIPTION_RATE,
 )
 from exporter.klaviyo.ratelimit import AsyncRateLimiter
 from exporter.klaviyo.retry import RetryPolicy, parse_retry_after
@@ -106,6 +107,7 @@ class KlaviyoClient:
             "import": self._limiter,
             "membership": AsyncRateLimiter(LIST_MEMBERSHIP_RATE) if rate_limits else None,
             "profiles": AsyncRateLimiter(PROFILE_READ_RATE) if rate_limits else None,
+            "subscriptions": AsyncRateLimiter(SUBSCRIPTION_RATE) if rate_limits else None,
         }
         self._limiters.update(tier_limiters or {})
         import aiohttp  # here, not at the top: a dry run with no key never loads the HTTP stack

@@ -33,6 +33,9 @@ MAX_MEMBERSHIP_IDS = 1_000
 # Profile reads (GET /api/profiles with an email filter; GET /api/lists/{id}/profiles).
 PROFILE_READ_RATE = ((75, 1.0), (750, 60.0))
 MAX_FILTER_VALUES = 100  # no documented cap on any(); we send at most a page's worth
+# Consent (POST /api/profile-subscription-bulk-create-jobs): 1,000 profiles a job, its own tier.
+SUBSCRIPTION_RATE = ((75, 1.0), (750, 60.0))
+MAX_SUBSCRIPTION_PROFILES = 1_000
 
 # Encoded characters of the email values in one filter: URLs past ~8 KB are refused by many
 # proxies and servers, and 100 long, percent-encoded emails can pass that.

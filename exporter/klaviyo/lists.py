@@ -57,7 +57,7 @@ async def list_members_by_email(klaviyo: KlaviyoClient, list_id: str, emails: Se
     found: dict[str, str] = {}
     followed: set[str] = set()
     while path:
-        page = _page_key(path)
+        page = page_key(path)
         if page in followed:
             raise LookupIncomplete("Klaviyo's answer to a list lookup links back to a page already read")
         if len(followed) == MAX_LOOKUP_PAGES:
@@ -76,7 +76,7 @@ async def list_members_by_email(klaviyo: KlaviyoClient, list_id: str, emails: Se
     return found
 
 
-def _page_key(path: str) -> str:
+def page_key(path: str) -> str:
     """A page's path and query, whether Klaviyo linked to it absolutely or not."""
     parts = urlsplit(path)
     return f"{parts.path}?{parts.query}"

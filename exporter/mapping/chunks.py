@@ -11,11 +11,12 @@ email for de-duplication.
 from __future__ import annotations
 
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
 from exporter.klaviyo.limits import KLAVIYO_PROFILE_BYTES, MAX_PROFILE_BYTES
+from exporter.mapping.consent import Consent
 from exporter.mapping.mapper import ProfileMapper
 from exporter.rejects import Reject
 from exporter.sources.rows import RowBlock
@@ -32,6 +33,7 @@ class MappedChunk:
     ends: array  # array('I'): where each profile's JSON ends in ``bodies`` (the next starts one byte later)
     rejects: list[Reject]
     warnings: list[Reject]  # fields left out of profiles that were kept
+    consents: dict[int, Consent] = field(default_factory=dict)  # position -> the row's consent to subscribe
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -50,6 +52,7 @@ def map_chunk(mapper: ProfileMapper, block: RowBlock, email_keys: KeyFunction = 
     parts: list[bytes] = []
     lines, ends = array("I"), array("I")
     emails: list[str] = []
+    consents: dict[int, Consent] = {}
     total = 0
     for profile in profiles:
         body = orjson.dumps({"type": "profile", "attributes": profile.attributes})
@@ -59,11 +62,13 @@ def map_chunk(mapper: ProfileMapper, block: RowBlock, email_keys: KeyFunction = 
         total += len(body) + (1 if parts else 0)  # the comma before it
         parts.append(body)
         ends.append(total)
+        if profile.consent is not None:
+            consents[len(lines)] = profile.consent
         lines.append(profile.line)
         emails.append(profile.email_key)
     keys = email_keys([email.encode() for email in emails])
     return MappedChunk(len(block.rows) + len(block.rejects), lines, keys, emails, b",".join(parts), ends, rejects,
-                       warnings)
+                       warnings, consents)
 
 
 def oversized(line: int, size: int) -> Reject:

@@ -67,4 +67,7 @@ class ColumnarEngine(RowEngine):
 
 
 def engine_for(name: str, mapper: ProfileMapper, delta: Delta, mapping: FieldMapping) -> RowEngine:
-    return ColumnarEngine(mapper, delta, mapping) if name == "columnar" else RowEngine(mapper, delta)
+    """The columnar path does not read consent columns: an export that maps them maps rows."""
+    if name == "columnar" and mapping.consent is None:
+        return ColumnarEngine(mapper, delta, mapping)
+    return RowEngine(mapper, delta)

@@ -7,9 +7,12 @@ The user-facing model is "column -> profile field"; this module turns that into 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from exporter.errors import ConfigError
+
+if TYPE_CHECKING:
+    from exporter.mapping.consent import ConsentMapping
 
 TOP_LEVEL = frozenset(
     {"phone_number", "external_id", "first_name", "last_name", "organization", "title", "locale", "image"}
@@ -53,6 +56,7 @@ class FieldMapping:
     fields: dict[str, str] = field(default_factory=dict)  # target field -> source column
     phone_region: str | None = None  # default region for phones written in a local format
     invalid_fields: str = "drop"
+    consent: ConsentMapping | None = None  # consent columns: who may be subscribed, on which channel, when
 
     def __post_init__(self) -> None:
         if not self.email_column.strip():
@@ -83,5 +87,5 @@ class FieldMapping:
 
     @property
     def columns(self) -> list[str]:
-        """Every source column the mapping reads, email first."""
-        return [self.email_column, *self.fields.values()]
+        """Every source column the mapping reads, email first (consent columns last)."""
+        return [self.email_column, *self.fields.values(), *(self.consent.columns if self.consent else [])]

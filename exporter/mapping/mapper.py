@@ -11,6 +11,7 @@ import re
 from typing import Any, NamedTuple, Sequence
 
 from exporter.errors import SourceError
+from exporter.mapping.consent import Consent, ConsentReader
 from exporter.mapping.fields import LOCATION_PREFIX, PROPERTY_PREFIX, FieldMapping
 from exporter.mapping.validate import normalize_email, normalize_phone
 from exporter.rejects import Reject
@@ -37,6 +38,7 @@ class MappedProfile(NamedTuple):
     line: int
     email_key: str  # lower-cased email: Klaviyo matches profiles case-insensitively
     attributes: dict[str, Any]
+    consent: Consent | None = None  # the channels the row consents to subscribe on, and when
 
 
 class ProfileMapper:
@@ -68,9 +70,12 @@ class ProfileMapper:
                 self._properties.append((i, target[len(PROPERTY_PREFIX):], column))
             else:
                 self._text.append((i, target, column))
+        self._consent = ConsentReader(mapping.consent, index) if mapping.consent else None
         self._width = 1 + max([self._email, *index.values()]) if index else 1
-        # The columns a profile is made of, email first: the same values make the same profile.
-        self.value_indexes = [self._email, *(index[column] for column in mapping.fields.values())]
+        # The columns a profile is made of, email first: the same values make the same profile
+        # (and the same consent: a changed consent column makes a changed row).
+        self.value_indexes = [self._email, *(index[column] for column in mapping.fields.values()),
+                              *(index[column] for column in (mapping.consent.columns if mapping.consent else []))]
 
     @classmethod
     def for_columns(cls, mapping: FieldMapping, columns: Sequence[str], encoding: str = "UTF-8") -> ProfileMapper:
@@ -176,6 +181,10 @@ class ProfileMapper:
                     properties[name] = value
             if properties:
                 attributes["properties"] = properties
+        if self._consent is not None:
+            consent, problems = self._consent.read(line, row, email, attributes.get("phone_number"))
+            self._warnings += problems
+            return MappedProfile(line, email.lower(), attributes, consent)
         return MappedProfile(line, email.lower(), attributes)
 
 

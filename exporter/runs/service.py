@@ -27,9 +27,16 @@ from exporter.config import EXPORT_NAME, ConfigError, ExportDefinition, ExportsC
 from exporter.errors import ExportError, SourceError, TransientError
 from exporter.klaviyo.auth import ApiKeySource, StaticApiKey
 from exporter.klaviyo.client import KlaviyoClient, new_session
-from exporter.klaviyo.limits import BULK_IMPORT_RATE, LIST_MEMBERSHIP_RATE, MAX_PROFILES_PER_JOB, PROFILE_READ_RATE
+from exporter.klaviyo.limits import (
+    BULK_IMPORT_RATE,
+    LIST_MEMBERSHIP_RATE,
+    MAX_PROFILES_PER_JOB,
+    PROFILE_READ_RATE,
+    SUBSCRIPTION_RATE,
+)
 from exporter.klaviyo.ratelimit import AsyncRateLimiter, rate_floor_seconds
 from exporter.mapping import FieldMapping
+from exporter.mapping.consent import ConsentMapping
 from exporter.pipeline import ExportPlan, PipelineOptions, Progress, run_export
 from exporter.rejects import RejectsFile
 from exporter.report import Counts, RunReport, new_run_id, utc_now
@@ -374,7 +381,8 @@ class ExportService:
                          "encoding": export.encoding, "format": export.format, "columns": export.columns,
                          "mode": export.mode, "full_every": export.full_every,
                          "max_remove_fraction": export.max_remove_fraction,
-                         "max_rejected_fraction": export.max_rejected_fraction}
+                         "max_rejected_fraction": export.max_rejected_fraction,
+                         "consent": _consent_document(export.mapping)}
         state.started_at = state.started_at or utc_now()
         return True
 
@@ -496,7 +504,7 @@ class ExportService:
             self._session = new_session(64)
         limiters = self._limiters.setdefault(export.connection.name, {
             "import": AsyncRateLimiter(BULK_IMPORT_RATE), "membership": AsyncRateLimiter(LIST_MEMBERSHIP_RATE),
-            "profiles": AsyncRateLimiter(PROFILE_READ_RATE)})
+            "profiles": AsyncRateLimiter(PROFILE_READ_RATE), "subscriptions": AsyncRateLimiter(SUBSCRIPTION_RATE)})
         key = await self._key_source(export)
         async with KlaviyoClient(key, self.settings.klaviyo_base_url, session=self._session, limiter=limiters["import"],
                                  tier_limiters=limiters) as client:
@@ -564,8 +572,16 @@ def _mapping_document(mapping: FieldMapping) -> dict[str, str]:
 def _mapping_from(document: dict[str, str] | None, options: dict[str, Any]) -> FieldMapping:
     if not document or "email" not in document:
         raise ExportError("the run's pinned mapping is missing from its state")
+    consent = options.get("consent")
     return FieldMapping(document["email"], {k: v for k, v in document.items() if k != "email"},
-                        options.get("phone_region"), options.get("invalid_fields", "drop"))
+                        options.get("phone_region"), options.get("invalid_fields", "drop"),
+                        ConsentMapping.from_document(consent) if consent else None)
+
+
+def _consent_document(mapping: FieldMapping) -> dict[str, dict[str, str]] | None:
+    if mapping.consent is None:
+        return None
+    return {channel: {"column": c.column, "consented_at": c.consented_at} for channel, c in mapping.consent.channels.items()}
 
 
 class _LatestProgress:

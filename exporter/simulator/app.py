@@ -33,9 +33,11 @@ from exporter.klaviyo.limits import (
     PROFILE_READ_RATE,
     PUBLISHED_REVISIONS,
     REVISION,
+    SUBSCRIPTION_RATE,
 )
 from exporter.klaviyo.ratelimit import SlidingWindows
 from exporter.simulator.state import Account
+from exporter.simulator.subscriptions import check_subscription_job
 from exporter.simulator.typed_import import ImportJob, decode_import_job
 from exporter.simulator.validation import check_import_job, error
 
@@ -64,6 +66,7 @@ class Stats:
     jobs_received: int = 0
     profiles_received: int = 0
     last_job_received_at: float | None = None  # wall clock (epoch seconds), for benchmarks
+    subscriptions_received: int = 0
     by_route: dict[str, int] = field(default_factory=dict)
 
 
@@ -79,6 +82,8 @@ def _tier(request: web.Request) -> str | None:
     path = request.path
     if path.startswith("/api/profile-bulk-import-jobs"):
         return "import"
+    if path == "/api/profile-subscription-bulk-create-jobs":
+        return "subscriptions"
     if path.startswith("/api/lists/") and path.endswith("/relationships/profiles") and request.method != "GET":
         return "membership"
     if path == "/api/profiles" or (path.startswith("/api/lists/") and path.endswith("/profiles")
@@ -132,7 +137,7 @@ class KlaviyoSimulator:
         self._random = random.Random(self.config.seed)
         # One sliding-window log per rate-limit tier, as Klaviyo keeps them per account.
         self._tiers = {"import": SlidingWindows(BULK_IMPORT_RATE), "membership": SlidingWindows(LIST_MEMBERSHIP_RATE),
-                       "profiles": SlidingWindows(PROFILE_READ_RATE)}
+                       "profiles": SlidingWindows(PROFILE_READ_RATE), "subscriptions": SlidingWindows(SUBSCRIPTION_RATE)}
         # Bodies are decoded one at a time, in one thread: a burst of ten decoded at once in
         # ten threads kept the event loop waiting its turn for the GIL (30-70 ms), so it timed
         # arrivals late and saw rate-limit windows shorter than the client had kept. One after
@@ -154,6 +159,8 @@ class KlaviyoSimulator:
             web.get("/api/profile-bulk-import-jobs/{id}/import-errors", self.import_errors),
             web.get("/api/profiles", self.get_profiles),
             web.get("/api/lists/{id}/profiles", self.get_list_profiles),
+            web.post("/api/profile-subscription-bulk-create-jobs", self.subscribe),
+            web.post("/_sim/profiles/opt-out", self.sim_opt_out),
             web.delete("/api/lists/{id}/relationships/profiles", self.remove_members),
             web.get("/_sim/lists/{id}", self.sim_members),
             web.post("/_sim/lists", self.sim_add_list),
@@ -312,7 +319,8 @@ class KlaviyoSimulator:
         if len(emails) > MAX_FILTER_VALUES:
             return _errors(400, _parameter_error(f"at most {MAX_FILTER_VALUES} values in any()", "filter"))
         ids = self.account.profile_ids_by_email(emails)
-        return self._page(request, [self.account.profile_resource(p, _base(request)) for p in ids])
+        subscriptions = "subscriptions" in request.query.get("additional-fields[profile]", "").split(",")
+        return self._page(request, [self.account.profile_resource(p, _base(request), subscriptions) for p in ids])
 
     async def get_list_profiles(self, request: web.Request) -> web.Response:
         """A list's members, optionally filtered by email as ``get_profiles`` is: only members
@@ -338,6 +346,30 @@ class KlaviyoSimulator:
             broken = str(request.url.update_query({"page[cursor]": "not-a-cursor"}))
             return _json({"data": items[:len(items) // 2], "links": {"self": str(request.url), "next": broken}})
         return self._page(request, items)
+
+    async def subscribe(self, request: web.Request) -> web.Response:
+        """A subscription bulk job, applied at once (Klaviyo runs it soon after its 202)."""
+        if request.content_type != JSONAPI:
+            return _errors(415, error(415, "unsupported_media_type", "Unsupported media type.",
+                                      f"Content-Type must be {JSONAPI}"))
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return _errors(400, error(400, "parse_error", "Malformed JSON.", "The body is not valid JSON."))
+        job = check_subscription_job(body)
+        if isinstance(job, list):
+            return _errors(400, *job)
+        if job.list_id is not None and job.list_id not in self.account.lists:
+            return _errors(404, error(404, "not_found", "Not found.", f"A list with id {job.list_id} does not exist."))
+        self.account.subscribe(job.profiles, job.list_id or "", job.historical, job.source)
+        self.stats.subscriptions_received += len(job.profiles)
+        return web.Response(status=202)
+
+    async def sim_opt_out(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.account.opt_out(str(body["email"]), str(body.get("channel", "email")), str(body["timestamp"]),
+                             body.get("suppression"))
+        return _json({"ok": True})
 
     async def remove_members(self, request: web.Request) -> web.Response:
         """Removes profiles from a list (never deletes, suppresses or unsubscribes them): 204."""
@@ -383,7 +415,8 @@ class KlaviyoSimulator:
         if list_id not in self.account.lists:
             return _json({"error": f"no list {list_id}"}, 404)
         if request.query.get("full", "").lower() in ("1", "true", "yes"):
-            profiles = [{"id": p, **self.account.attributes(p)} for p in self.account.member_ids(list_id)]
+            profiles = [{"id": p, **self.account.attributes(p), "subscriptions": self.account.consent(p).resource()}
+                        for p in self.account.member_ids(list_id)]
             return _json({"list_id": list_id, "count": len(profiles), "profiles": profiles})
         emails = self.account.member_emails(list_id)
         return _json({"list_id": list_id, "count": len(emails), "emails": emails})

@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from exporter.simulator.consent import ProfileConsent
 from exporter.simulator.typed_import import Attributes, SentAttributes
 
 UNDELIVERABLE_TLDS = (".invalid", ".test")
@@ -80,6 +81,7 @@ class Account:
         self._profiles: list[SentAttributes] = []
         self._number_by_key: dict[str, int] = {}  # lower-cased email (else phone, external id) -> N
         self._members: dict[str, dict[int, None]] = {}  # list id -> profile numbers, in order of joining
+        self._consent: dict[int, ProfileConsent] = {}  # profile number -> consent (only once it has any)
         self._lock = threading.Lock()  # jobs are applied in a worker thread; readers take the lock too
 
     def add_list(self, list_id: str, name: str | None = None) -> None:
@@ -120,11 +122,41 @@ class Account:
             found = (self._number_by_key.get(email.lower()) for email in dict.fromkeys(emails))
             return [_profile_id(number) for number in found if number is not None]
 
-    def profile_resource(self, profile_id: str, base_url: str) -> dict[str, Any]:
-        attributes = {key: None for key in ("email", "phone_number", "external_id", "first_name", "last_name")}
+    def profile_resource(self, profile_id: str, base_url: str, subscriptions: bool = False) -> dict[str, Any]:
+        attributes: dict[str, Any] = dict.fromkeys(("email", "phone_number", "external_id", "first_name", "last_name"))
         attributes.update(self.attributes(profile_id))
+        if subscriptions:
+            attributes["subscriptions"] = self.consent(profile_id).resource()
         return {"type": "profile", "id": profile_id, "attributes": attributes,
                 "links": {"self": f"{base_url}/api/profiles/{profile_id}/"}}
+
+    def consent(self, profile_id: str) -> ProfileConsent:
+        """A profile's consent record (never subscribed, until something records otherwise)."""
+        number = self._number(profile_id)
+        if number is None:
+            raise KeyError(profile_id)
+        with self._lock:
+            return self._consent.setdefault(number, ProfileConsent())
+
+    def subscribe(self, profiles: list[dict[str, Any]], list_id: str, historical: bool, source: str | None) -> None:
+        """A subscription job's effect: each profile created or updated by its identifiers,
+        subscribed on the channels it names, and added to the list."""
+        with self._lock:
+            for attributes in profiles:
+                identity = {k: attributes[k] for k in ("email", "phone_number") if attributes.get(k)}
+                number = self._upsert(identity)
+                record = self._consent.setdefault(number, ProfileConsent())
+                for channel, parameters in attributes["subscriptions"].items():
+                    record.subscribe(channel, parameters["marketing"].get("consented_at"), historical, source)
+                self._members[list_id][number] = None
+
+    def opt_out(self, email: str, channel: str, timestamp: str, suppression: str | None) -> None:
+        """A person unsubscribing (or a spam complaint, a suppression) in Klaviyo: for tests."""
+        with self._lock:
+            number = self._number_by_key.get(email.lower())
+            if number is None:
+                number = self._upsert({"email": email})
+            self._consent.setdefault(number, ProfileConsent()).opt_out(channel, timestamp, suppression)
 
     def remove_members(self, list_id: str, profile_ids: list[str]) -> None:
         """Only the membership goes: the profiles, their consent and suppressions stay. An id
