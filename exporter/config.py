@@ -27,7 +27,7 @@ import orjson
 
 from exporter.errors import ConfigError
 from exporter.mapping.consent import ConsentMapping
-from exporter.mapping.fields import FieldMapping, canonical_target
+from exporter.mapping.fields import FieldMapping, typed_target
 from exporter.sources.reach import OutOfReach, checked_blob_name, within
 from exporter.sources.rows import FORMATS
 from exporter.sync.plan import MODES
@@ -261,6 +261,7 @@ def _mapping(value: Any, where: str, problems: list[str], options: dict[str, Any
         problems.append(f"{where}: 'mapping' must name the email column, e.g. {{\"email\": \"Email\"}}")
         return None
     fields: dict[str, str] = {}
+    types: dict[str, str] = {}
     ok = True
     for target, column in value.items():
         if target == "email":
@@ -270,14 +271,18 @@ def _mapping(value: Any, where: str, problems: list[str], options: dict[str, Any
             ok = False
             continue
         try:
-            fields[canonical_target(target)] = column
+            canonical, kind = typed_target(target)
         except ConfigError as exc:
             problems.append(f"{where}: {exc}")
             ok = False
+            continue
+        fields[canonical] = column
+        if kind is not None:
+            types[canonical] = kind
     if not ok:
         return None
     try:
-        return FieldMapping(value["email"], fields, **options)
+        return FieldMapping(value["email"], fields, **options, types=types)
     except ConfigError as exc:
         problems.append(f"{where}: {exc}")
         return None

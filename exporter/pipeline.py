@@ -419,7 +419,8 @@ async def run_export(
             segment = run.segment = await _open(plan, credential)
             rejects.parts = segment.part_lines
             report.source = segment.description
-            mapper = ProfileMapper.for_columns(plan.mapping, segment.columns, _display(plan.encoding))
+            mapper = ProfileMapper.for_columns(plan.mapping, segment.columns, _display(plan.encoding),
+                                               segment.column_types)
             engine = engine_for(plan.engine, mapper, delta, plan.mapping)
             report.blocks = engine.tally
             if klaviyo is not None:

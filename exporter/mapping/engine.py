@@ -67,7 +67,7 @@ class ColumnarEngine(RowEngine):
 
 
 def engine_for(name: str, mapper: ProfileMapper, delta: Delta, mapping: FieldMapping) -> RowEngine:
-    """The columnar path does not read consent columns: an export that maps them maps rows."""
-    if name == "columnar" and mapping.consent is None:
+    """The columnar path maps text: an export that reads consent or typed properties maps rows."""
+    if name == "columnar" and not mapper.needs_rows:
         return ColumnarEngine(mapper, delta, mapping)
     return RowEngine(mapper, delta)

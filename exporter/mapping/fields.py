@@ -43,6 +43,14 @@ def canonical_target(target: str) -> str:
     raise ConfigError(f"unknown Klaviyo profile field {target!r}; use one of {allowed}, or properties.NAME")
 
 
+def typed_target(target: str) -> tuple[str, str | None]:
+    """A target and the type it names, if any: ``properties.spend:number``."""
+    from exporter.mapping.types import split_type
+
+    name, kind = split_type(target.strip())
+    return canonical_target(name), kind
+
+
 INVALID_FIELD_POLICIES = ("drop", "reject")
 
 
@@ -57,6 +65,7 @@ class FieldMapping:
     phone_region: str | None = None  # default region for phones written in a local format
     invalid_fields: str = "drop"
     consent: ConsentMapping | None = None  # consent columns: who may be subscribed, on which channel, when
+    types: dict[str, str] = field(default_factory=dict)  # custom property -> its type (``types.TYPES``)
 
     def __post_init__(self) -> None:
         if not self.email_column.strip():
@@ -75,15 +84,18 @@ class FieldMapping:
                    invalid_fields: str = "drop") -> FieldMapping:
         """Parse ``COL=FIELD`` pairs as the CLI's ``--map`` gives them."""
         fields: dict[str, str] = {}
+        types: dict[str, str] = {}
         for pair in pairs:
             column, sep, target = pair.partition("=")
             if not sep or not column.strip() or not target.strip():
                 raise ConfigError(f"--map expects COL=FIELD, got {pair!r}")
-            canonical = canonical_target(target)
+            canonical, kind = typed_target(target)
             if canonical in fields:
                 raise ConfigError(f"field {canonical} is mapped twice (from {fields[canonical]!r} and {column!r})")
             fields[canonical] = column.strip()
-        return cls(email_column.strip(), fields, phone_region, invalid_fields)
+            if kind is not None:
+                types[canonical] = kind
+        return cls(email_column.strip(), fields, phone_region, invalid_fields, types=types)
 
     @property
     def columns(self) -> list[str]:

@@ -8,11 +8,13 @@ helper for the common case: this loop runs once per row, a million times a segme
 from __future__ import annotations
 
 import re
+from datetime import date, datetime
 from typing import Any, NamedTuple, Sequence
 
 from exporter.errors import SourceError
 from exporter.mapping.consent import Consent, ConsentReader
 from exporter.mapping.fields import LOCATION_PREFIX, PROPERTY_PREFIX, FieldMapping
+from exporter.mapping.types import CONVERTERS, NotOfType
 from exporter.mapping.validate import normalize_email, normalize_phone
 from exporter.rejects import Reject
 from exporter.sources.rows import UNDECODABLE, RowBlock
@@ -44,7 +46,10 @@ class MappedProfile(NamedTuple):
 class ProfileMapper:
     """Maps rows of one segment; build it with ``for_columns`` once the header is known."""
 
-    def __init__(self, mapping: FieldMapping, index: dict[str, int], encoding: str = "UTF-8"):
+    def __init__(self, mapping: FieldMapping, index: dict[str, int], encoding: str = "UTF-8",
+                 column_types: dict[str, str] | None = None):
+        """``column_types``: types the source states for its columns (a CDM attribute's
+        ``dataType``), for the custom properties whose mapping names none."""
         self._email = index[mapping.email_column]
         self._email_column = mapping.email_column
         self._region = mapping.phone_region
@@ -58,7 +63,7 @@ class ProfileMapper:
         self.undecodable_rows = 0
         self._text: list[tuple[int, str, str]] = []  # (index, attribute, column)
         self._location: list[tuple[int, str, str]] = []
-        self._properties: list[tuple[int, str, str]] = []
+        self._properties: list[tuple[int, str, str, str | None]] = []  # (index, name, column, type)
         self._phone: tuple[int, str] | None = None
         for target, column in mapping.fields.items():
             i = index[column]
@@ -67,10 +72,14 @@ class ProfileMapper:
             elif target.startswith(LOCATION_PREFIX):
                 self._location.append((i, target[len(LOCATION_PREFIX):], column))
             elif target.startswith(PROPERTY_PREFIX):
-                self._properties.append((i, target[len(PROPERTY_PREFIX):], column))
+                kind = mapping.types.get(target) or (column_types or {}).get(column)
+                typed = kind if kind in CONVERTERS and kind != "string" else None  # state from storage is input too
+                self._properties.append((i, target[len(PROPERTY_PREFIX):], column, typed))
             else:
                 self._text.append((i, target, column))
         self._consent = ConsentReader(mapping.consent, index) if mapping.consent else None
+        # Consent and typed properties are read on the row path only (the columnar one maps text).
+        self.needs_rows = self._consent is not None or any(kind for *_, kind in self._properties)
         self._width = 1 + max([self._email, *index.values()]) if index else 1
         # The columns a profile is made of, email first: the same values make the same profile
         # (and the same consent: a changed consent column makes a changed row).
@@ -78,7 +87,8 @@ class ProfileMapper:
                               *(index[column] for column in (mapping.consent.columns if mapping.consent else []))]
 
     @classmethod
-    def for_columns(cls, mapping: FieldMapping, columns: Sequence[str], encoding: str = "UTF-8") -> ProfileMapper:
+    def for_columns(cls, mapping: FieldMapping, columns: Sequence[str], encoding: str = "UTF-8",
+                    column_types: dict[str, str] | None = None) -> ProfileMapper:
         """Fail before anything is sent if a mapped column is missing, naming what exists."""
         index = {name: i for i, name in reversed(list(enumerate(columns)))}  # first of a repeated name wins
         missing = [c for c in mapping.columns if c not in index]
@@ -92,7 +102,7 @@ class ProfileMapper:
             found = ", ".join(repr(c) for c in shown) or "none"
             more = f" and {len(columns) - len(shown)} more" if len(columns) > len(shown) else ""
             raise SourceError(f"column(s) {wanted} not found in the segment; columns found: {found}{more}")
-        return cls(mapping, {c: index[c] for c in mapping.columns}, encoding)
+        return cls(mapping, {c: index[c] for c in mapping.columns}, encoding, column_types)
 
     def map_block(self, block: RowBlock) -> tuple[list[MappedProfile], list[Reject], list[Reject]]:
         """Profiles, rejected rows, and warnings (fields left out of a profile that was kept)."""
@@ -175,9 +185,17 @@ class ProfileMapper:
                 attributes["location"] = location
         if self._properties:
             properties = {}
-            for i, name, _ in self._properties:
+            for i, name, column, kind in self._properties:
                 value = row[i]
                 if value is not None and value != "":
+                    if kind is not None:
+                        try:
+                            value = CONVERTERS[kind](value)
+                        except NotOfType:
+                            problem = f"properties.{name} is not a {kind}"
+                            if (reject := self._invalid(line, column, problem)) is not None:
+                                return reject
+                            continue
                     properties[name] = value
             if properties:
                 attributes["properties"] = properties
@@ -189,7 +207,10 @@ class ProfileMapper:
 
 
 def _as_text(value: Any) -> str | None:
-    """JSON Lines numbers are fine as names or ids; lists, objects and booleans are not."""
+    """JSON Lines numbers (and Parquet dates) are fine as names or ids; lists, objects and
+    booleans are not."""
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return str(value)

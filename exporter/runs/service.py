@@ -448,7 +448,8 @@ class ExportService:
         container = self.settings.segments_container
         parts = [SegmentPart(self.storage.segment(container, part["name"], part["etag"]), part["label"], part["size"],
                              part.get("columns"), part.get("delimiter"), part.get("encoding"),
-                             quoted=part.get("quoted", True) is not False) for part in state.parts]
+                             quoted=part.get("quoted", True) is not False, types=part.get("types"))
+                 for part in state.parts]
         return SegmentRun(state.source_description or state.source, parts)
 
     def _time_left(self, state: RunState) -> float:
@@ -562,7 +563,8 @@ def _count(value: object) -> bool:
 def _part_document(part: SegmentPart) -> dict[str, Any]:
     assert isinstance(part.source, BlobLocation)
     return {"name": part.source.name, "label": part.label, "etag": part.source.etag, "size": part.size,
-            "columns": part.columns, "delimiter": part.delimiter, "encoding": part.encoding, "quoted": part.quoted}
+            "columns": part.columns, "delimiter": part.delimiter, "encoding": part.encoding, "quoted": part.quoted,
+            "types": part.types}
 
 
 def _mapping_document(mapping: FieldMapping) -> dict[str, str]:

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 import orjson
 
 from exporter.errors import SourceError
-from exporter.sources.cdm_shapes import attribute_names, pattern_matches, quoting
+from exporter.sources.cdm_shapes import attributes_typed, pattern_matches, quoting
 from exporter.sources.folders import Entry, Folder, natural_key, newest_run
 from exporter.sources.reach import OutOfReach, checked_blob_name
 
@@ -39,6 +39,7 @@ class Partition:
     encoding: str | None
     refreshed: datetime | None = None  # the partition's refreshTime, as the manifest states it
     quoted: bool = True  # quotes enclose fields (QuoteStyle.Csv), or are plain characters (QuoteStyle.None)
+    types: dict[str, str] | None = None  # column -> the type the manifest states (``mapping.types``)
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,9 @@ async def cdm_run(folder: Folder, entries: dict[str, Entry], manifest: str, enti
         if resolved is None:
             raise SourceError(f"{manifest}: partition {number} of entity {found!r} ({_base(item.location)}) is not "
                               f"in {folder.description}: no file below that folder matches its location")
-        partitions.append(Partition(resolved, None if item.headers else columns, item.delimiter, item.encoding,
-                                    item.refreshed, item.quoted))
+        stated = {column: kind for column, kind in columns.items() if kind} or None
+        partitions.append(Partition(resolved, None if item.headers else list(columns), item.delimiter, item.encoding,
+                                    item.refreshed, item.quoted, stated))
     return _newest(partitions)
 
 
@@ -105,10 +107,10 @@ def _refresh_time(value: Any, where: str) -> datetime | None:
     return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
 
 
-def _model_json(document: Any, wanted: str | None) -> tuple[str, list[str], list[_Listed]]:
+def _model_json(document: Any, wanted: str | None) -> tuple[str, dict[str, str | None], list[_Listed]]:
     entity = _entity(document.get("entities") if isinstance(document, dict) else None, "name", wanted, "model.json")
     name = entity["name"]
-    columns = attribute_names(entity.get("attributes"), f"model.json: entity {name!r}")
+    columns = attributes_typed(entity.get("attributes"), f"model.json: entity {name!r}")
     listed = []
     for item in _list(entity.get("partitions"), f"model.json: entity {name!r} 'partitions'"):
         settings = item.get("fileFormatSettings") or {}
@@ -123,7 +125,7 @@ def _model_json(document: Any, wanted: str | None) -> tuple[str, list[str], list
 
 
 async def _manifest_cdm(folder: Folder, entries: dict[str, Entry], document: Any,
-                        wanted: str | None) -> tuple[str, list[str], list[_Listed]]:
+                        wanted: str | None) -> tuple[str, dict[str, str | None], list[_Listed]]:
     where = "manifest.cdm.json"
     entity = _entity(document.get("entities") if isinstance(document, dict) else None, "entityName", wanted, where)
     name = entity["entityName"]
@@ -153,7 +155,7 @@ def _listed(location: str, item: dict[str, Any], where: str) -> _Listed:
                    quoting(arguments.get("quoteStyle"), arguments.get("csvStyle"), where))
 
 
-async def _cdm_attributes(folder: Folder, entity: dict[str, Any], name: str) -> list[str]:
+async def _cdm_attributes(folder: Folder, entity: dict[str, Any], name: str) -> dict[str, str | None]:
     """A manifest's entity points at its schema document (``Entity.cdm.json/Entity``) in the same folder."""
     path = entity.get("entityPath")
     if not isinstance(path, str) or ".cdm.json" not in path:
@@ -171,7 +173,7 @@ async def _cdm_attributes(folder: Folder, entity: dict[str, Any], name: str) -> 
     definition = next((d for d in definitions if d.get("entityName") == name), None)
     if definition is None:
         raise SourceError(f"{document_name}: no definition of entity {name!r}")
-    return attribute_names(definition.get("hasAttributes"), f"{document_name}: entity {name!r}", definitions)
+    return attributes_typed(definition.get("hasAttributes"), f"{document_name}: entity {name!r}", definitions)
 
 
 def _entity(entities: Any, key: str, wanted: str | None, where: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import re
 from typing import Any
 
 from exporter.errors import SourceError
+from exporter.mapping.types import CDM_TYPES
 from exporter.sources.folders import Entry
 
 MAX_GROUP_DEPTH = 8
@@ -28,40 +29,43 @@ QUOTE_STYLES = {"quotestyle.csv": True, "quotestyle.none": False}
 CSV_STYLES = ("csvstyle.quotealways", "csvstyle.quoteafterdelimiter")
 
 
-def attribute_names(attributes: Any, where: str, definitions: list[dict[str, Any]] | None = None,
-                    depth: int = 0) -> list[str]:
-    """The column names an entity (or an attribute group) lists, groups expanded in place."""
+def attributes_typed(attributes: Any, where: str, definitions: list[dict[str, Any]] | None = None,
+                     depth: int = 0) -> dict[str, str | None]:
+    """Column name -> the type its ``dataType`` (model.json) or ``dataFormat`` (a CDM schema
+    document) states, when it is one this reads (``types.CDM_TYPES``)."""
     if not isinstance(attributes, list) or not all(isinstance(item, dict) for item in attributes):
         raise SourceError(f"{where} 'attributes' must be a list of objects")
-    names: list[str] = []
+    found: dict[str, str | None] = {}
     for item in attributes:
         group = item.get("attributeGroupReference")
         if group is not None:
-            names += _group_members(group, where, definitions, depth)
+            found.update(_group_members(group, where, definitions, depth))
             continue
         name = item.get("name")
         if not isinstance(name, str) or not name.strip():
             raise SourceError(f"{where} must list its attributes, each with a non-empty 'name' "
                               "(or an 'attributeGroupReference')")
-        names.append(name.strip())
-    if not names:
+        stated = item.get("dataType", item.get("dataFormat"))
+        found[name.strip()] = CDM_TYPES.get(stated.lower()) if isinstance(stated, str) else None
+    if not found:
         raise SourceError(f"{where} must list its attributes, each with a non-empty 'name'")
-    return names
+    return found
 
 
-def _group_members(group: Any, where: str, definitions: list[dict[str, Any]] | None, depth: int) -> list[str]:
+def _group_members(group: Any, where: str, definitions: list[dict[str, Any]] | None,
+                   depth: int) -> dict[str, str | None]:
     if depth >= MAX_GROUP_DEPTH:
         raise SourceError(f"{where}: attribute groups nest deeper than {MAX_GROUP_DEPTH} levels")
     if isinstance(group, dict) and "members" in group:
         label = group.get("attributeGroupName")
-        return attribute_names(group["members"], f"{where} group {str(label)[:60]!r}", definitions, depth + 1)
+        return attributes_typed(group["members"], f"{where} group {str(label)[:60]!r}", definitions, depth + 1)
     if isinstance(group, str):
         wanted = group.rstrip("/").rpartition("/")[2]
         found = next((d for d in definitions or [] if d.get("attributeGroupName") == wanted), None)
         if found is None:
             raise SourceError(f"{where}: attribute group reference {group[:80]!r} names no attribute group defined "
                               "in the document")
-        return attribute_names(found.get("members"), f"{where} group {wanted[:60]!r}", definitions, depth + 1)
+        return attributes_typed(found.get("members"), f"{where} group {wanted[:60]!r}", definitions, depth + 1)
     raise SourceError(f"{where}: an 'attributeGroupReference' must be a group with 'members' or the path of a group "
                       "defined in the document")
 

@@ -76,11 +76,17 @@ def python_rows(batch: Any) -> list[Sequence[object]]:
 
 
 def _as_python(column: Any, pa: Any) -> Any:
-    """Strings, numbers, booleans and nulls as they are; anything else as its text."""
+    """Strings, numbers, booleans, dates, times and nulls as their Python values (decimals as
+    floats: Klaviyo's numbers are JSON numbers); anything else as its text."""
     kind = column.type
     if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_boolean(kind) \
-            or pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind):
+            or pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind) \
+            or (pa.types.is_timestamp(kind) and kind.unit != "ns") or pa.types.is_date(kind):
         return column
+    if pa.types.is_decimal(kind):
+        return column.cast(pa.float64())
+    if pa.types.is_timestamp(kind):  # nanoseconds: Python's datetime holds microseconds
+        return column.cast(pa.timestamp("us", kind.tz), safe=False)
     try:
         return column.cast(pa.string())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):

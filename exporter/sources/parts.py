@@ -32,6 +32,7 @@ class SegmentPart:
     encoding: str | None = None  # None: the export's
     modified: float = 0.0  # POSIX seconds: when the platform last wrote it
     quoted: bool = True  # quotes enclose CSV fields (a CDM manifest's QuoteStyle.None: they do not)
+    types: dict[str, str] | None = None  # column -> the type a CDM manifest states for it
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ async def resolve_folder(folder: Folder, entity: str | None = None) -> SegmentRu
     if manifest is not None:
         partitions = await cdm_run(folder, entries, manifest, entity)
         parts = [SegmentPart(folder.location(p.entry), p.entry.name, p.entry.size, p.columns, p.delimiter, p.encoding,
-                             p.entry.modified, p.quoted) for p in partitions]
+                             p.entry.modified, p.quoted, p.types) for p in partitions]
     else:
         if entity is not None:
             raise SourceError(f"an entity applies to a CDM folder (one holding model.json or manifest.cdm.json); "
@@ -99,7 +100,7 @@ async def open_parts(run: SegmentRun, opener: Callable[[SegmentPart], Awaitable[
     first = await opener(parts[0])
     stream = _PartStream(first, parts, opener, PartLines() if len(run.parts) > 1 else None)
     segment = stream.segment = Segment(first.columns, stream.blocks(), run.description, first.bytes_read,
-                                       stream.lines, run.size)
+                                       stream.lines, run.size, column_types=parts[0].types)
     return segment
 
 

@@ -86,6 +86,7 @@ class Segment:
     part_lines: PartLines | None = None  # for a run of several part files
     size: int | None = None  # of the file(s) as stored, when known: to size the run's tables once
     rows: int | None = None  # as the file states it (Parquet's footer), when it does: sizes them better still
+    column_types: dict[str, str] | None = None  # column -> type, as a CDM manifest states them
 
 
 def first_undecodable_line(block: RowBlock) -> int:
