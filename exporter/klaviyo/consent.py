@@ -10,7 +10,7 @@ opt-in mail) and the export's name as ``custom_source``, and add the profiles to
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Sequence
 from urllib.parse import quote
 
@@ -18,8 +18,9 @@ import orjson
 
 from exporter.klaviyo.client import KlaviyoClient
 from exporter.klaviyo.limits import PAGE_SIZE_MAX
-from exporter.klaviyo.lists import MAX_LOOKUP_PAGES, LookupIncomplete, page_key
+from exporter.klaviyo.lists import bounded_pages
 from exporter.mapping.consent import Consent
+from exporter.timestamps import parse_iso
 
 OPT_OUTS = ("UNSUBSCRIBE", "SPAM_COMPLAINT", "USER_SUPPRESSED")  # what a subscribe call would lift
 JOB_TYPE = "profile-subscription-bulk-create-job"
@@ -30,25 +31,17 @@ async def current_consent(klaviyo: KlaviyoClient, emails: Sequence[str]) -> dict
     filter batch) that Klaviyo knows. ``LookupIncomplete`` when the answer cannot be read whole."""
     wanted = {email.lower() for email in emails}
     condition = "any(email,[" + ",".join(orjson.dumps(email).decode() for email in sorted(wanted)) + "])"
-    path: str | None = (f"/api/profiles?filter={quote(condition, safe='')}&additional-fields[profile]=subscriptions"
+    path = (f"/api/profiles?filter={quote(condition, safe='')}&additional-fields[profile]=subscriptions"
                         f"&page[size]={PAGE_SIZE_MAX}")
     found: dict[str, dict[str, Any]] = {}
-    followed: set[str] = set()
-    while path:
-        if page_key(path) in followed or len(followed) == MAX_LOOKUP_PAGES:
-            raise LookupIncomplete("Klaviyo's answer to a consent lookup loops or runs on")
-        followed.add(page_key(path))
-        body = await klaviyo.request("GET", path, tier="profiles")
-        if not isinstance(body, dict) or not isinstance(body.get("data"), list):
-            raise LookupIncomplete("Klaviyo answered a consent lookup with a body of an unexpected shape")
-        for item in body["data"]:
-            attributes = item.get("attributes") if isinstance(item, dict) else None
-            email = attributes.get("email") if isinstance(attributes, dict) else None
+    async for items in bounded_pages(klaviyo, path, "a consent lookup"):
+        for item in items:
+            attributes = item.get("attributes")
+            if not isinstance(attributes, dict):
+                continue
+            email, subscriptions = attributes.get("email"), attributes.get("subscriptions")
             if isinstance(email, str) and email.lower() in wanted:
-                subscriptions = attributes.get("subscriptions")  # type: ignore[union-attr]
                 found[email.lower()] = subscriptions if isinstance(subscriptions, dict) else {}
-        link = (body.get("links") or {}).get("next")
-        path = link if isinstance(link, str) and link else None
     return found
 
 
@@ -57,7 +50,7 @@ def standing(consent: Consent, subscriptions: dict[str, Any] | None) -> dict[str
     (an opt-out or suppression newer than the row's consent; one without a time counts as newer)."""
     verdicts = {}
     for channel, at in consent.at.items():
-        consented = _time(at)
+        consented = parse_iso(at)
         marketing = ((subscriptions or {}).get(channel) or {}).get("marketing") or {}
         state = marketing.get("consent")
         newer = []
@@ -99,17 +92,7 @@ async def subscribe(klaviyo: KlaviyoClient, body: bytes) -> None:
     await klaviyo.request("POST", "/api/profile-subscription-bulk-create-jobs", payload=body, tier="subscriptions")
 
 
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
-
-
 def _after(value: Any, consented: datetime | None) -> bool:
     """Is this opt-out newer than the consent? Unknown times count as newer: never lift one."""
-    stamp = _time(value)
+    stamp = parse_iso(value)
     return stamp is None or consented is None or stamp > consented

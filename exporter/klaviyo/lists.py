@@ -12,7 +12,7 @@ against its own rate-limit tier. Removal never deletes, suppresses or unsubscrib
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Any, AsyncIterator, Iterator, Sequence
 from urllib.parse import quote, urlsplit
 
 import orjson
@@ -52,28 +52,36 @@ async def list_members_by_email(klaviyo: KlaviyoClient, list_id: str, emails: Se
     ``LookupIncomplete`` when the answer cannot be read whole."""
     wanted = {email.lower() for email in emails}
     condition = "any(email,[" + ",".join(orjson.dumps(email).decode() for email in sorted(wanted)) + "])"
-    path: str | None = (f"/api/lists/{quote(list_id, safe='')}/profiles?filter={quote(condition, safe='')}"
+    path = (f"/api/lists/{quote(list_id, safe='')}/profiles?filter={quote(condition, safe='')}"
                         f"&page[size]={PAGE_SIZE_MAX}")
     found: dict[str, str] = {}
-    followed: set[str] = set()
-    while path:
-        page = page_key(path)
-        if page in followed:
-            raise LookupIncomplete("Klaviyo's answer to a list lookup links back to a page already read")
-        if len(followed) == MAX_LOOKUP_PAGES:
-            raise LookupIncomplete(f"Klaviyo's answer to a list lookup runs past {MAX_LOOKUP_PAGES} pages")
-        followed.add(page)
-        body = await klaviyo.request("GET", path, tier="profiles")
-        if not isinstance(body, dict) or not isinstance(body.get("data"), list):
-            raise LookupIncomplete("Klaviyo answered a list lookup with a body of an unexpected shape")
-        for item in body["data"]:
-            attributes = item.get("attributes") if isinstance(item, dict) else None
+    async for items in bounded_pages(klaviyo, path, "a list lookup"):
+        for item in items:
+            attributes = item.get("attributes")
             email = attributes.get("email") if isinstance(attributes, dict) else None
             if isinstance(email, str) and email.lower() in wanted and isinstance(item.get("id"), str):
                 found[email.lower()] = item["id"]
-        link = (body.get("links") or {}).get("next")
-        path = link if isinstance(link, str) and link else None
     return found
+
+
+async def bounded_pages(klaviyo: KlaviyoClient, path: str, what: str) -> AsyncIterator[list[dict[str, Any]]]:
+    """The items of each page of a profile-read answer, following ``links.next`` to its end;
+    ``LookupIncomplete`` for a page of the wrong shape, a link back to a page already read, or
+    more than ``MAX_LOOKUP_PAGES`` pages."""
+    followed: set[str] = set()
+    next_path: str | None = path
+    while next_path:
+        if page_key(next_path) in followed:
+            raise LookupIncomplete(f"Klaviyo's answer to {what} links back to a page already read")
+        if len(followed) == MAX_LOOKUP_PAGES:
+            raise LookupIncomplete(f"Klaviyo's answer to {what} runs past {MAX_LOOKUP_PAGES} pages")
+        followed.add(page_key(next_path))
+        body = await klaviyo.request("GET", next_path, tier="profiles")
+        if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+            raise LookupIncomplete(f"Klaviyo answered {what} with a body of an unexpected shape")
+        yield [item for item in body["data"] if isinstance(item, dict)]
+        link = (body.get("links") or {}).get("next")
+        next_path = link if isinstance(link, str) and link else None
 
 
 def page_key(path: str) -> str:

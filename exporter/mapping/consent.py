@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, Sequence
 
 from exporter.errors import ConfigError
 from exporter.rejects import Reject
+from exporter.timestamps import parse_iso
 
 CHANNELS = ("email", "sms")
 TRUTHY = frozenset({"true", "yes", "y", "1", "subscribed", "opted_in", "opt-in", "opted-in", "consented"})
@@ -110,11 +111,6 @@ def _time(value: Any) -> datetime | None:
         stamp = value
     elif isinstance(value, date):
         stamp = datetime(value.year, value.month, value.day)
-    elif isinstance(value, str) and value.strip():
-        try:
-            stamp = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            return None
     else:
-        return None
+        return parse_iso(value)
     return stamp.astimezone(UTC) if stamp.tzinfo else stamp.replace(tzinfo=UTC)

@@ -122,6 +122,17 @@ def _errors(status: int, *errors: dict[str, Any], headers: dict[str, str] | None
     return _json({"errors": list(errors)}, status, headers)
 
 
+async def _jsonapi_body(request: web.Request) -> Any:
+    """A request's JSON:API body, or the error answer Klaviyo gives for its media type or syntax."""
+    if request.content_type != JSONAPI:
+        return _errors(415, error(415, "unsupported_media_type", "Unsupported media type.",
+                                  f"Content-Type must be {JSONAPI}"))
+    try:
+        return orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return _errors(400, error(400, "parse_error", "Malformed JSON.", "The body is not valid JSON."))
+
+
 class KlaviyoSimulator:
     def __init__(self, config: SimulatorConfig | None = None):
         self.config = config or SimulatorConfig()
@@ -349,13 +360,9 @@ class KlaviyoSimulator:
 
     async def subscribe(self, request: web.Request) -> web.Response:
         """A subscription bulk job, applied at once (Klaviyo runs it soon after its 202)."""
-        if request.content_type != JSONAPI:
-            return _errors(415, error(415, "unsupported_media_type", "Unsupported media type.",
-                                      f"Content-Type must be {JSONAPI}"))
-        try:
-            body = orjson.loads(await request.read())
-        except orjson.JSONDecodeError:
-            return _errors(400, error(400, "parse_error", "Malformed JSON.", "The body is not valid JSON."))
+        body = await _jsonapi_body(request)
+        if isinstance(body, web.Response):
+            return body
         job = check_subscription_job(body)
         if isinstance(job, list):
             return _errors(400, *job)
@@ -374,13 +381,9 @@ class KlaviyoSimulator:
     async def remove_members(self, request: web.Request) -> web.Response:
         """Removes profiles from a list (never deletes, suppresses or unsubscribes them): 204."""
         list_id = request.match_info["id"]
-        if request.content_type != JSONAPI:
-            return _errors(415, error(415, "unsupported_media_type", "Unsupported media type.",
-                                      f"Content-Type must be {JSONAPI}"))
-        try:
-            body = orjson.loads(await request.read())
-        except orjson.JSONDecodeError:
-            return _errors(400, error(400, "parse_error", "Malformed JSON.", "The body is not valid JSON."))
+        body = await _jsonapi_body(request)
+        if isinstance(body, web.Response):
+            return body
         items = body.get("data") if isinstance(body, dict) and set(body) == {"data"} else None
         if not isinstance(items, list) or not items:
             return _errors(400, error(400, "invalid", "Invalid input.", "data must be a non-empty array", "/data"))

@@ -62,15 +62,5 @@ class ProfileConsent:
         }
 
 
-def parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from exporter.klaviyo.limits import MAX_SUBSCRIPTION_PROFILES
-from exporter.simulator.consent import parse_time
 from exporter.simulator.validation import _E164, error
+from exporter.timestamps import parse_iso
 
 JOB_TYPE = "profile-subscription-bulk-create-job"
 _PROFILES = "/data/attributes/profiles/data"
@@ -78,7 +78,7 @@ def _check_profile(item: Any, historical: bool, pointer: str) -> dict[str, Any]:
             return error(400, "invalid", "Invalid input.", "marketing.consent must be SUBSCRIBED", f"{where}/marketing")
         stamp = marketing.get("consented_at")
         if historical or stamp is not None:
-            at = parse_time(stamp)
+            at = parse_iso(stamp)
             if at is None:
                 return error(400, "invalid", "Invalid input.",
                              "consented_at is required for a historical import, in ISO 8601", f"{where}/marketing")
