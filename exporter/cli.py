@@ -128,10 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "runs: its newest run is read)")
     export.add_argument("--entity", metavar="NAME", help="the entity to read from a CDM folder holding several")
     export.add_argument("--list-id", help="the Klaviyo list to add the profiles to")
-    export.add_argument("--email-column", help="the column holding the email address (required)")
+    export.add_argument("--email-column",
+                        help="the column holding the email address (required unless --identity leaves email out)")
     export.add_argument("--map", action="append", default=[], metavar="COL=FIELD",
                         help="map a column to a profile field: phone_number, first_name, last_name, external_id, "
                              "location.city, properties.NAME, ... (repeatable)")
+    export.add_argument("--identity", metavar="KIND,...",
+                        help="what identifies a profile: email (the default), phone_number or external_id, or the "
+                             "first a row has of a list of them, e.g. email,phone_number (map those fields)")
     export.add_argument("--consent", action="append", default=[], metavar="CHANNEL=COL,AT_COL",
                         help="subscribe rows that consent: CHANNEL is email or sms, COL holds yes/true/1/subscribed "
                              "for consent, AT_COL when it was given (ISO 8601, in the past); never lifts a newer "
@@ -341,11 +345,14 @@ def _plan(args: argparse.Namespace) -> ExportPlan:
                              "(e.g. utf-8, cp1252, latin-1)") from None
     if args.config or args.export_name:
         return _plan_from_config(args)
-    missing = [flag for flag, value in (("--source", args.source), ("--list-id", args.list_id),
-                                        ("--email-column", args.email_column)) if not (value and value.strip())]
+    identity = _identity(args.identity)
+    needed = [("--source", args.source), ("--list-id", args.list_id)]
+    needed += [("--email-column", args.email_column)] if "email" in identity else []
+    missing = [flag for flag, value in needed if not (value and value.strip())]
     if missing:
         raise UsageError(f"missing {', '.join(missing)} (or use --config with --export)")
-    mapping = FieldMapping.from_pairs(args.email_column, args.map, args.phone_region, args.invalid_fields or "drop")
+    mapping = FieldMapping.from_pairs(args.email_column or "", args.map, args.phone_region, args.invalid_fields or "drop",
+                                      identity)
     if args.consent:
         mapping = replace(mapping, consent=ConsentMapping.from_flags(args.consent))
     list_id = args.list_id.strip()
@@ -370,6 +377,8 @@ def _plan_from_config(args: argparse.Namespace) -> ExportPlan:
         raise UsageError(f"export {export.name!r} is marked \"enabled\": false in {args.config}; "
                          "pass --force to run it anyway")
     mapping = export.mapping
+    if args.identity:
+        mapping = replace(mapping, identity=_identity(args.identity))
     if args.consent:
         mapping = replace(mapping, consent=ConsentMapping.from_flags(args.consent))
     if args.phone_region or args.invalid_fields:
@@ -408,6 +417,10 @@ def _check_state_folder(folder: Path) -> None:
                 raise UsageError(f"--state {folder} {which}; --state names a folder, where the snapshot is kept "
                                  "as snapshot.bin")
             return
+
+
+def _identity(text: str | None) -> tuple[str, ...]:
+    return tuple(kind.strip() for kind in text.split(",")) if text else ("email",)
 
 
 def _columns(text: str | None) -> list[str] | None:

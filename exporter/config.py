@@ -248,6 +248,12 @@ def _mapping_options(item: dict[str, Any], where: str, problems: list[str]) -> d
     if options["phone_region"] is not None and not isinstance(options["phone_region"], str):
         problems.append(f"{where}: 'phone_region' must be a two-letter region such as \"GB\"")
         options["phone_region"] = None
+    identity = item.get("identity", "email")
+    identity = [identity] if isinstance(identity, str) else identity
+    if not isinstance(identity, list) or not all(isinstance(kind, str) for kind in identity):
+        problems.append(f"{where}: 'identity' is \"email\", \"phone_number\", \"external_id\" or a list of them")
+    else:
+        options["identity"] = tuple(identity)
     if item.get("consent") is not None:
         try:
             options["consent"] = ConsentMapping.from_document(item["consent"])
@@ -257,7 +263,9 @@ def _mapping_options(item: dict[str, Any], where: str, problems: list[str]) -> d
 
 
 def _mapping(value: Any, where: str, problems: list[str], options: dict[str, Any]) -> FieldMapping | None:
-    if not isinstance(value, dict) or not _text(value.get("email")):
+    needs_email = "email" in options.get("identity", ("email",))
+    if not isinstance(value, dict) or (needs_email and not _text(value.get("email"))) \
+            or ("email" in value and not _text(value["email"])):
         problems.append(f"{where}: 'mapping' must name the email column, e.g. {{\"email\": \"Email\"}}")
         return None
     fields: dict[str, str] = {}
@@ -282,7 +290,7 @@ def _mapping(value: Any, where: str, problems: list[str], options: dict[str, Any
     if not ok:
         return None
     try:
-        return FieldMapping(value["email"], fields, **options, types=types)
+        return FieldMapping(value.get("email", ""), fields, **options, types=types)
     except ConfigError as exc:
         problems.append(f"{where}: {exc}")
         return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from exporter.klaviyo.lists import filter_batches, list_members_by_email, remove_from_list
+from exporter.klaviyo.lists import filter_batches, list_members_by, remove_from_list
 from tests.conftest import LIST_ID, client_for
 from tests.test_klaviyo_client import payload, wait_complete
 
@@ -21,7 +21,7 @@ async def test_leavers_are_found_among_the_lists_members_in_batches_and_removed_
         leavers = [e.upper() for e in emails[:1_200]] + ["nobody@x.com", "elsewhere@x.com"]
         ids: dict[str, str] = {}
         for batch in filter_batches(leavers):
-            ids.update(await list_members_by_email(client, LIST_ID, batch))
+            ids.update(await list_members_by(client, LIST_ID, "email", batch))
         # Unknown to Klaviyo, or a profile on another list only: not a member, so absent.
         assert len(ids) == 1_200 and "nobody@x.com" not in ids and "elsewhere@x.com" not in ids
         assert await remove_from_list(client, LIST_ID, list(ids.values())) == 1_200

@@ -2,7 +2,7 @@
 
 What mirror mode needs to remove leavers: Klaviyo removes list members by profile id only,
 so leavers are first looked up among the list's own members
-(``GET /api/lists/{id}/profiles?filter=any(email,[...])``), then removed in requests of at
+(``GET /api/lists/{id}/profiles?filter=any(email,[...])``, or by ``phone_number``), then removed in requests of at
 most ``MAX_MEMBERSHIP_IDS`` ids. Looking among the members, not among all profiles, makes
 "not found" mean "not on the list" — but only when every page of the answer was read: a
 lookup whose pages loop, run past ``MAX_LOOKUP_PAGES`` or come back malformed raises
@@ -46,22 +46,35 @@ def filter_batches(emails: Sequence[str]) -> Iterator[list[str]]:
         yield batch
 
 
-async def list_members_by_email(klaviyo: KlaviyoClient, list_id: str, emails: Sequence[str]) -> dict[str, str]:
-    """Lower-cased email -> profile id, for those of ``emails`` (one filter batch) that are
-    members of the list; an email absent from the answer is not a member. Raises
-    ``LookupIncomplete`` when the answer cannot be read whole."""
-    wanted = {email.lower() for email in emails}
-    condition = "any(email,[" + ",".join(orjson.dumps(email).decode() for email in sorted(wanted)) + "])"
-    path = (f"/api/lists/{quote(list_id, safe='')}/profiles?filter={quote(condition, safe='')}"
-                        f"&page[size]={PAGE_SIZE_MAX}")
+async def list_members_by(klaviyo: KlaviyoClient, list_id: str, field: str, values: Sequence[str]) -> dict[str, str]:
+    """Value -> profile id, for those of ``values`` (one filter batch of ``field``: ``email``,
+    lower-cased, or ``phone_number``) that are members of the list; a value absent from the
+    answer is not a member. ``LookupIncomplete`` when the answer cannot be read whole."""
+    return await _lookup(klaviyo, f"/api/lists/{quote(list_id, safe='')}/profiles", field, values, "a list lookup")
+
+
+async def profiles_by(klaviyo: KlaviyoClient, field: str, values: Sequence[str]) -> dict[str, str]:
+    """Value -> profile id among all the account's profiles (for ``external_id``, which a
+    list's members cannot be filtered by)."""
+    return await _lookup(klaviyo, "/api/profiles", field, values, "a profile lookup")
+
+
+async def _lookup(klaviyo: KlaviyoClient, route: str, field: str, values: Sequence[str], what: str) -> dict[str, str]:
+    wanted = {_normal(field, value) for value in values}
+    condition = f"any({field},[" + ",".join(orjson.dumps(value).decode() for value in sorted(wanted)) + "])"
+    path = f"{route}?filter={quote(condition, safe='')}&page[size]={PAGE_SIZE_MAX}"
     found: dict[str, str] = {}
-    async for items in bounded_pages(klaviyo, path, "a list lookup"):
+    async for items in bounded_pages(klaviyo, path, what):
         for item in items:
             attributes = item.get("attributes")
-            email = attributes.get("email") if isinstance(attributes, dict) else None
-            if isinstance(email, str) and email.lower() in wanted and isinstance(item.get("id"), str):
-                found[email.lower()] = item["id"]
+            value = attributes.get(field) if isinstance(attributes, dict) else None
+            if isinstance(value, str) and _normal(field, value) in wanted and isinstance(item.get("id"), str):
+                found[_normal(field, value)] = item["id"]
     return found
+
+
+def _normal(field: str, value: str) -> str:
+    return value.lower() if field == "email" else value
 
 
 async def bounded_pages(klaviyo: KlaviyoClient, path: str, what: str) -> AsyncIterator[list[dict[str, Any]]]:

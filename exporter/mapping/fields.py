@@ -52,6 +52,7 @@ def typed_target(target: str) -> tuple[str, str | None]:
 
 
 INVALID_FIELD_POLICIES = ("drop", "reject")
+IDENTITIES = ("email", "phone_number", "external_id")  # what Klaviyo identifies a profile by
 
 
 @dataclass(frozen=True)
@@ -66,10 +67,21 @@ class FieldMapping:
     invalid_fields: str = "drop"
     consent: ConsentMapping | None = None  # consent columns: who may be subscribed, on which channel, when
     types: dict[str, str] = field(default_factory=dict)  # custom property -> its type (``types.TYPES``)
+    # What identifies a row's profile: the first of these the row has (valid). Email by
+    # default, as the product we model requires; de-duplication, the snapshot, delta and mirror
+    # mode key on the identity each row used.
+    identity: tuple[str, ...] = ("email",)
 
     def __post_init__(self) -> None:
-        if not self.email_column.strip():
+        if not self.identity or len(set(self.identity)) != len(self.identity) \
+                or any(kind not in IDENTITIES for kind in self.identity):
+            raise ConfigError(f"identity is one or more of {', '.join(IDENTITIES)}, in order, each once; "
+                              f"got {', '.join(self.identity) or 'none'}")
+        if not self.email_column.strip() and "email" in self.identity:
             raise ConfigError("the email column name is empty")
+        for kind in self.identity:
+            if kind != "email" and kind not in self.fields:
+                raise ConfigError(f"identity {kind} needs a column mapped to {kind}")
         if self.invalid_fields not in INVALID_FIELD_POLICIES:
             raise ConfigError(f"an invalid optional field may be 'drop'ped or 'reject'ed, not {self.invalid_fields!r}")
         if self.phone_region is not None:
@@ -81,7 +93,7 @@ class FieldMapping:
 
     @classmethod
     def from_pairs(cls, email_column: str, pairs: Iterable[str], phone_region: str | None = None,
-                   invalid_fields: str = "drop") -> FieldMapping:
+                   invalid_fields: str = "drop", identity: tuple[str, ...] = ("email",)) -> FieldMapping:
         """Parse ``COL=FIELD`` pairs as the CLI's ``--map`` gives them."""
         fields: dict[str, str] = {}
         types: dict[str, str] = {}
@@ -95,9 +107,10 @@ class FieldMapping:
             fields[canonical] = column.strip()
             if kind is not None:
                 types[canonical] = kind
-        return cls(email_column.strip(), fields, phone_region, invalid_fields, types=types)
+        return cls(email_column.strip(), fields, phone_region, invalid_fields, types=types, identity=identity)
 
     @property
     def columns(self) -> list[str]:
         """Every source column the mapping reads, email first (consent columns last)."""
-        return [self.email_column, *self.fields.values(), *(self.consent.columns if self.consent else [])]
+        email = [self.email_column] if self.email_column.strip() else []
+        return [*email, *self.fields.values(), *(self.consent.columns if self.consent else [])]

@@ -50,8 +50,12 @@ class ProfileMapper:
                  column_types: dict[str, str] | None = None):
         """``column_types``: types the source states for its columns (a CDM attribute's
         ``dataType``), for the custom properties whose mapping names none."""
-        self._email = index[mapping.email_column]
+        self._email = index[mapping.email_column] if mapping.email_column else None
         self._email_column = mapping.email_column
+        self._identity = mapping.identity
+        self._email_required = mapping.identity == ("email",)  # else an email is one optional field among others
+        self._identity_columns = [mapping.email_column if kind == "email" else mapping.fields[kind]
+                                  for kind in mapping.identity]
         self._region = mapping.phone_region
         self._reject_invalid = mapping.invalid_fields == "reject"
         self._phone_problem = (f"phone_number is not a valid phone number for region {mapping.phone_region}"
@@ -79,12 +83,14 @@ class ProfileMapper:
                 self._text.append((i, target, column))
         self._consent = ConsentReader(mapping.consent, index) if mapping.consent else None
         # Consent and typed properties are read on the row path only (the columnar one maps text).
-        self.needs_rows = self._consent is not None or any(kind for *_, kind in self._properties)
-        self._width = 1 + max([self._email, *index.values()]) if index else 1
-        # The columns a profile is made of, email first: the same values make the same profile
-        # (and the same consent: a changed consent column makes a changed row).
-        self.value_indexes = [self._email, *(index[column] for column in mapping.fields.values()),
-                              *(index[column] for column in (mapping.consent.columns if mapping.consent else []))]
+        self.needs_rows = self._consent is not None or any(kind for *_, kind in self._properties) \
+            or not self._email_required
+        self._width = 1 + max(index.values()) if index else 1
+        # The columns a profile is made of, its first identity first: the same values make the
+        # same profile (and the same consent: a changed consent column makes a changed row).
+        columns = list(mapping.columns)
+        columns.remove(self._identity_columns[0])
+        self.value_indexes = [index[c] for c in (self._identity_columns[0], *columns)]
 
     @classmethod
     def for_columns(cls, mapping: FieldMapping, columns: Sequence[str], encoding: str = "UTF-8",
@@ -138,15 +144,20 @@ class ProfileMapper:
     def map_row(self, line: int, row: Sequence[Any]) -> MappedProfile | Reject:
         if len(row) < self._width:
             row = [*row, *([None] * (self._width - len(row)))]
-        raw = row[self._email]
-        if not raw:
-            return Reject(line, self._email_column, "email is empty")
-        if type(raw) is not str:
-            return Reject(line, self._email_column, "email is not a string")
-        email = normalize_email(raw)
-        if email is None:
-            return Reject(line, self._email_column, "email is not a valid address")
-        attributes: dict[str, Any] = {"email": email}
+        attributes: dict[str, Any] = {}
+        if self._email is not None:
+            raw = row[self._email]
+            problem = "email is empty" if not raw else "email is not a string" if type(raw) is not str else None
+            email = normalize_email(raw) if problem is None else None
+            if problem is None and email is None:
+                problem = "email is not a valid address"
+            if problem is not None:
+                if self._email_required:
+                    return Reject(line, self._email_column, problem)
+                if raw and (reject := self._invalid(line, self._email_column, problem)) is not None:
+                    return reject
+            else:
+                attributes["email"] = email
         for i, name, column in self._text:
             value = row[i]
             if value:
@@ -199,11 +210,24 @@ class ProfileMapper:
                     properties[name] = value
             if properties:
                 attributes["properties"] = properties
-        if self._consent is not None:
-            consent, problems = self._consent.read(line, row, email, attributes.get("phone_number"))
+        identity = self._identity_of(attributes)
+        if identity is None:
+            return Reject(line, self._identity_columns[0], f"no identity: {' and '.join(self._identity)} "
+                                                           f"{'is' if len(self._identity) == 1 else 'are'} empty or invalid")
+        if self._consent is not None and "email" in attributes:
+            consent, problems = self._consent.read(line, row, attributes["email"], attributes.get("phone_number"))
             self._warnings += problems
-            return MappedProfile(line, email.lower(), attributes, consent)
-        return MappedProfile(line, email.lower(), attributes)
+            return MappedProfile(line, identity, attributes, consent)
+        return MappedProfile(line, identity, attributes)
+
+    def _identity_of(self, attributes: dict[str, Any]) -> str | None:
+        """The key a row's profile is known by: a lower-cased email as it always was, or a
+        phone or external id, prefixed with its kind (so no phone ever equals an email)."""
+        for kind in self._identity:
+            value = attributes.get(kind)
+            if value:
+                return value.lower() if kind == "email" else f"{kind}:{value}"
+        return None
 
 
 def _as_text(value: Any) -> str | None:

@@ -382,7 +382,8 @@ class ExportService:
                          "mode": export.mode, "full_every": export.full_every,
                          "max_remove_fraction": export.max_remove_fraction,
                          "max_rejected_fraction": export.max_rejected_fraction,
-                         "consent": _consent_document(export.mapping)}
+                         "consent": _consent_document(export.mapping), "identity": list(export.mapping.identity),
+                         "types": export.mapping.types}
         state.started_at = state.started_at or utc_now()
         return True
 
@@ -574,10 +575,13 @@ def _mapping_document(mapping: FieldMapping) -> dict[str, str]:
 def _mapping_from(document: dict[str, str] | None, options: dict[str, Any]) -> FieldMapping:
     if not document or "email" not in document:
         raise ExportError("the run's pinned mapping is missing from its state")
-    consent = options.get("consent")
+    consent, identity, types = options.get("consent"), options.get("identity") or ["email"], options.get("types") or {}
+    if not isinstance(identity, list) or not isinstance(types, dict):
+        raise ExportError("the run's pinned mapping is damaged")
     return FieldMapping(document["email"], {k: v for k, v in document.items() if k != "email"},
                         options.get("phone_region"), options.get("invalid_fields", "drop"),
-                        ConsentMapping.from_document(consent) if consent else None)
+                        ConsentMapping.from_document(consent) if consent else None,
+                        {str(k): str(v) for k, v in types.items()}, tuple(str(kind) for kind in identity))
 
 
 def _consent_document(mapping: FieldMapping) -> dict[str, dict[str, str]] | None:

@@ -42,7 +42,8 @@ from exporter.simulator.typed_import import ImportJob, decode_import_job
 from exporter.simulator.validation import check_import_job, error
 
 FAULTS = ("500", "503", "drop", "latency")  # drawn at --fault-rate; scripted faults may also be "429"
-_EMAIL_FILTER = re.compile(r"""equals\(email,\s*(?:"([^"]*)"|'([^']*)')\)|any\(email,\s*\[(.*)\]\)""")
+_FILTER = re.compile(r"""equals\((email|phone_number|external_id),\s*(?:"([^"]*)"|'([^']*)')\)"""
+                     r"""|any\((email|phone_number|external_id),\s*\[(.*)\]\)""")
 _QUOTED = re.compile(r"""\s*(?:"([^"]*)"|'([^']*)')\s*(?:,|$)""")
 _STATUS_FILTER = re.compile(r"""(equals|any)\(status,\s*\[?(.*?)\]?\)""")
 
@@ -92,14 +93,15 @@ def _tier(request: web.Request) -> str | None:
     return None
 
 
-def _filter_emails(text: str) -> list[str] | None:
-    match = _EMAIL_FILTER.fullmatch(text.strip())
+def _filter_values(text: str) -> tuple[str, list[str]] | None:
+    """The field and values of ``equals(FIELD,"v")`` or ``any(FIELD,["v",...])`` for the
+    identifiers Klaviyo filters by (email, phone_number, external_id), quoted either way."""
+    match = _FILTER.fullmatch(text.strip())
     if match is None:
         return None
-    single = match.group(1) if match.group(1) is not None else match.group(2)
-    if single is not None:
-        return [single]
-    values, listed = [], match.group(3)
+    if match.group(1) is not None:
+        return match.group(1), [match.group(2) if match.group(2) is not None else match.group(3)]
+    values, listed = [], match.group(5)
     position = 0
     while position < len(listed):
         item = _QUOTED.match(listed, position)
@@ -107,7 +109,7 @@ def _filter_emails(text: str) -> list[str] | None:
             return None
         values.append(item.group(1) if item.group(1) is not None else item.group(2))
         position = item.end()
-    return values
+    return match.group(4), values
 
 
 def _base(request: web.Request) -> str:
@@ -324,14 +326,24 @@ class KlaviyoSimulator:
         wanted = request.query.get("filter")
         if wanted is None:
             return self._page(request, [self.account.profile_resource(p, _base(request)) for p in self.account.profile_ids()])
-        emails = _filter_emails(wanted)
-        if emails is None:
-            return _errors(400, _parameter_error("only equals(email,...) and any(email,[...]) can be filtered", "filter"))
-        if len(emails) > MAX_FILTER_VALUES:
-            return _errors(400, _parameter_error(f"at most {MAX_FILTER_VALUES} values in any()", "filter"))
-        ids = self.account.profile_ids_by_email(emails)
+        ids = self._filtered(wanted)
+        if isinstance(ids, web.Response):
+            return ids
         subscriptions = "subscriptions" in request.query.get("additional-fields[profile]", "").split(",")
         return self._page(request, [self.account.profile_resource(p, _base(request), subscriptions) for p in ids])
+
+    def _filtered(self, condition: str) -> list[str] | web.Response:
+        """The profile ids a filter names, or the 400 Klaviyo gives for one it cannot read."""
+        parsed = _filter_values(condition)
+        if parsed is None:
+            return _errors(400, _parameter_error("only equals(...) and any(...) of email, phone_number or external_id "
+                                                 "can be filtered", "filter"))
+        field, values = parsed
+        if len(values) > MAX_FILTER_VALUES:
+            return _errors(400, _parameter_error(f"at most {MAX_FILTER_VALUES} values in any()", "filter"))
+        if field == "email":
+            return self.account.profile_ids_by_email(values)
+        return self.account.profile_ids_by(field, values)
 
     async def get_list_profiles(self, request: web.Request) -> web.Response:
         """A list's members, optionally filtered by email as ``get_profiles`` is: only members
@@ -343,13 +355,10 @@ class KlaviyoSimulator:
         if wanted is None:
             ids = self.account.member_ids(list_id)
         else:
-            emails = _filter_emails(wanted)
-            if emails is None:
-                return _errors(400, _parameter_error("only equals(email,...) and any(email,[...]) can be filtered",
-                                                     "filter"))
-            if len(emails) > MAX_FILTER_VALUES:
-                return _errors(400, _parameter_error(f"at most {MAX_FILTER_VALUES} values in any()", "filter"))
-            ids = self.account.members_among(list_id, self.account.profile_ids_by_email(emails))
+            found = self._filtered(wanted)
+            if isinstance(found, web.Response):
+                return found
+            ids = self.account.members_among(list_id, found)
         items = [self.account.profile_resource(p, _base(request)) for p in sorted(ids)]
         if self.paging_fault == "loop":
             return _json({"data": items[:1], "links": {"self": str(request.url), "next": str(request.url)}})

@@ -122,6 +122,13 @@ class Account:
             found = (self._number_by_key.get(email.lower()) for email in dict.fromkeys(emails))
             return [_profile_id(number) for number in found if number is not None]
 
+    def profile_ids_by(self, field: str, values: list[str]) -> list[str]:
+        """Profiles by phone number or external id (a scan: the simulator indexes emails only)."""
+        wanted = set(values)
+        with self._lock:
+            return [_profile_id(number) for number in range(1, len(self._profiles) + 1)
+                    if self._dict(number).get(field) in wanted]
+
     def profile_resource(self, profile_id: str, base_url: str, subscriptions: bool = False) -> dict[str, Any]:
         attributes: dict[str, Any] = dict.fromkeys(("email", "phone_number", "external_id", "first_name", "last_name"))
         attributes.update(self.attributes(profile_id))

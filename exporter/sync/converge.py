@@ -26,6 +26,10 @@ from exporter.sync.snapshot import Snapshot, SnapshotWriter, copy_emails, load_s
 def mapping_document(mapping: FieldMapping) -> dict[str, object]:
     document: dict[str, object] = {"email": mapping.email_column, "fields": mapping.fields,
                                    "phone_region": mapping.phone_region, "invalid_fields": mapping.invalid_fields}
+    if mapping.types:  # absent without types: earlier snapshots keep their digest
+        document["types"] = mapping.types
+    if mapping.identity != ("email",):  # absent for email: earlier snapshots keep their digest
+        document["identity"] = list(mapping.identity)
     if mapping.consent is not None:  # absent otherwise: snapshots of mappings without consent keep their digest
         document["consent"] = {c: [cols.column, cols.consented_at] for c, cols in mapping.consent.channels.items()}
     return document

@@ -28,7 +28,7 @@ from typing import Awaitable, Callable
 from exporter.errors import KlaviyoRequestError
 from exporter.klaviyo.client import KlaviyoClient
 from exporter.klaviyo.limits import MAX_FILTER_VALUES, MAX_MEMBERSHIP_IDS
-from exporter.klaviyo.lists import filter_batches, list_members_by_email, remove_from_list
+from exporter.klaviyo.lists import filter_batches, list_members_by, profiles_by, remove_from_list
 from exporter.sources.integrity import ReadIntegrity
 from exporter.sync.keys import Keying
 from exporter.sync.snapshot import Snapshot, SnapshotDamaged
@@ -114,21 +114,37 @@ def checked_leaver_emails(emails: Path, positions: list[int], snapshot: Snapshot
 
 
 Record = Callable[[Removal], Awaitable[None]]
+IDENTITY_FIELDS = ("email", "phone_number", "external_id")
+
+
+def _lookup_batches(identities: list[str]) -> list[tuple[str, list[str]]]:
+    """Leavers' identities (an email, or ``phone_number:...`` / ``external_id:...``) in lookup
+    batches of one field each, in a fixed order: a resumed leg finds the same batches."""
+    by_field: dict[str, list[str]] = {field: [] for field in IDENTITY_FIELDS}
+    for identity in identities:
+        kind, sep, _ = identity.partition(":")
+        by_field[kind if sep and kind in by_field and kind != "email" else "email"].append(identity)
+    batches = []
+    for kind, group in by_field.items():
+        prefix = "" if kind == "email" else f"{kind}:"
+        for values in filter_batches([identity[len(prefix):] for identity in group]):
+            batches.append((kind, [prefix + value for value in values]))
+    return batches
 
 
 async def remove_leavers(klaviyo: KlaviyoClient, list_id: str, leavers: dict[int, str], deadline: float | None = None,
                          progress: Callable[[Removal], None] | None = None, resume: Removal | None = None,
                          record: Record | None = None) -> Removal:
-    """``leavers``: snapshot position -> email. ``deadline``: event-loop time after which the
+    """``leavers``: snapshot position -> identity (an email, else ``kind:value``). ``deadline``: event-loop time after which the
     leg hands over (after at least one batch, so every leg makes progress); ``resume``: what
     earlier legs of the run did (their batches are not looked up again); ``record`` makes the
     result durable after every removal call, before the next."""
     result = resume if resume is not None and resume.leavers == len(leavers) else Removal(leavers=len(leavers))
     result.handed_over = False
     started = time.monotonic()
-    positions = {email: at for at, email in leavers.items()}
-    batches = list(filter_batches(list(positions)))
-    members: dict[str, str] = {}  # found, not yet removed: email -> profile id
+    positions = {identity: at for at, identity in leavers.items()}
+    batches = _lookup_batches(list(positions))
+    members: dict[str, str] = {}  # found, not yet removed: identity -> profile id
     first = result.batches
 
     async def remove_found() -> None:
@@ -153,19 +169,25 @@ async def remove_leavers(klaviyo: KlaviyoClient, list_id: str, leavers: dict[int
         if number > first and deadline is not None and asyncio.get_running_loop().time() > deadline:
             result.handed_over = True
             break
-        batch = batches[number]
+        kind, batch = batches[number]
+        prefix = "" if kind == "email" else f"{kind}:"
+        values = [identity[len(prefix):] for identity in batch]
         try:
-            found = await list_members_by_email(klaviyo, list_id, batch)
+            if kind == "external_id":  # a list's members cannot be filtered by it: the profiles, then
+                found = await profiles_by(klaviyo, kind, values)
+            else:
+                found = await list_members_by(klaviyo, list_id, kind, values)
         except KlaviyoRequestError:
             result.pending += len(batch)
             result.failed += len(batch)
         else:
-            for email in batch:
-                if email.lower() in found:
-                    members[email] = found[email.lower()]
+            for identity, value in zip(batch, values, strict=True):
+                profile_id = found.get(value.lower() if kind == "email" else value)
+                if profile_id is not None:
+                    members[identity] = profile_id
                 else:
                     result.not_on_list += 1
-                    result.gone.add(positions[email])
+                    result.gone.add(positions[identity])
         result.looked_up += len(batch)
         result.batches = number + 1
         if len(members) > MAX_MEMBERSHIP_IDS - MAX_FILTER_VALUES:  # the next batch could overflow one call
