@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--state", metavar="PATH_OR_URL",
                         help="where the export's snapshot (what it has put in the list) lives: a local folder or a "
                              "blob folder URL (default: .exporter-state/LIST_ID/ in the current directory)")
+    export.add_argument("--clear-emptied", action="store_true",
+                        help="clear in Klaviyo a mapped value this export set at its last run that is empty now "
+                             "(null for a standard field, unset for a custom property); nothing else is cleared")
     export.add_argument("--full", action="store_true", help="resend every member, changed or not")
     export.add_argument("--allow-mass-removal", action="store_true",
                         help="let a mirror run remove more than --max-remove-fraction of the list (or empty it)")
@@ -387,13 +390,14 @@ def _plan_from_config(args: argparse.Namespace) -> ExportPlan:
     return ExportPlan(export.name, args.source or export.source, export.list_id, mapping,
                       args.encoding or export.encoding, args.format or export.format,
                       _columns(args.columns) or export.columns, args.entity or export.entity,
-                      _sync_plan(args, export.list_id, export.mode, export.full_every, export.max_remove_fraction),
+                      _sync_plan(args, export.list_id, export.mode, export.full_every, export.max_remove_fraction,
+                                 export.clear_emptied),
                       args.engine, args.max_rejected_fraction if args.max_rejected_fraction is not None
                       else export.max_rejected_fraction)
 
 
 def _sync_plan(args: argparse.Namespace, list_id: str, mode: str = "add", full_every: int = 0,
-               max_remove_fraction: float = 0.5) -> SyncPlan:
+               max_remove_fraction: float = 0.5, clear_emptied: bool = False) -> SyncPlan:
     """Command-line flags over the export's settings; the snapshot in ``--state``."""
     state = args.state or str(Path(STATE_FOLDER) / re.sub(r"[^A-Za-z0-9_-]", "_", list_id))
     if not is_blob_url(state):
@@ -405,7 +409,8 @@ def _sync_plan(args: argparse.Namespace, list_id: str, mode: str = "add", full_e
     else:
         store = LocalSnapshotStore(Path(state))
     fraction = args.max_remove_fraction if args.max_remove_fraction is not None else max_remove_fraction
-    return SyncPlan(store, args.mode or mode, args.full, full_every, args.allow_mass_removal, fraction)
+    return SyncPlan(store, args.mode or mode, args.full, full_every, args.allow_mass_removal, fraction,
+                    clear_emptied=args.clear_emptied or clear_emptied)
 
 
 def _check_state_folder(folder: Path) -> None:

@@ -66,6 +66,7 @@ class ExportDefinition:
     full_every: int = 0  # every Nth run resends every member (0: only when asked, or the mapping changed)
     max_remove_fraction: float = 0.5  # mirror mode's guard: a run removing more of the list removes nothing
     max_rejected_fraction: float = DEFAULT_MAX_REJECTED_FRACTION  # more rejected: the verdict says it did not get through
+    clear_emptied: bool = False  # clear in Klaviyo a mapped value this export set that is empty now (opt-in)
 
     @property
     def is_prefix(self) -> bool:
@@ -194,6 +195,9 @@ def _exports(items: Any, connections: dict[str, Connection], problems: list[str]
         if type(settle) not in (int, float) or not 0 <= settle <= 3600:
             problems.append(f"{where}: 'settle_seconds' must be a number of seconds from 0 to 3600")
             settle = 60
+        clear = item.get("clear_emptied", False)
+        if not isinstance(clear, bool):
+            problems.append(f"{where}: 'clear_emptied' must be true or false")
         max_rejected = item.get("max_rejected_fraction", DEFAULT_MAX_REJECTED_FRACTION)
         if type(max_rejected) not in (int, float) or not 0 <= max_rejected <= 1:
             problems.append(f"{where}: 'max_rejected_fraction' must be a number from 0 to 1")
@@ -201,7 +205,7 @@ def _exports(items: Any, connections: dict[str, Connection], problems: list[str]
         if len(problems) == before and connection is not None and mapping is not None:
             exports[name] = ExportDefinition(name, connection, str(source), str(list_id), mapping, enabled,
                                              encoding, format, columns, entity, float(settle), mode, full_every,
-                                             max_remove, float(max_rejected))
+                                             max_remove, float(max_rejected), clear)
     _overlapping_sources(exports, problems)
     _shared_mirror_lists(exports, problems)
     return exports

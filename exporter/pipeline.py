@@ -420,7 +420,8 @@ async def run_export(
             rejects.parts = segment.part_lines
             report.source = segment.description
             mapper = ProfileMapper.for_columns(plan.mapping, segment.columns, _display(plan.encoding),
-                                               segment.column_types)
+                                               segment.column_types, bool(plan.sync and plan.sync.clear_emptied))
+            delta.tracked = mapper.tracked
             engine = engine_for(plan.engine, mapper, delta, plan.mapping)
             report.blocks = engine.tally
             if klaviyo is not None:

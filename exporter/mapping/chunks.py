@@ -34,6 +34,7 @@ class MappedChunk:
     rejects: list[Reject]
     warnings: list[Reject]  # fields left out of profiles that were kept
     consents: dict[int, Consent] = field(default_factory=dict)  # position -> the row's consent to subscribe
+    fields_set: array = field(default_factory=lambda: array("Q"))  # per profile, when fields are tracked
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -53,6 +54,7 @@ def map_chunk(mapper: ProfileMapper, block: RowBlock, email_keys: KeyFunction = 
     lines, ends = array("I"), array("I")
     emails: list[str] = []
     consents: dict[int, Consent] = {}
+    fields_set = array("Q")
     total = 0
     for profile in profiles:
         body = orjson.dumps({"type": "profile", "attributes": profile.attributes})
@@ -66,9 +68,11 @@ def map_chunk(mapper: ProfileMapper, block: RowBlock, email_keys: KeyFunction = 
             consents[len(lines)] = profile.consent
         lines.append(profile.line)
         emails.append(profile.email_key)
+        if mapper.tracked:
+            fields_set.append(profile.fields_set)
     keys = email_keys([email.encode() for email in emails])
     return MappedChunk(len(block.rows) + len(block.rejects), lines, keys, emails, b",".join(parts), ends, rejects,
-                       warnings, consents)
+                       warnings, consents, fields_set)
 
 
 def oversized(line: int, size: int) -> Reject:

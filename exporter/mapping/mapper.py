@@ -41,15 +41,17 @@ class MappedProfile(NamedTuple):
     email_key: str  # lower-cased email: Klaviyo matches profiles case-insensitively
     attributes: dict[str, Any]
     consent: Consent | None = None  # the channels the row consents to subscribe on, and when
+    fields_set: int = 0  # bit j: the j-th of ``ProfileMapper.tracked`` has a value (clear_emptied)
 
 
 class ProfileMapper:
     """Maps rows of one segment; build it with ``for_columns`` once the header is known."""
 
     def __init__(self, mapping: FieldMapping, index: dict[str, int], encoding: str = "UTF-8",
-                 column_types: dict[str, str] | None = None):
+                 column_types: dict[str, str] | None = None, track_fields: bool = False):
         """``column_types``: types the source states for its columns (a CDM attribute's
-        ``dataType``), for the custom properties whose mapping names none."""
+        ``dataType``), for the custom properties whose mapping names none; ``track_fields``:
+        note which mapped fields each profile has (``tracked``), so emptied ones can be cleared."""
         self._email = index[mapping.email_column] if mapping.email_column else None
         self._email_column = mapping.email_column
         self._identity = mapping.identity
@@ -83,8 +85,12 @@ class ProfileMapper:
                 self._text.append((i, target, column))
         self._consent = ConsentReader(mapping.consent, index) if mapping.consent else None
         # Consent and typed properties are read on the row path only (the columnar one maps text).
+        # The fields whose emptying clears them: every mapped one but an identity (never cleared).
+        self.tracked = sorted(t for t in mapping.fields if t not in mapping.identity) if track_fields else []
+        if len(self.tracked) > 64:
+            raise SourceError("clear_emptied keeps track of at most 64 mapped fields")
         self.needs_rows = self._consent is not None or any(kind for *_, kind in self._properties) \
-            or not self._email_required
+            or not self._email_required or bool(self.tracked)
         self._width = 1 + max(index.values()) if index else 1
         # The columns a profile is made of, its first identity first: the same values make the
         # same profile (and the same consent: a changed consent column makes a changed row).
@@ -94,7 +100,7 @@ class ProfileMapper:
 
     @classmethod
     def for_columns(cls, mapping: FieldMapping, columns: Sequence[str], encoding: str = "UTF-8",
-                    column_types: dict[str, str] | None = None) -> ProfileMapper:
+                    column_types: dict[str, str] | None = None, track_fields: bool = False) -> ProfileMapper:
         """Fail before anything is sent if a mapped column is missing, naming what exists."""
         index = {name: i for i, name in reversed(list(enumerate(columns)))}  # first of a repeated name wins
         missing = [c for c in mapping.columns if c not in index]
@@ -108,7 +114,7 @@ class ProfileMapper:
             found = ", ".join(repr(c) for c in shown) or "none"
             more = f" and {len(columns) - len(shown)} more" if len(columns) > len(shown) else ""
             raise SourceError(f"column(s) {wanted} not found in the segment; columns found: {found}{more}")
-        return cls(mapping, {c: index[c] for c in mapping.columns}, encoding, column_types)
+        return cls(mapping, {c: index[c] for c in mapping.columns}, encoding, column_types, track_fields)
 
     def map_block(self, block: RowBlock) -> tuple[list[MappedProfile], list[Reject], list[Reject]]:
         """Profiles, rejected rows, and warnings (fields left out of a profile that was kept)."""
@@ -214,11 +220,19 @@ class ProfileMapper:
         if identity is None:
             return Reject(line, self._identity_columns[0], f"no identity: {' and '.join(self._identity)} "
                                                            f"{'is' if len(self._identity) == 1 else 'are'} empty or invalid")
+        consent = None
         if self._consent is not None and "email" in attributes:
             consent, problems = self._consent.read(line, row, attributes["email"], attributes.get("phone_number"))
             self._warnings += problems
-            return MappedProfile(line, identity, attributes, consent)
-        return MappedProfile(line, identity, attributes)
+        return MappedProfile(line, identity, attributes, consent, self._fields_set(attributes) if self.tracked else 0)
+
+    def _fields_set(self, attributes: dict[str, Any]) -> int:
+        bits = 0
+        for j, target in enumerate(self.tracked):
+            group, dot, name = target.partition(".")
+            if (name in (attributes.get(group) or {})) if dot else (target in attributes):
+                bits |= 1 << j
+        return bits
 
     def _identity_of(self, attributes: dict[str, Any]) -> str | None:
         """The key a row's profile is known by: a lower-cased email as it always was, or a

@@ -383,7 +383,7 @@ class ExportService:
                          "max_remove_fraction": export.max_remove_fraction,
                          "max_rejected_fraction": export.max_rejected_fraction,
                          "consent": _consent_document(export.mapping), "identity": list(export.mapping.identity),
-                         "types": export.mapping.types}
+                         "types": export.mapping.types, "clear_emptied": export.clear_emptied}
         state.started_at = state.started_at or utc_now()
         return True
 
@@ -441,7 +441,7 @@ class ExportService:
                                 self.storage.credential, options=self.storage.options)
         return SyncPlan(BlobSnapshotStore(location), pinned.get("mode", "add"), message.full,
                         pinned.get("full_every", 0), message.allow_mass_removal, pinned.get("max_remove_fraction", 0.5),
-                        preview if message.dry_run else None)
+                        preview if message.dry_run else None, pinned.get("clear_emptied") is True)
 
     def _pinned_run(self, state: RunState) -> SegmentRun:
         if not state.parts:

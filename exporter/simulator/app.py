@@ -36,10 +36,10 @@ from exporter.klaviyo.limits import (
     SUBSCRIPTION_RATE,
 )
 from exporter.klaviyo.ratelimit import SlidingWindows
-from exporter.simulator.state import Account
+from exporter.simulator.state import UNSET, Account
 from exporter.simulator.subscriptions import check_subscription_job
 from exporter.simulator.typed_import import ImportJob, decode_import_job
-from exporter.simulator.validation import check_import_job, error
+from exporter.simulator.validation import check_import_job, error, unset_properties
 
 FAULTS = ("500", "503", "drop", "latency")  # drawn at --fault-rate; scripted faults may also be "429"
 _FILTER = re.compile(r"""equals\((email|phone_number|external_id),\s*(?:"([^"]*)"|'([^']*)')\)"""
@@ -289,8 +289,10 @@ class KlaviyoSimulator:
         if problems:
             return _errors(400, *problems)
         relationships = body["data"].get("relationships") or {}
-        return ImportJob([profile["attributes"] for profile in body["data"]["attributes"]["profiles"]["data"]],
-                         [item["id"] for item in (relationships.get("lists") or {}).get("data") or []])
+        profiles = [profile["attributes"] if "meta" not in profile else
+                    {**profile["attributes"], UNSET: unset_properties(profile["meta"])}
+                    for profile in body["data"]["attributes"]["profiles"]["data"]]
+        return ImportJob(profiles, [item["id"] for item in (relationships.get("lists") or {}).get("data") or []])
 
     async def get_job(self, request: web.Request) -> web.Response:
         job = self.account.jobs.get(request.match_info["id"])

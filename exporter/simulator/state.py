@@ -22,6 +22,8 @@ import msgspec
 from exporter.simulator.consent import ProfileConsent
 from exporter.simulator.typed_import import Attributes, SentAttributes
 
+UNSET = "__unset_properties__"  # a job profile's meta.patch_properties.unset, carried with its attributes
+
 UNDELIVERABLE_TLDS = (".invalid", ".test")
 
 
@@ -248,6 +250,17 @@ class Account:
         job.completed += 1
 
     def _upsert(self, attributes: dict[str, Any]) -> int:
+        """Create or update a profile: a sent ``null`` clears that field, and ``UNSET`` (a job's
+        ``meta.patch_properties.unset``) removes those custom properties."""
+        unset = attributes.pop(UNSET, None) if UNSET in attributes else None
+        number = self._merge(attributes)
+        if unset:
+            properties = self._dict(number).get("properties")
+            for name in unset if isinstance(properties, dict) else []:
+                properties.pop(name, None)  # type: ignore[union-attr]
+        return number
+
+    def _merge(self, attributes: dict[str, Any]) -> int:
         key = (attributes.get("email") or attributes.get("phone_number") or attributes.get("external_id") or "").lower()
         number = self._number_by_key.get(key)
         if number is None:  # a new profile: its attributes as sent (the job's copy is dropped when it ends)

@@ -83,6 +83,9 @@ def _check_profile(index: int, profile: Any, request_rejects: frozenset[str]) ->
     attributes = profile.get("attributes") if type(profile) is dict and profile.get("type") == "profile" else None
     if type(attributes) is not dict:
         return [error(400, "invalid", "Invalid input.", "a profile needs type 'profile' and attributes", _at(index))]
+    if "meta" in profile and unset_properties(profile["meta"]) is None:
+        return [error(400, "invalid", "Invalid input.", "meta may hold patch_properties.unset: a property name or a "
+                                                        "list of them", f"{_at(index)}/meta")]
     chars = 0
     plain = True
     for key, value in attributes.items():
@@ -119,6 +122,17 @@ def _check_profile(index: int, profile: Any, request_rejects: frozenset[str]) ->
         problems.append(error(400, "invalid", "Invalid phone number.", "phone_number must be E.164",
                               f"{_at(index)}/attributes/phone_number"))
     return problems
+
+
+def unset_properties(meta: Any) -> list[str] | None:
+    """The property names a profile's ``meta.patch_properties.unset`` removes; None if the
+    ``meta`` is not of that shape (the only patch the simulator applies)."""
+    patch = meta.get("patch_properties") if isinstance(meta, dict) and set(meta) == {"patch_properties"} else None
+    unset = patch.get("unset") if isinstance(patch, dict) and set(patch) == {"unset"} else None
+    names = [unset] if isinstance(unset, str) else unset
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        return None
+    return names
 
 
 def _check_attributes(index: int, attributes: dict[str, Any]) -> list[dict[str, Any]]:

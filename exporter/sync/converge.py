@@ -16,6 +16,7 @@ from exporter.ledger import JobLedger
 from exporter.mapping import FieldMapping
 from exporter.report import RunReport, utc_now
 from exporter.sources.integrity import ReadIntegrity
+from exporter.sync.clearing import clear_emptied
 from exporter.sync.delta import SAMPLE_SIZE, Delta, header_for
 from exporter.sync.keys import mapping_digest
 from exporter.sync.mirror import Removal, checked_leaver_emails, damage_hold, guard, remove_leavers
@@ -130,10 +131,14 @@ class SyncRun:
                 write_preview(sync.preview, delta.samples, sample, leaver_note(sync.mode, held or stopped))
                 report.sync["preview"] = str(sync.preview)
             return False
+        if sync.clear_emptied and snapshot is not None and emails is not None and delta.tracked \
+                and snapshot.header.fields_tracked and snapshot.header.mapping == self.digest:
+            report.sync["cleared_fields"] = await clear_emptied(klaviyo, self.list_id, delta.emptied(emails, refused),
+                                                                delta.tracked)
         writer = SnapshotWriter(self.workdir)
         delta.write(writer, emails, refused, removal.gone)
         header = header_for(self.list_id, self.digest, snapshot.header if snapshot else None, self.full,
-                            report.run_id, utc_now(), delta.keying.name)
+                            report.run_id, utc_now(), delta.keying.name, bool(delta.tracked))
         path = writer.finish(header, delta.warned_members(refused, removal.gone))
         await sync.store.replace(path)
         report.sync["members"] = header.members

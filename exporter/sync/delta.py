@@ -76,6 +76,10 @@ class Delta:
         self.recheck = _positions(snapshot, snapshot.warned) if snapshot is not None and snapshot.warned else None
         self.rechecked = 0
         self.warned: dict[int, int] | None = {}  # key -> line of rows that drew warnings (None: too many)
+        # clear_emptied: each member's email line in the snapshot carries "\t" + the hex bits of
+        # the fields it had (``ProfileMapper.tracked``); a changed member's new bits, by position.
+        self.tracked: list[str] = []  # the mapper's tracked fields (``ProfileMapper.tracked``); none: no tracking
+        self.changed_fields: dict[int, int] = {}
 
     @property
     def fingerprinting(self) -> bool:
@@ -198,6 +202,8 @@ class Delta:
                     unchanged += 1
                     continue
                 known[at] = fp
+                if self.tracked:
+                    self.changed_fields[at] = chunk.fields_set[i]
                 self.changed += 1
                 self.samples.add(self.samples.changed, line, chunk.emails[i])
                 keep.append(i)
@@ -229,6 +235,8 @@ class Delta:
             emails = [chunk.emails[i] for i in fresh]
         for line, email in zip(lines[:SAMPLE_SIZE], emails[:SAMPLE_SIZE], strict=True):
             self.samples.add(self.samples.new, line, email)
+        if self.tracked:
+            emails = [f"{chunk.emails[i]}\t{chunk.fields_set[i]:x}" for i in fresh]
         if self._spool is not None:
             self._spool.add(keys, array("I", map(fingerprints.__getitem__, lines)), lines, emails)
 
@@ -255,6 +263,7 @@ class Delta:
                 if line in refused:
                     old_fps[at] = 0  # the change did not reach Klaviyo: resend it next time
         gone = sorted(removed)
+        changed = sorted(self.changed_fields)
         with (old_emails.open("rb") if old_emails is not None else io.BytesIO()) as lines:
             cursor = 0  # the next old member to write or skip
 
@@ -267,6 +276,9 @@ class Delta:
                         emails = list(itertools.islice(lines, stop - cursor))
                         if len(emails) != stop - cursor:
                             raise SnapshotDamaged("the snapshot holds fewer emails than members; delete it to start over")
+                        for at in changed[bisect_left(changed, cursor):bisect_left(changed, stop)]:
+                            if self.first_line[at] not in refused:  # what Klaviyo now holds for it
+                                emails[at - cursor] = with_fields(emails[at - cursor], self.changed_fields[at])
                         writer.members_from(old_keys[cursor:stop], old_fps[cursor:stop], emails)
                         cursor = stop
                     elif cursor in removed:
@@ -285,6 +297,24 @@ class Delta:
                         writer.email(email)
             old_until(len(old_keys))
 
+    def emptied(self, old_emails: Path, refused: set[int]) -> Iterator[tuple[str, int]]:
+        """(identity, bits of the fields it had and has no longer) of each changed member whose
+        change reached Klaviyo, from the fields its snapshot line says it had."""
+        wanted = iter(sorted(at for at in self.changed_fields if self.first_line[at] not in refused))
+        target = next(wanted, None)
+        if target is None:
+            return
+        with old_emails.open("rb") as lines:
+            for at, line in enumerate(lines):
+                if at == target:
+                    identity, _, had = line.rstrip(b"\n").partition(b"\t")
+                    lost = int(had, 16) & ~self.changed_fields[at] if had else 0  # no bits: none known, none cleared
+                    if lost:
+                        yield identity.decode("utf-8", "replace"), lost
+                    target = next(wanted, None)
+                    if target is None:
+                        return
+
     def merge_new_members(self) -> None:
         """Merge the new members' sorted runs into one, ahead of ``write``: a sending run does
         it once every row is read, while Klaviyo finishes its last jobs, so the write at the end
@@ -299,6 +329,11 @@ class Delta:
 
 
 SLICE = 65_536  # old members copied at once
+
+
+def with_fields(line: bytes, fields_set: int) -> bytes:
+    """A snapshot email line with these field bits (``email\tbits\n``)."""
+    return line.rstrip(b"\n").partition(b"\t")[0] + b"\t" + format(fields_set, "x").encode() + b"\n"
 MAX_WARNED = 200_000  # members whose warnings a snapshot tracks (8 bytes each on disk, ~100 in memory here)
 
 
@@ -499,6 +534,6 @@ def _raw_text(row: Sequence[object], indexes: list[int]) -> str:
 
 
 def header_for(list_id: str, mapping: str, previous: SnapshotHeader | None, full: bool, run_id: str,
-               written_at: str, keys: str) -> SnapshotHeader:
+               written_at: str, keys: str, fields_tracked: bool = False) -> SnapshotHeader:
     runs = 0 if full or previous is None else previous.runs_since_full + 1
-    return SnapshotHeader(list_id, mapping, 0, runs, run_id, written_at, keys)
+    return SnapshotHeader(list_id, mapping, 0, runs, run_id, written_at, keys, fields_tracked=fields_tracked)

@@ -23,6 +23,7 @@ class SyncPlan:
     allow_mass_removal: bool = False
     max_remove_fraction: float = 0.5
     preview: Path | None = None  # a dry run's samples file
+    clear_emptied: bool = False  # clear in Klaviyo a mapped value this export set that is empty now
 
 
 def write_preview(path: Path, samples: Samples, leavers: list[str], leaver_note: str) -> None:

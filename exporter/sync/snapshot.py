@@ -69,6 +69,7 @@ class SnapshotHeader:
     keys: str = "blake2b"  # how keys and fingerprints were made (``sync.keys.KEYINGS``); absent before xxHash
     sections: dict[str, str] | None = None  # checksum of each section (keys, fps, warned, emails); None in format 2
     warned: int = 0  # members whose row drew field warnings (format 3)
+    fields_tracked: bool = False  # the email lines carry the fields each member had (clear_emptied)
 
 
 class SnapshotStore(Protocol):

@@ -1,0 +1,62 @@
+"""Clearing what was emptied (``clear_emptied``): a value this export set at its last run
+that is empty now is cleared in Klaviyo, and nothing else ever is.
+
+The snapshot's line of each member says which mapped fields it had when it was last sent
+(``Delta.emptied``); a changed row without one of them clears exactly that one: a standard
+field (``phone_number``, ``location.city``, ...) by sending it as ``null``, a custom property
+by ``meta.patch_properties.unset`` (both as Klaviyo's profile schema defines them). The
+clearing profiles go in bulk import jobs of their own, after the row's own job: clearing
+twice is harmless, so a resumed run simply clears again.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import orjson
+
+from exporter.klaviyo.client import KlaviyoClient
+from exporter.klaviyo.limits import MAX_PROFILES_PER_JOB
+
+
+def clearing_profile(identity: str, lost: int, tracked: list[str]) -> dict[str, Any]:
+    """The profile resource that clears these fields (bit j: ``tracked[j]``) of one member."""
+    kind, sep, value = identity.partition(":")
+    attributes: dict[str, Any] = {kind: value} if sep and kind in ("phone_number", "external_id") else {"email": identity}
+    unset = []
+    for j, target in enumerate(tracked):
+        if not lost >> j & 1:
+            continue
+        group, dot, name = target.partition(".")
+        if group == "properties":
+            unset.append(name)
+        elif dot:
+            attributes.setdefault(group, {})[name] = None
+        else:
+            attributes[target] = None
+    resource: dict[str, Any] = {"type": "profile", "attributes": attributes}
+    if unset:
+        resource["meta"] = {"patch_properties": {"unset": unset}}
+    return resource
+
+
+async def clear_emptied(klaviyo: KlaviyoClient, list_id: str, emptied: Iterable[tuple[str, int]],
+                        tracked: list[str]) -> int:
+    """Send the clearing jobs; returns how many fields they clear."""
+    cleared = 0
+    batch: list[dict[str, Any]] = []
+
+    async def send() -> None:
+        await klaviyo.create_import_job(orjson.dumps({"data": {
+            "type": "profile-bulk-import-job", "attributes": {"profiles": {"data": batch}},
+            "relationships": {"lists": {"data": [{"type": "list", "id": list_id}]}}}}))
+        batch.clear()
+
+    for identity, lost in emptied:
+        batch.append(clearing_profile(identity, lost, tracked))
+        cleared += bin(lost).count("1")
+        if len(batch) == MAX_PROFILES_PER_JOB:
+            await send()
+    if batch:
+        await send()
+    return cleared

@@ -1,0 +1,76 @@
+"""Clearing what was emptied: with clear_emptied, a value this export set at its last run and
+that is empty now is cleared in Klaviyo (a standard field with null, a custom property by
+meta.patch_properties.unset), and nothing else is ever cleared; without it nothing is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import API_KEY, LIST_ID
+from tests.test_cli import acli
+
+FIRST = ("email,phone,city,tier,note\n"
+         "a@x.com,+442079460011,London,gold,hi\n"
+         "b@x.com,+442079460012,Paris,silver,\n"
+         "c@x.com,+442079460013,Rome,bronze,yo\n")
+EMPTIED = ("email,phone,city,tier,note\n"
+           "a@x.com,,London,,hi\n"            # phone and tier emptied: cleared
+           "b@x.com,+442079460012,,silver,\n"  # city emptied; note was never set: not touched
+           "c@x.com,+442079460013,Rome,bronze,yo\n")  # unchanged
+MAP = ["--map", "phone=phone_number", "--map", "city=location.city", "--map", "tier=properties.tier",
+       "--map", "note=properties.note"]
+
+
+def attributes(sim, email: str) -> dict:
+    account = sim.simulator.account
+    [profile_id] = account.profile_ids_by_email([email])
+    return account.attributes(profile_id)
+
+
+@pytest.mark.parametrize("clear", [True, False])
+async def test_a_second_run_clears_what_was_emptied_and_nothing_else(start_simulator, tmp_path: Path,
+                                                                     clear: bool) -> None:
+    sim = await start_simulator(rate_limits=False)
+    source = tmp_path / "s.csv"
+    args = ["export", "--source", str(source), "--list-id", LIST_ID, "--email-column", "email", *MAP,
+            "--klaviyo-url", sim.url, "--state", str(tmp_path / "state"), *(["--clear-emptied"] if clear else [])]
+    source.write_text(FIRST)
+    first = await acli(*args, env={"KLAVIYO_API_KEY": API_KEY})
+    assert first.returncode == 0, first.stderr
+    # Someone sets a property in Klaviyo that this export never mapped: it must survive.
+    attributes(sim, "b@x.com").setdefault("properties", {})["from_a_form"] = "kept"
+    source.write_text(EMPTIED)
+    second = await acli(*args, env={"KLAVIYO_API_KEY": API_KEY})
+    assert second.returncode == 0, second.stderr
+    report = orjson.loads(second.stdout)
+    a, b, c = (attributes(sim, f"{x}@x.com") for x in "abc")
+    if clear:
+        assert report["sync"]["cleared_fields"] == 3
+        assert a.get("phone_number") is None and "tier" not in a["properties"] and a["properties"]["note"] == "hi"
+        assert a["location"] == {"city": "London"}
+        assert b["location"].get("city") is None and b["phone_number"] == "+442079460012"
+        assert b["properties"] == {"tier": "silver", "from_a_form": "kept"}
+    else:
+        assert "cleared_fields" not in report["sync"]
+        assert a["phone_number"] == "+442079460011" and a["properties"]["tier"] == "gold"
+        assert b["location"]["city"] == "Paris"
+    assert c == {"email": "c@x.com", "phone_number": "+442079460013", "location": {"city": "Rome"},
+                 "properties": {"tier": "bronze", "note": "yo"}}
+    third = await acli(*args, env={"KLAVIYO_API_KEY": API_KEY})  # nothing changed: nothing sent, nothing cleared
+    assert orjson.loads(third.stdout)["counts"]["sent"] == 0
+    assert orjson.loads(third.stdout)["sync"].get("cleared_fields", 0) == 0
+
+
+def test_a_clearing_profile_matches_klaviyos_schema() -> None:
+    from exporter.sync.clearing import clearing_profile
+    from tests.openapi import validator_for
+
+    profile = clearing_profile("phone_number:+442079460011", 0b1011,
+                               ["location.city", "phone_number", "properties.note", "properties.tier"])
+    assert profile["attributes"] == {"phone_number": None, "location": {"city": None}}
+    assert profile["meta"] == {"patch_properties": {"unset": ["tier"]}}
+    validator_for("ProfileUpsertQueryResourceObject").validate(
+        {**profile, "attributes": {**profile["attributes"], "phone_number": "+442079460011"}})
