@@ -74,3 +74,29 @@ def test_a_clearing_profile_matches_klaviyos_schema() -> None:
     assert profile["meta"] == {"patch_properties": {"unset": ["tier"]}}
     validator_for("ProfileUpsertQueryResourceObject").validate(
         {**profile, "attributes": {**profile["attributes"], "phone_number": "+442079460011"}})
+
+
+async def test_the_app_pins_types_identity_and_clearing_with_each_run(app) -> None:
+    """The function app runs an export's typed properties, identity and clear_emptied as the
+    CLI does (they are pinned with the run, so every leg maps the same way)."""
+    import function_app
+    from tests.app_harness import call, config, post, status_of
+
+    document = config()
+    document["exports"][0].update({
+        "mapping": {"email": "email", "phone_number": "phone", "properties.spend:number": "spend"},
+        "identity": ["email", "phone_number"], "clear_emptied": True, "phone_region": "GB"})
+    await app.set_config(document)
+
+    async def run(data: bytes) -> dict:
+        await app.put(app.segments, "vip/all.csv", data)
+        answer = orjson.loads((await call(function_app.start_run, post("vip"))).get_body())
+        await app.deliver()
+        return (await status_of("vip", answer["run_id"]))["report"]
+
+    first = await run(b"email,phone,spend\na@x.com,,12.50\n,020 7946 0011,3\n")
+    assert first["counts"]["sent"] == 2
+    assert attributes(app.sim, "a@x.com")["properties"] == {"spend": 12.5}
+    second = await run(b"email,phone,spend\na@x.com,,\n,020 7946 0011,3\n")
+    assert second["counts"]["unchanged"] == 1 and second["sync"]["cleared_fields"] == 1
+    assert attributes(app.sim, "a@x.com").get("properties") == {}
