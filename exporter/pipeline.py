@@ -29,6 +29,8 @@ from exporter.klaviyo.client import InvalidProfiles, JobStatus, KlaviyoClient, P
 from exporter.klaviyo.limits import PAGE_SIZE_MAX
 from exporter.ledger import Accepted, JobLedger, MemoryLedger, Settled
 from exporter.mapping import FieldMapping, ProfileMapper
+from exporter.mapping.chunks import MappedChunk
+from exporter.mapping.consent import Consent
 from exporter.mapping.engine import RowEngine, engine_for
 from exporter.rejects import Reject, RejectsFile
 from exporter.report import Counts, RunReport, new_run_id, utc_now
@@ -162,8 +164,10 @@ class _Run:
             self.delta.expect(min(segment.rows, size) if size else segment.rows)
         encoding = _display(self.plan.encoding)
         async for block in segment.blocks:
+            damaged: set[int] = set()
             if block.rejects or block.damage or block.has_undecodable:
                 self.integrity.inspect(block, where, encoding)
+                damaged = {damage.line for damage in block.damage}
             chunk, unchanged, fingerprints = await mapped(engine.map, block)
             self.counts.rows_read += chunk.rows + unchanged
             self.counts.unchanged += unchanged
@@ -183,7 +187,7 @@ class _Run:
                 email = self.plan.mapping.email_column
                 self.rejects.add(Reject(chunk.lines[i], email, f"duplicate of {where(first)}") for i, first in seen)
             if self.subscriber is not None and chunk.consents:
-                await self.subscriber.add(chunk.consents[i] for i in keep if i in chunk.consents)
+                await self.subscriber.add(self._trusted_consents(chunk, keep, damaged))
             for job in batcher.add(chunk, keep):
                 new_jobs += self.ledger.accepted(job.sequence) is None
                 await self.queue.put(job)
@@ -200,6 +204,17 @@ class _Run:
             await self.subscriber.close()
         for _ in range(self.options.senders):
             await self.queue.put(_DONE)
+
+    def _trusted_consents(self, chunk: MappedChunk, keep: list[int], damaged: set[int]) -> list[Consent]:
+        """The consents of the rows sent, but a damaged record's (a stray quote that shifted its
+        columns could put a "yes" under consent): consent only moves forward with evidence."""
+        consents = [chunk.consents[i] for i in keep if i in chunk.consents]
+        if damaged:
+            held = [c for c in consents if c.line in damaged]
+            self.rejects.add(Reject(c.line, "", "not subscribed: the record is damaged, so its consent is no evidence")
+                             for c in held)
+            consents = [c for c in consents if c.line not in damaged]
+        return consents
 
     async def send(self) -> None:
         while (job := await self.queue.get()) is not _DONE:

@@ -100,3 +100,23 @@ async def test_the_app_pins_types_identity_and_clearing_with_each_run(app) -> No
     second = await run(b"email,phone,spend\na@x.com,,\n,020 7946 0011,3\n")
     assert second["counts"]["unchanged"] == 1 and second["sync"]["cleared_fields"] == 1
     assert attributes(app.sim, "a@x.com").get("properties") == {}
+
+
+async def test_a_damaged_read_clears_nothing_and_a_clean_one_then_does(start_simulator, tmp_path: Path) -> None:
+    """A cut file makes its last row look emptied: nothing is cleared after a damaged read, and
+    the snapshot keeps what it knew, so the next clean read clears what really was emptied."""
+    sim = await start_simulator(rate_limits=False)
+    source = tmp_path / "s.csv"
+    args = ["export", "--source", str(source), "--list-id", LIST_ID, "--email-column", "email", *MAP,
+            "--klaviyo-url", sim.url, "--state", str(tmp_path / "state"), "--clear-emptied"]
+    source.write_text(FIRST)
+    assert (await acli(*args, env={"KLAVIYO_API_KEY": API_KEY})).returncode == 0
+    source.write_text(FIRST.replace("a@x.com,+442079460011,London,gold,hi", "a@x.com,,London,,hi")
+                      .rstrip("\n").rsplit(",", 3)[0])  # a emptied; c cut after its phone: no line end
+    held = orjson.loads((await acli(*args, env={"KLAVIYO_API_KEY": API_KEY})).stdout)
+    assert held["sync"]["cleared_fields"] == 0 and any(h.startswith("clearing held") for h in held["hints"])
+    assert attributes(sim, "a@x.com")["phone_number"] == "+442079460011"
+    assert attributes(sim, "c@x.com")["location"] == {"city": "Rome"}
+    source.write_text(FIRST.replace("a@x.com,+442079460011,London,gold,hi", "a@x.com,,London,,hi"))
+    clean = orjson.loads((await acli(*args, env={"KLAVIYO_API_KEY": API_KEY})).stdout)
+    assert clean["sync"]["cleared_fields"] == 2 and attributes(sim, "a@x.com").get("phone_number") is None

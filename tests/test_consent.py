@@ -178,3 +178,21 @@ async def test_subscribing_lifts_only_the_suppressions_klaviyo_documents(simulat
         ["HARD_BOUNCE"]
     assert await post_subscriptions(simulator, job([email_sub("c@x.com", None)], historical=False)) == 202
     assert consent_of(simulator, "c@x.com")["email"]["marketing"]["consent"] == "PENDING"  # double opt-in
+
+
+async def test_a_damaged_records_consent_subscribes_nobody(simulator, tmp_path: Path) -> None:
+    """A stray quote swallows the next line into one record: whatever its columns now say,
+    that record's consent is no evidence."""
+    source = tmp_path / "damaged.csv"
+    source.write_text("email,note,email_opt_in,email_at\n"
+                      'a@example.com,"stray,yes,2026-01-01\n'
+                      'b@example.com,x"y,yes,2026-01-01\n'
+                      "c@example.com,fine,yes,2026-01-01\n")
+    result = await acli("export", "--source", str(source), "--list-id", LIST_ID, "--email-column", "email",
+                        "--consent", "email=email_opt_in,email_at", "--klaviyo-url", simulator.url,
+                        "--state", str(tmp_path / "state"), env={"KLAVIYO_API_KEY": API_KEY})
+    report = orjson.loads(result.stdout)
+    assert report["counts"]["subscribed"] == 1
+    assert consent_of(simulator, "c@example.com")["email"]["marketing"]["consent"] == "SUBSCRIBED"
+    assert consent_of(simulator, "a@example.com")["email"]["marketing"]["consent"] == "NEVER_SUBSCRIBED"
+    assert "its consent is no evidence" in Path(report["rejects"]).read_text()

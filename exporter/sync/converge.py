@@ -133,8 +133,16 @@ class SyncRun:
             return False
         if sync.clear_emptied and snapshot is not None and emails is not None and delta.tracked \
                 and snapshot.header.fields_tracked and snapshot.header.mapping == self.digest:
-            report.sync["cleared_fields"] = await clear_emptied(klaviyo, self.list_id, delta.emptied(emails, refused),
-                                                                delta.tracked)
+            if integrity.whole:
+                report.sync["cleared_fields"] = await clear_emptied(klaviyo, self.list_id,
+                                                                    delta.emptied(emails, refused), delta.tracked)
+            else:  # a shifted or cut record looks emptied: clear nothing; the next run looks again
+                for at in delta.changed_fields:
+                    snapshot.fps[at] = 0  # resent, and its emptied fields cleared, by the next clean run
+                delta.changed_fields.clear()  # the snapshot keeps the fields it knew were set
+                report.sync["cleared_fields"] = 0
+                report.hints.append(f"clearing held: the segment was not read whole and undamaged ({integrity.why()}); "
+                                    "no emptied value was cleared")
         writer = SnapshotWriter(self.workdir)
         delta.write(writer, emails, refused, removal.gone)
         header = header_for(self.list_id, self.digest, snapshot.header if snapshot else None, self.full,
