@@ -100,8 +100,10 @@ class ExportsConfig:
         except KeyError:
             raise UnknownExport(name, sorted(self.exports)) from None
 
-    def export_for_blob(self, blob_path: str) -> ExportDefinition | None:
-        return next((e for e in self.exports.values() if e.claims(blob_path)), None)
+    def exports_for_blob(self, blob_path: str) -> list[ExportDefinition]:
+        """The exports a blob at this path belongs to: one, or each export of a CDM folder that
+        several read (an entity each)."""
+        return [e for e in self.exports.values() if e.claims(blob_path)]
 
     def enabled(self) -> list[ExportDefinition]:
         return [e for e in self.exports.values() if e.enabled]
@@ -301,12 +303,20 @@ def _mapping(value: Any, where: str, problems: list[str], options: dict[str, Any
 
 
 def _overlapping_sources(exports: dict[str, ExportDefinition], problems: list[str]) -> None:
-    """Two exports must never claim the same file: a drop would run both, racing."""
+    """Two exports must never claim the same file (a drop would run both, racing), except the
+    exports of one CDM folder that each read another entity of it: one manifest event then
+    starts each of them, each with its own lock, run and report."""
     items = list(exports.values())
     for i, first in enumerate(items):
         for second in items[i + 1:]:
+            if first.source == second.source and first.is_prefix and first.entity and second.entity \
+                    and first.entity != second.entity:
+                continue
             if first.claims(second.source) or second.claims(first.source) or first.source == second.source:
-                problems.append(f"exports {first.name!r} and {second.name!r} are both bound to {second.source!r}")
+                same_entity = (f" and entity {first.entity!r} (exports may share a CDM folder only when each names "
+                               "another entity)") if first.entity and first.entity == second.entity else ""
+                problems.append(f"exports {first.name!r} and {second.name!r} are both bound to {second.source!r}"
+                                f"{same_entity}")
 
 
 def _shared_mirror_lists(exports: dict[str, ExportDefinition], problems: list[str]) -> None:

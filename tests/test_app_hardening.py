@@ -91,8 +91,8 @@ async def test_a_source_outside_the_exports_reach_is_refused_with_the_rule(app, 
 
 async def test_a_blob_event_outside_the_reach_is_logged_and_skipped(app, caplog) -> None:
     service = app.runtime.service()
-    assert await service.segment_dropped(f"{app.segments}/vip/../lapsed/customers.csv") is None
-    assert await service.segment_dropped(f"{app.segments}/vip/a\x00.csv") is None
+    assert await service.segment_dropped(f"{app.segments}/vip/../lapsed/customers.csv") == []
+    assert await service.segment_dropped(f"{app.segments}/vip/a\x00.csv") == []
     assert await service.store.latest("vip") is None and await service.store.latest("lapsed") is None
     assert "blob event ignored: the source may not contain empty, '.' or '..' path segments" in caplog.text
 

@@ -18,7 +18,7 @@ from exporter.pipeline import ExportPlan, run_export
 from exporter.rejects import RejectsFile
 from exporter.sources.folders import LocalFolder
 from exporter.sources.parts import resolve_folder
-from tests.app_harness import call, config, status_of
+from tests.app_harness import SECOND_LIST, call, config, status_of
 from tests.conftest import LIST_ID
 
 RUNS = [("2026/11/24/0600", 0, 90), ("2026/11/25/0600", 1_000, 120)]  # the second is newer
@@ -334,3 +334,50 @@ async def test_a_manifest_cdm_json_schema_outside_its_folder_is_refused(tmp_path
     write_folder(tmp_path / "Secrets.cdm.json", {"x": b""})
     with pytest.raises(SourceError, match="entityPath"):
         await resolve_folder(LocalFolder(write_folder(tmp_path / "export", files)))
+
+
+async def test_one_cdm_folder_feeds_an_export_per_entity(app) -> None:
+    """Three entities, three exports of the one folder: one manifest event (delivered twice)
+    starts each export once, each into its list with exactly its entity's members."""
+    runs = {"VIP": cdm_export_folder([("2026/11/25/0600", 0, 5)], entity="VIP"),
+            "Lapsed": cdm_export_folder([("2026/11/25/0600", 100, 4)], entity="Lapsed"),
+            "Trial": cdm_export_folder([("2026/11/25/0600", 200, 3)], entity="Trial")}
+    manifest = {"name": "Export", "version": "1.0", "entities": []}
+    files: dict[str, bytes] = {}
+    for entity_files in runs.values():
+        manifest["entities"] += orjson.loads(entity_files.pop("model.json"))["entities"]
+        files.update(entity_files)
+    files["model.json"] = orjson.dumps(manifest)
+    lists = {"VIP": LIST_ID, "Lapsed": SECOND_LIST, "Trial": "Lst005"}
+    app.sim.simulator.account.add_list("Lst005")
+    document = config()
+    document["exports"] = [{"name": f"cdp-{entity.lower()}", "connection": "local",
+                            "source": "CustomerInsights_0a1b/VIPExport/", "entity": entity, "list_id": list_id,
+                            "mapping": {"email": "email"}} for entity, list_id in lists.items()]
+    await app.set_config(document)
+    await put_folder(app, files)
+    await drop(app, "model.json")
+    await drop(app, "model.json")  # delivered twice
+    await app.deliver()
+    for entity, list_id in lists.items():
+        statuses = sorted(r["status"] for r in await runs_of(app, f"cdp-{entity.lower()}"))
+        # The second delivery waits its turn (then finds that run already exported and skips).
+        assert statuses.count("succeeded") == 1 and set(statuses) <= {"succeeded", "waiting", "skipped"}
+        expected = [line.split(",")[0] for name, data in runs[entity].items()
+                    for line in data.decode().splitlines()]
+        assert sorted(app.sim.simulator.account.member_emails(list_id)) == sorted(expected)
+
+
+def test_two_exports_of_one_entity_or_one_plain_folder_are_still_refused() -> None:
+    from exporter.config import ConfigProblems, parse_config
+
+    def exports(*entities: str | None) -> dict:
+        return {"connections": [{"name": "c", "env": "KLAVIYO_API_KEY"}],
+                "exports": [{"name": f"e{i}", "connection": "c", "source": "cdp/", "list_id": f"L{i}",
+                             "mapping": {"email": "email"}, **({"entity": e} if e else {})}
+                            for i, e in enumerate(entities)]}
+
+    assert len(parse_config(orjson.dumps(exports("VIP", "Lapsed")), "x").exports) == 2
+    for entities in (("VIP", "VIP"), (None, None), ("VIP", None)):
+        with pytest.raises(ConfigProblems, match="are both bound to"):
+            parse_config(orjson.dumps(exports(*entities)), "x")

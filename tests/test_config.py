@@ -35,10 +35,10 @@ def test_a_valid_document_loads_with_its_mapping() -> None:
 
 def test_blobs_are_claimed_by_path_or_prefix() -> None:
     config = load(VALID)
-    assert config.export_for_blob("vip/2026-11-25.csv").name == "vip"  # type: ignore[union-attr]
-    assert config.export_for_blob("lapsed/customers.csv").name == "lapsed"  # type: ignore[union-attr]
-    assert config.export_for_blob("lapsed/other.csv") is None
-    assert config.export_for_blob("vipers/x.csv") is None
+    assert [e.name for e in config.exports_for_blob("vip/2026-11-25.csv")] == ["vip"]
+    assert [e.name for e in config.exports_for_blob("lapsed/customers.csv")] == ["lapsed"]
+    assert config.exports_for_blob("lapsed/other.csv") == []
+    assert config.exports_for_blob("vipers/x.csv") == []
 
 
 def test_every_problem_is_reported_at_once_by_export_name() -> None:

@@ -188,25 +188,28 @@ class ExportService:
             results.append(result)
         return results
 
-    async def segment_dropped(self, blob_name: str) -> StartResult | None:
-        """``blob_name`` as the trigger gives it: ``{container}/{path}``."""
+    async def segment_dropped(self, blob_name: str) -> list[StartResult]:
+        """``blob_name`` as the trigger gives it: ``{container}/{path}``. Starts each enabled
+        export the blob belongs to (several, for a CDM folder whose entities feed several)."""
         container, _, path = blob_name.partition("/")
         if container != self.settings.segments_container or not path:
             log.warning("blob event outside the segments container ignored")
-            return None
+            return []
         try:
             checked_blob_name(path)
         except OutOfReach as exc:
             log.warning("blob event ignored: %s", exc)
-            return None
-        export = (await self.config()).export_for_blob(path)
-        if export is None:
+            return []
+        exports = (await self.config()).exports_for_blob(path)
+        if not exports:
             log.info("segment file claimed by no export, ignored: %s", path)
-            return None
-        if not export.enabled:
-            log.info("segment file for disabled export ignored: export=%s", export.name)
-            return None
-        return await self.start(export.name, source=path, trigger="blob", wait_if_busy=True)
+        results = []
+        for export in exports:
+            if not export.enabled:
+                log.info("segment file for disabled export ignored: export=%s", export.name)
+                continue
+            results.append(await self.start(export.name, source=path, trigger="blob", wait_if_busy=True))
+        return results
 
     async def _check_source(self, path: str) -> str:
         blob = self.storage.blobs.get_blob_client(self.settings.segments_container, path)
