@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING, Iterable, Iterator, NamedTuple
 from exporter.spreadsheet_safe import safe_row
 
 if TYPE_CHECKING:
-    from exporter.sources.rows import PartLines
+    from exporter.sources.part_lines import PartLines
 
 RUN_SIZE = 50_000
 

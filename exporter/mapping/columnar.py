@@ -31,7 +31,7 @@ from exporter.mapping.fields import LOCATION_PREFIX, PROPERTY_PREFIX, FieldMappi
 from exporter.mapping.mapper import MAX_ATTRIBUTE_CHARS, MappedProfile, ProfileMapper
 from exporter.mapping.validate import MAX_EMAIL_CHARS, MAX_LOCAL_PART_CHARS
 from exporter.rejects import Reject
-from exporter.sources.parquet import python_rows
+from exporter.sources.arrow_values import python_rows
 from exporter.sources.rows import RowBlock
 from exporter.sync.delta import Delta
 

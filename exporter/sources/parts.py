@@ -19,7 +19,8 @@ from exporter.errors import SourceError
 from exporter.sources.cdm import MANIFESTS, cdm_run, manifest_name
 from exporter.sources.files import BlobLocation, blob_folder_address, is_blob_url
 from exporter.sources.folders import BlobFolder, Folder, LocalFolder, newest_run, parent
-from exporter.sources.rows import PartLines, RowBlock, Segment
+from exporter.sources.part_lines import PartLines
+from exporter.sources.rows import RowBlock, Segment
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,11 @@ async-generator step per row would cost more than mapping the row does.
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, NamedTuple, Sequence
 
 from exporter.rejects import Reject
+from exporter.sources.part_lines import PartLines
 
 UNDECODABLE = "\udc80-\udcff"  # surrogateescape's range: bytes that were not UTF-8
 FORMATS = ("csv", "jsonl", "parquet")  # what a segment's format may be forced to
@@ -50,29 +50,10 @@ class RowBlock:
             self.rows = [line.split(delimiter) for line in self.text.split("\n")[:-1]]
             self.text = ""
         elif self.batch is not None:
-            from exporter.sources.parquet import python_rows
+            from exporter.sources.arrow_values import python_rows
 
             self.rows, self.batch = python_rows(self.batch), None
         return self
-
-
-@dataclass
-class PartLines:
-    """A run of several part files numbers its lines on from one part to the next; this maps
-    such a line back to (part file, its own line) for the rejects file."""
-
-    starts: list[int] = field(default_factory=list)  # lines of the parts before each part
-    labels: list[str] = field(default_factory=list)
-
-    def locate(self, line: int) -> tuple[str, int]:
-        if line <= 0 or not self.starts:
-            return "", line
-        i = bisect.bisect_left(self.starts, line) - 1
-        return self.labels[i], line - self.starts[i]
-
-    def describe(self, line: int) -> str:
-        label, own = self.locate(line)
-        return f"line {own} of {label}" if label else f"line {own}"
 
 
 @dataclass(slots=True)
