@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 import orjson
 
 from exporter.report import RunReport, new_run_id
-from exporter.runs.checkpoint import Checkpoint
+from exporter.runs.checkpoint import Checkpoint, CheckpointDamaged
 from exporter.sources.files import BlobLocation
 from exporter.sources.parts import SegmentRun
 from exporter.sync.converge import mapping_document
@@ -130,9 +130,12 @@ async def resume_or_start(file: LedgerFile, fingerprint: str) -> Resumption:
     if raw is not None:
         try:
             stored = orjson.loads(raw)
-            previous, same = str(stored["run_id"]), stored["fingerprint"] == fingerprint
+            if not isinstance(stored, dict) or not isinstance(stored.get("checkpoint"), dict) \
+                    or not isinstance(stored.get("run_id"), str):
+                raise ValueError("not a run ledger")
+            previous, same = stored["run_id"], stored.get("fingerprint") == fingerprint
             checkpoint = Checkpoint.from_json(orjson.dumps(stored["checkpoint"]))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, CheckpointDamaged):
             note = f"the run ledger {file.description} is damaged; starting over (delete it to silence this)"
         else:
             if same:

@@ -477,3 +477,41 @@ async def test_the_readme_command_line_path_works_as_written(start_simulator, tm
     assert cdm["counts"]["sent"] > 0 and len(sim.simulator.account.member_emails("CdmVip")) == cdm["counts"]["sent"]
     assert configured["list_id"] == "REPLACE_WITH_LIST_ID" and configured["counts"]["sent"] > 0
     assert (tmp_path / "out" / "report.json").is_file()
+
+
+async def test_a_damaged_run_ledger_starts_over_and_says_so(simulator, tmp_path: Path) -> None:
+    from exporter.resume import LEDGER_NAME
+
+    source = tmp_path / "s.csv"
+    source.write_text(SEGMENT)
+    state = tmp_path / "state"
+    state.mkdir()
+    for garbage in (b"\x00not json", b'{"run_id": 5}', b'{"run_id": "x", "fingerprint": "f", "checkpoint": []}'):
+        (state / LEDGER_NAME).write_bytes(garbage)
+        result = await acli(*export(source, "--klaviyo-url", simulator.url, "--state", str(state)),
+                            env={"KLAVIYO_API_KEY": API_KEY})
+        assert result.returncode == 0 and "is damaged; starting over" in result.stderr, result.stderr
+        assert not (state / LEDGER_NAME).exists()  # the run finished: nothing left to resume
+
+
+@pytest.mark.parametrize("options", [{"identity": "email"}, {"identity": ["fax"]}, {"types": ["number"]},
+                                     {"consent": {"push": {"column": "a", "consented_at": "b"}}}])
+def test_a_runs_pinned_mapping_that_was_tampered_with_fails_the_run_clearly(options: dict) -> None:
+    from exporter.errors import ExportError
+    from exporter.runs.service import _mapping_from
+
+    with pytest.raises(ExportError):
+        _mapping_from({"email": "email"}, options)
+
+
+async def test_a_damaged_checkpoint_fails_the_apps_run_with_the_reason(app) -> None:
+    import function_app
+    from tests.app_harness import call, post, status_of
+
+    await app.put(app.segments, "vip/all.csv", b"email\na@x.com\n")
+    answer = orjson.loads((await call(function_app.start_run, post("vip"))).get_body())
+    await app.put(app.reports, f"vip/{answer['run_id']}/checkpoint.json", b'{"accepted": []}')
+    await app.deliver()
+    state = await status_of("vip", answer["run_id"])
+    assert state["status"] == "failed" and "checkpoint" in state["report"]["error"]
+    assert "damaged" in state["report"]["error"]

@@ -13,10 +13,15 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 
+from exporter.errors import ExportError
 from exporter.ledger import Accepted, MemoryLedger, Settled
 from exporter.rejects import Reject
 
 Persist = Callable[[bytes], Awaitable[None]]
+
+
+class CheckpointDamaged(ExportError):
+    pass
 
 
 class Checkpoint(MemoryLedger):
@@ -63,7 +68,16 @@ class Checkpoint(MemoryLedger):
 
     @classmethod
     def from_json(cls, raw: bytes, persist: Persist | None = None) -> Checkpoint:
-        data: dict[str, Any] = orjson.loads(raw)
+        """The ledger in ``raw``; ``CheckpointDamaged`` if it is not one (it is stored data:
+        input like any other), so a run fails with a reason rather than retrying a crash."""
+        try:
+            return cls._parse(orjson.loads(raw), persist)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            raise CheckpointDamaged("the run's checkpoint (which jobs Klaviyo accepted) is damaged; start a new "
+                                    "run") from None
+
+    @classmethod
+    def _parse(cls, data: Any, persist: Persist | None) -> Checkpoint:
         checkpoint = cls(persist)
         for seq, a in data.get("accepted", {}).items():
             checkpoint.accepted_jobs[int(seq)] = Accepted(a["job_id"], a["removed"], [Reject(*r) for r in a["refused"]],
