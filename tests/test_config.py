@@ -25,6 +25,15 @@ def load(document: object):
     return parse_config(orjson.dumps(document), "test.json")
 
 
+def assert_one_export_refused(problem: str, **export: object) -> None:
+    """A document with one export of these settings is refused, naming ``problem``."""
+    document = {"connections": [{"name": "c", "env": "KLAVIYO_API_KEY"}],
+                "exports": [{"name": "vip", "connection": "c", "source": "vip/", "list_id": "L1",
+                             "mapping": {"email": "email"}, **export}]}
+    with pytest.raises(ConfigProblems, match=problem):
+        load(document)
+
+
 def test_a_valid_document_loads_with_its_mapping() -> None:
     config = load(VALID)
     vip = config.export("vip")

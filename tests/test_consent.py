@@ -100,13 +100,9 @@ def test_a_subscription_job_matches_klaviyos_schema() -> None:
     ({"email": "yes"}, "needs \"column\" and \"consented_at\""),
 ])
 def test_a_consent_mapping_of_the_wrong_shape_is_refused(document: dict, problem: str) -> None:
-    from exporter.config import ConfigProblems, parse_config
+    from tests.test_config import assert_one_export_refused
 
-    config = {"connections": [{"name": "c", "env": "KLAVIYO_API_KEY"}],
-              "exports": [{"name": "vip", "connection": "c", "source": "vip/", "list_id": "L1",
-                           "mapping": {"email": "email"}, "consent": document}]}
-    with pytest.raises(ConfigProblems, match=problem):
-        parse_config(orjson.dumps(config), "exports.json")
+    assert_one_export_refused(problem, consent=document)
 
 
 async def test_the_app_subscribes_with_consent_from_the_export(app) -> None:

@@ -74,10 +74,6 @@ def test_an_identity_needs_its_field_mapped(tmp_path: Path) -> None:
 @pytest.mark.parametrize("identity, problem", [("fax", "identity is one or more of"),
                                                (["phone_number"], "needs a column mapped to phone_number")])
 def test_a_config_identity_is_checked(identity: object, problem: str) -> None:
-    from exporter.config import ConfigProblems, parse_config
+    from tests.test_config import assert_one_export_refused
 
-    config = {"connections": [{"name": "c", "env": "KLAVIYO_API_KEY"}],
-              "exports": [{"name": "vip", "connection": "c", "source": "vip/", "list_id": "L1",
-                           "mapping": {"email": "email"}, "identity": identity}]}
-    with pytest.raises(ConfigProblems, match=problem):
-        parse_config(orjson.dumps(config), "exports.json")
+    assert_one_export_refused(problem, identity=identity)
