@@ -9,6 +9,7 @@ import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob_binding
 
 from exporter.logsafe import install_everywhere
+from exporter.manage import routes as manage
 from exporter.runs import api
 from exporter.runs.events import quiet_sdk_loggers
 from exporter.runs.runtime import AppRuntime
@@ -28,6 +29,12 @@ def _respond(answer: api.ApiResponse) -> func.HttpResponse:
 def _base_url(req: func.HttpRequest) -> str:
     parts = urlsplit(req.url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+async def _manage(req: func.HttpRequest, handler: manage.Handler) -> func.HttpResponse:
+    request = manage.ManageRequest(req.method.upper(), dict(req.route_params), dict(req.headers), req.get_body(),
+                                   dict(req.params), _base_url(req))
+    return _respond(await manage.handle(RUNTIME.manage(), request, handler))
 
 
 @app.timer_trigger(arg_name="timer", schedule="%EXPORT_SCHEDULE%", run_on_startup=False, use_monitor=True)
@@ -74,3 +81,42 @@ async def run_worker(message: func.QueueMessage) -> None:
 @app.queue_trigger(arg_name="message", queue_name="%RUNS_QUEUE%-poison", connection="AzureWebJobsStorage")
 async def run_poisoned(message: func.QueueMessage) -> None:
     await RUNTIME.service().poisoned(message.get_body().decode())
+
+
+# ---- people, signed in through Microsoft Entra ID (App Service Authentication) --------------
+# ANONYMOUS to the Functions host on purpose: it cannot check a user, only keys, so each of
+# these routes checks the signed-in principal and its app role itself (exporter.manage).
+
+@app.route(route="manage/me", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def manage_me(req: func.HttpRequest) -> func.HttpResponse:
+    return await _manage(req, manage.me)
+
+
+@app.route(route="manage/connections", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def manage_connections(req: func.HttpRequest) -> func.HttpResponse:
+    return await _manage(req, manage.list_connections)
+
+
+@app.route(route="manage/connections/{name}", methods=["GET", "PUT", "DELETE"], auth_level=func.AuthLevel.ANONYMOUS)
+async def manage_connection(req: func.HttpRequest) -> func.HttpResponse:
+    return await _manage(req, manage.connection)
+
+
+@app.route(route="manage/exports", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def manage_exports(req: func.HttpRequest) -> func.HttpResponse:
+    return await _manage(req, manage.list_exports)
+
+
+@app.route(route="manage/exports/{name}", methods=["GET", "PUT", "DELETE"], auth_level=func.AuthLevel.ANONYMOUS)
+async def manage_export(req: func.HttpRequest) -> func.HttpResponse:
+    return await _manage(req, manage.export)
+
+
+@app.route(route="manage/exports/{name}/runs", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def manage_start_run(req: func.HttpRequest) -> func.HttpResponse:
+    return await _manage(req, manage.start_run)
+
+
+@app.route(route="manage/exports/{name}/runs/{run_id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def manage_run_status(req: func.HttpRequest) -> func.HttpResponse:
+    return await _manage(req, manage.run_status)

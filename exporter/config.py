@@ -33,6 +33,9 @@ from exporter.sources.rows import FORMATS
 from exporter.sync.plan import MODES
 from exporter.verdict import DEFAULT_MAX_REJECTED_FRACTION
 
+OBJECT_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+KEY_VERSION = re.compile(r"[0-9a-fA-F]{32}")
+LIST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # Klaviyo's are six letters and digits; never a path
 EXPORT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")  # it names blob folders and URL segments
 # An ``env`` connection may only name a variable meant for a Klaviyo key, never one of the
 # app's own settings (its storage connection string holds an account key).
@@ -47,6 +50,8 @@ class Connection:
     display_name: str
     key_vault_secret: str | None  # secret name in the app's Key Vault
     env: str | None  # or an environment variable holding the key (local runs)
+    users: tuple[str, ...] = ()  # Entra object ids (users or groups) that may use it besides admins
+    key_version: str | None = None  # the secret's version the API stored (None: its newest)
 
 
 @dataclass(frozen=True)
@@ -132,9 +137,15 @@ def parse_config(raw: bytes, origin: str) -> ExportsConfig:
     return ExportsConfig(connections, exports)
 
 
+def connections_of(document: dict[str, Any]) -> dict[str, Connection]:
+    """The document's well-formed connections, whatever is wrong elsewhere in it (the
+    management API decides who may use what before the whole document is valid again)."""
+    return _connections(document.get("connections"), [])
+
+
 def _connections(items: Any, problems: list[str]) -> dict[str, Connection]:
-    if not isinstance(items, list) or not items:
-        problems.append("'connections' must be a non-empty list")
+    if not isinstance(items, list):
+        problems.append("'connections' must be a list")
         return {}
     connections: dict[str, Connection] = {}
     for position, item in enumerate(items):
@@ -152,7 +163,15 @@ def _connections(items: Any, problems: list[str]) -> dict[str, Connection]:
         elif isinstance(env, str) and env.strip() and (not KEY_VARIABLE.fullmatch(env) or PROTECTED_VARIABLES.search(env)):
             problems.append(f"{where}: 'env' must name a variable meant for a Klaviyo key, with KLAVIYO in its name "
                             "(e.g. KLAVIYO_API_KEY); the app's own settings are never read as a key")
-        connections[name] = Connection(name, str(item.get("display_name") or name), secret or None, env or None)
+        users, version = item.get("users", []), item.get("key_version")
+        if not isinstance(users, list) or not all(isinstance(u, str) and OBJECT_ID.fullmatch(u) for u in users):
+            problems.append(f"{where}: 'users' must be a list of Microsoft Entra object ids (users or groups)")
+            users = []
+        if version is not None and not (isinstance(version, str) and KEY_VERSION.fullmatch(version)):
+            problems.append(f"{where}: 'key_version' must be a secret version id (32 hex digits)")
+            version = None
+        connections[name] = Connection(name, str(item.get("display_name") or name), secret or None, env or None,
+                                       tuple(u.lower() for u in users), version)
     return connections
 
 
@@ -184,6 +203,9 @@ def _exports(items: Any, connections: dict[str, Connection], problems: list[str]
         list_id = item.get("list_id")
         if not isinstance(list_id, str) or not list_id.strip():
             problems.append(f"{where}: 'list_id' must be a non-empty string (got {type(list_id).__name__})")
+        elif not LIST_ID.fullmatch(list_id):
+            problems.append(f"{where}: 'list_id' must be a Klaviyo list id: letters and digits (Lists > the list > "
+                            "Settings shows it)")
         enabled = item.get("enabled", True)
         if not isinstance(enabled, bool):
             problems.append(f"{where}: 'enabled' must be true or false")

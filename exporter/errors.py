@@ -20,6 +20,10 @@ class SourceError(ExportError):
 class KlaviyoAuthError(ExportError):
     """Klaviyo refused the API key (401) or its scopes (403); retrying cannot help."""
 
+    def __init__(self, message: str, status: int = 401):
+        super().__init__(message)
+        self.status = status
+
 
 class KlaviyoRequestError(ExportError):
     """Klaviyo kept failing past the retry budget, or answered in a way we cannot handle."""

@@ -34,9 +34,12 @@ class KeyVaultApiKey:
     """An ``ApiKeySource`` backed by one Key Vault secret."""
 
     def __init__(self, client: SecretClient, secret_name: str, ttl_seconds: float = 300.0,
-                 retry: RetryPolicy = KEY_VAULT_RETRY):
+                 retry: RetryPolicy = KEY_VAULT_RETRY, version: str | None = None):
+        """``version``: the one the management API stored (None: the newest, for keys put in
+        the vault by hand and rotated there)."""
         self._client = client
         self._name = secret_name
+        self._version = version
         self._ttl = ttl_seconds
         self._retry = retry
         self._value: str | None = None
@@ -74,7 +77,7 @@ class KeyVaultApiKey:
         while True:
             attempt += 1
             try:
-                secret = await self._client.get_secret(self._name)
+                secret = await self._client.get_secret(self._name, self._version)
                 break
             except ResourceNotFoundError:
                 raise ConfigError(f"Key Vault has no secret named {self._name!r}") from None

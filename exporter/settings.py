@@ -39,4 +39,7 @@ LOCAL_MODE = Setting("EXPORTER_LOCAL_MODE", "false",
 EXPORTS_CONFIG_FILE = Setting("EXPORTS_CONFIG_FILE", "",
                               "a local exports JSON file read when EXPORTS_CONFIG_URL is empty (default: the bundled "
                               "exports.json); local runs only: exports.local.json works with the simulator")
-LOCAL_ONLY = (LOCAL_MODE, EXPORTS_CONFIG_FILE)
+SECRETS_FILE = Setting("EXPORTER_SECRETS_FILE", "~/.klaviyo-exporter/secrets.json",
+                       "where the management API keeps Klaviyo keys when there is no Key Vault; local runs only: a "
+                       "file outside the repository, readable by its owner only")
+LOCAL_ONLY = (LOCAL_MODE, EXPORTS_CONFIG_FILE, SECRETS_FILE)

@@ -36,7 +36,26 @@ def trigger(bindings: list[dict[str, Any]]) -> dict[str, Any]:
 
 def test_the_app_has_exactly_these_functions(functions) -> None:
     assert set(functions) == {"scheduled_exports", "start_run", "start_run_with_overrides", "run_status",
-                              "list_exports", "segment_dropped", "run_worker", "run_poisoned"}
+                              "list_exports", "segment_dropped", "run_worker", "run_poisoned", *PEOPLE_ROUTES}
+
+
+PEOPLE_ROUTES = {
+    "manage_me": ("manage/me", ["GET"]),
+    "manage_connections": ("manage/connections", ["GET"]),
+    "manage_connection": ("manage/connections/{name}", ["GET", "PUT", "DELETE"]),
+    "manage_exports": ("manage/exports", ["GET"]),
+    "manage_export": ("manage/exports/{name}", ["GET", "PUT", "DELETE"]),
+    "manage_start_run": ("manage/exports/{name}/runs", ["POST"]),
+    "manage_run_status": ("manage/exports/{name}/runs/{run_id}", ["GET"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PEOPLE_ROUTES))
+def test_routes_for_people_are_open_to_the_host_and_checked_by_the_app(functions, name) -> None:
+    """The host checks keys only; these routes check the signed-in principal themselves
+    (tests/test_manage_*.py show each refuses a request without one)."""
+    http = trigger(functions[name])
+    assert (http["route"], http["methods"], http["authLevel"]) == (*PEOPLE_ROUTES[name], "ANONYMOUS")
 
 
 def test_timer_reads_its_schedule_from_the_app_setting(functions) -> None:

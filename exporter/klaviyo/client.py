@@ -16,7 +16,7 @@ import socket
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import orjson
 
@@ -129,7 +129,7 @@ class KlaviyoClient:
 
     async def check_list(self, list_id: str) -> str:
         """Fail before reading the segment if the key is refused or the list does not exist."""
-        path = f"/api/lists/{list_id}"
+        path = f"/api/lists/{quote(list_id, safe='')}"
         try:
             body = await self.request("GET", path, tier=None)
         except NotFound:
@@ -228,7 +228,7 @@ class KlaviyoClient:
                     await asyncio.sleep(wait)
                     continue
             if status in (401, 403):
-                raise KlaviyoAuthError(_auth_message(status, raw, forbidden + 1))
+                raise KlaviyoAuthError(_auth_message(status, raw, forbidden + 1), status)
             if status == 400 and payload is not None:
                 problems = _profile_problems(raw)
                 if problems:

@@ -45,8 +45,11 @@ OVERRIDES = ("allowMassRemoval",)  # what widens what a run may remove
 
 
 async def start_run(service: ExportService, name: str, query: Mapping[str, str], body: bytes,
-                    base_url: str, privileged: bool = False) -> ApiResponse:
-    """``privileged``: the caller holds the admin key (the admin route), so overrides apply."""
+                    base_url: str, privileged: bool = False, route: str = "/api/exports",
+                    refusal: str | None = None) -> ApiResponse:
+    """``privileged``: the caller may widen removals (the admin key's route, or an admin signed
+    in), so overrides apply; ``refusal`` says why not otherwise; ``route``: where the run's
+    status is read by the same kind of caller."""
     flag = query.get("dryRun", "false").strip().lower()
     if flag not in _BOOLEANS:
         return _error(400, f"dryRun must be true or false, got {query.get('dryRun')!r}")
@@ -64,9 +67,9 @@ async def start_run(service: ExportService, name: str, query: Mapping[str, str],
             return _error(400, BODY_SHAPE)
     widening = [k for k in OVERRIDES if options.get(k)]
     if widening and not privileged:
-        return _error(403, f"{', '.join(widening)} widens what a run may remove, so a function key cannot ask for it; "
-                           f"call POST /api/exports/{name}/admin-runs with the app's admin key (an administrator's "
-                           "decision), or run without it")
+        return _error(403, f"{', '.join(widening)} widens what a run may remove: " + (refusal or (
+            f"a function key cannot ask for it; call POST /api/exports/{name}/admin-runs with the app's admin key "
+            "(an administrator's decision), or run without it")))
     source = options.get("source")
     dry_run = _BOOLEANS[flag] or options.get("dryRun", False)
     try:
@@ -80,7 +83,7 @@ async def start_run(service: ExportService, name: str, query: Mapping[str, str],
         return _error(400, str(exc))
     if not result.started:
         return _error(409, f"export {name!r} already has an active run", run_id=result.run_id)
-    status_url = f"{base_url.rstrip('/')}/api/exports/{name}/runs/{result.run_id}"
+    status_url = f"{base_url.rstrip('/')}{route}/{name}/runs/{result.run_id}"
     return ApiResponse(202, {"run_id": result.run_id, "export": name, "status": "queued", "status_url": status_url},
                        {"Location": status_url})
 

@@ -57,6 +57,8 @@ class SimulatorConfig:
     job_delay: float = 0.2
     seed: int | None = None
     request_rejects: frozenset[str] = frozenset()  # see validation.check_import_job
+    account_id: str = "SimAcc"  # what GET /api/accounts names (Klaviyo: six letters and digits)
+    accounts_scope: bool = True  # False: keys lack accounts:read, so GET /api/accounts answers 403
 
 
 @dataclass
@@ -165,6 +167,7 @@ class KlaviyoSimulator:
 
         app.on_cleanup.append(stop_decoder)
         app.add_routes([
+            web.get("/api/accounts", self.get_accounts),
             web.get("/api/lists/{id}", self.get_list),
             web.post("/api/profile-bulk-import-jobs", self.create_job),
             web.get("/api/profile-bulk-import-jobs", self.list_jobs),
@@ -242,6 +245,16 @@ class KlaviyoSimulator:
         if self.config.fault_rate and self._random.random() < self.config.fault_rate:
             return self._random.choice(FAULTS)
         return None
+
+    async def get_accounts(self, request: web.Request) -> web.Response:
+        """The key's own account, as Klaviyo answers it (a list of one)."""
+        if not self.config.accounts_scope:
+            return _errors(403, error(403, "permission_denied", "You do not have permission to perform this action.",
+                                      "This API key is missing required scopes: accounts:read."))
+        account = {"type": "account", "id": self.config.account_id,
+                   "attributes": {"test_account": False, "public_api_key": self.config.account_id},
+                   "links": {"self": f"{_base(request)}/api/accounts/{self.config.account_id}/"}}
+        return _json({"data": [account], "links": {"self": f"{_base(request)}/api/accounts/"}})
 
     async def get_list(self, request: web.Request) -> web.Response:
         list_id = request.match_info["id"]
