@@ -55,6 +55,9 @@ param runTimeBudgetSeconds int = 1500
 @description('Seconds after its first leg began that a run still going fails and frees its export.')
 param runDeadlineSeconds int = 21600
 
+@description('Client id of the Entra ID app registration people sign in with and whose app roles (Exporter.Admin, Exporter.Contributor) they hold; infra/hooks/preprovision.sh creates it. Empty: no sign-in, function keys only.')
+param authClientId string = ''
+
 @description('Storage redundancy.')
 @allowed([
   'Standard_LRS'
@@ -147,6 +150,7 @@ module functionApp 'modules/functionapp.bicep' = {
     runsQueue: runsQueue
     runTimeBudgetSeconds: runTimeBudgetSeconds
     runDeadlineSeconds: runDeadlineSeconds
+    authClientId: authClientId
   }
 }
 
@@ -186,4 +190,5 @@ output CONFIG_BLOB_URL string = '${storage.outputs.blobEndpoint}${configContaine
 output KEY_VAULT_NAME string = keyVault.outputs.name
 output KLAVIYO_SECRET_NAME string = klaviyoSecretName
 output EVENT_GRID_SYSTEM_TOPIC string = systemTopic.name
+output AUTH_CLIENT_ID string = authClientId
 output APPLICATIONINSIGHTS_NAME string = 'appi-${environmentName}-${suffix}'

@@ -30,6 +30,7 @@ REQUIRED_ROLES = {
     ("974c5e8b-45b9-4653-ba55-5f855dd0fb88", "Microsoft.Storage/storageAccounts"),  # Storage Queue Data Contributor
     ("4633458b-17de-408a-b874-0445c86b69e6", "Microsoft.KeyVault/vaults"),  # Key Vault Secrets User
     ("3913510d-42f4-4e42-8a64-420c390055eb", "Microsoft.Insights/components"),  # Monitoring Metrics Publisher
+    ("secretWriterRole", "Microsoft.KeyVault/vaults"),  # the custom role that only sets secrets
 }
 
 
@@ -76,7 +77,11 @@ def role_problems(tree: dict[str, Any]) -> list[str]:
     for resource in tree["resources"].values():
         if resource["type"] != "Microsoft.Authorization/roleAssignments":
             continue
-        definition = resource["config"]["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
+        reference = resource["config"]["properties"]["roleDefinitionId"]
+        if "function" not in reference:  # a custom role defined in the template: its actions are checked below
+            granted.add((reference["operator"]["operands"]["operand_1"], scopes[resource["config"]["scope"]]))
+            continue
+        definition = reference["function"]["parameters"]["resource_name_1"]
         role = role_ids[definition["operator"]["operands"]["operand_2"]]
         granted.add((role, scopes[resource["config"]["scope"]]))
     return [f"role {role} on {scope} is not assigned" for role, scope in sorted(REQUIRED_ROLES - granted)]
@@ -98,7 +103,28 @@ def test_https_tls_and_ftps_are_locked_down() -> None:
 def test_the_identity_has_exactly_the_roles_it_needs() -> None:
     tree = parse(ROLES)
     assert role_problems(tree) == []
-    assert len([r for r in tree["resources"].values() if r["type"] == "Microsoft.Authorization/roleAssignments"]) == 4
+    assert len([r for r in tree["resources"].values() if r["type"] == "Microsoft.Authorization/roleAssignments"]) == 5
+
+
+def test_the_identity_may_write_secrets_and_nothing_more() -> None:
+    """The management API stores keys; no built-in role sets secrets without also deleting
+    and purging them, so a custom role grants setSecret alone, in this resource group."""
+    role = parse(ROLES)["resources"]["secretWriterRole"]["config"]["properties"]
+    assert role["permissions"] == [{"actions": [], "notActions": [], "notDataActions": [],
+                                    "dataActions": ["Microsoft.KeyVault/vaults/secrets/setSecret/action"]}]
+    assert role["assignableScopes"] == [{"function": {"type": "resource_group", "parameters": {}}, "property_name": "id"}] \
+        or len(role["assignableScopes"]) == 1
+
+
+def test_app_service_authentication_signs_people_in_and_lets_function_keys_through() -> None:
+    [auth] = [r for r in parse(FUNCTION_APP)["resources"].values() if r["type"] == "Microsoft.Web/sites/config"]
+    resource = auth["config"]["config"]  # made only when a client id is given (a conditional resource)
+    config = resource["properties"]
+    assert resource["name"] == "authsettingsV2" and config["platform"]["enabled"] is True
+    assert config["globalValidation"] == {"requireAuthentication": False, "unauthenticatedClientAction": "AllowAnonymous"}
+    entra = config["identityProviders"]["azureActiveDirectory"]
+    assert entra["enabled"] is True and entra["registration"]["clientId"] == "authClientId"
+    assert config["httpSettings"]["requireHttps"] is True
 
 
 def test_storage_and_key_vault_security_defaults() -> None:

@@ -1,4 +1,9 @@
 // Exactly the roles the app's identity needs, each on the one resource it uses.
+//
+// Key Vault: the app reads keys ('Key Vault Secrets User') and, since the management API
+// stores a connection's key, writes them. No built-in role only writes: 'Key Vault Secrets
+// Officer' could also delete, purge, back up and restore every secret. So a custom role
+// grants setSecret alone, assignable in this resource group only, assigned on this vault.
 
 param principalId string
 param storageName string
@@ -51,6 +56,38 @@ resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalId: principalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+  }
+}
+
+resource secretWriterRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(resourceGroup().id, 'klaviyo-exporter-secret-writer')
+  properties: {
+    roleName: 'Klaviyo exporter secret writer (${resourceGroup().name})'
+    description: 'Sets new versions of secrets; nothing else (no delete, purge, backup or restore).'
+    type: 'CustomRole'
+    assignableScopes: [
+      resourceGroup().id
+    ]
+    permissions: [
+      {
+        actions: []
+        notActions: []
+        dataActions: [
+          'Microsoft.KeyVault/vaults/secrets/setSecret/action'
+        ]
+        notDataActions: []
+      }
+    ]
+  }
+}
+
+resource secretsWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(vault.id, principalId, secretWriterRole.id)
+  scope: vault
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: secretWriterRole.id
   }
 }
 
