@@ -27,6 +27,7 @@ from typing import AsyncIterator, Callable, Sequence
 from urllib.parse import urlsplit
 
 from exporter.allocator import share_one_arena
+from exporter.cli_app import add_app_parser, app_command
 from exporter.cli_output import ProgressBar, plural, summary
 from exporter.errors import ConfigError, ExportError, SourceError, TransientError
 from exporter.klaviyo.auth import KEY_ENV, ApiKeySource, api_key_from_environment
@@ -224,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a list that exists (repeatable; more with POST /_sim/lists) (default: none)")
     simulate.add_argument("--api-key", action="append", default=[],
                           help="an accepted key (repeatable) (default: any key starting pk_)")
+    add_app_parser(commands, formatter)
     return parser
 
 
@@ -241,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _simulate(args)
         if args.command == "check-config":
             return _check_config(args)
+        if args.command == "app":
+            return app_command(args)
         return _export_command(args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

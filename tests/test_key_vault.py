@@ -124,3 +124,25 @@ async def test_run_export_hands_a_key_vault_outage_back_instead_of_failing(vault
             await run_export(ExportPlan("t", str(source), LIST_ID, FieldMapping("email")), klaviyo,
                              RejectsFile(tmp_path / "r.csv"))
     assert simulator.simulator.stats.requests == 0
+
+
+async def test_a_key_the_management_api_stores_is_a_new_version_that_runs_read(vault) -> None:
+    from exporter.manage.keys import VaultKeyWriter
+
+    fake, client, _ = vault
+    writer = VaultKeyWriter(client)
+    first = await writer.store("klaviyo-connection-eu", "pk_first_version_key")
+    second = await writer.store("klaviyo-connection-eu", "pk_second_version_key")
+    assert first != second and len(first) == 32
+    assert await KeyVaultApiKey(client, "klaviyo-connection-eu", version=first).get() == "pk_first_version_key"
+    assert await KeyVaultApiKey(client, "klaviyo-connection-eu", version=second).get() == "pk_second_version_key"
+    assert await KeyVaultApiKey(client, "klaviyo-connection-eu").get() == "pk_second_version_key"  # newest
+
+
+async def test_an_identity_that_may_not_set_secrets_is_told_which_role_it_needs(vault) -> None:
+    from exporter.manage.keys import VaultKeyWriter
+
+    fake, client, _ = vault
+    fake.refuse_writes = True
+    with pytest.raises(ExportError, match="needs the custom secret-writer role"):
+        await VaultKeyWriter(client).store("klaviyo-connection-eu", "pk_some_key_value")

@@ -33,8 +33,8 @@ class KeyWriter(Protocol):
 
 
 class VaultKeyWriter:
-    """Writes with the app's identity, which holds 'Key Vault Secrets Officer' on its own
-    vault only (see infra/modules/roles.bicep)."""
+    """Writes with the app's identity, which may set secrets on its own vault and nothing
+    more (a custom role: see infra/modules/roles.bicep)."""
 
     where = "Key Vault"
 
@@ -47,7 +47,7 @@ class VaultKeyWriter:
         except HttpResponseError as exc:
             if exc.status_code in (401, 403):
                 raise ExportError(f"Key Vault refused to store secret {name!r} ({exc.status_code}): the app's identity "
-                                  "needs 'Key Vault Secrets Officer' on its vault") from None
+                                  "needs the custom secret-writer role on its vault (infra/modules/roles.bicep)") from None
             raise TransientError(f"Key Vault did not store secret {name!r} (HTTP {exc.status_code}); "
                                  "nothing was saved, try again") from None
         except AzureError as exc:
