@@ -250,7 +250,7 @@ def test_a_disabled_export_needs_force(tmp_path: Path, segment: Path) -> None:
 
 def test_the_readme_shows_exactly_what_help_says() -> None:
     readme = (ROOT / "README.md").read_text()
-    for command in (["--help"], ["export", "--help"], ["simulate-klaviyo", "--help"]):
+    for command in (["--help"], ["export", "--help"], ["simulate-klaviyo", "--help"], ["app", "--help"]):
         shown = cli(*command, env=HELP_ENV).stdout
         assert shown.strip() in readme, f"README lacks the current output of: klaviyo-export {' '.join(command)}"
 
