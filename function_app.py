@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob_binding
 
+from exporter import ui
 from exporter.logsafe import install_everywhere
 from exporter.manage import routes as manage
 from exporter.runs import api
@@ -23,7 +24,7 @@ RUNTIME = AppRuntime()
 
 def _respond(answer: api.ApiResponse) -> func.HttpResponse:
     return func.HttpResponse(answer.json(), status_code=answer.status, headers=answer.headers,
-                             mimetype="application/json")
+                             mimetype=answer.content_type)
 
 
 def _base_url(req: func.HttpRequest) -> str:
@@ -112,11 +113,28 @@ async def manage_export(req: func.HttpRequest) -> func.HttpResponse:
     return await _manage(req, manage.export)
 
 
-@app.route(route="manage/exports/{name}/runs", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-async def manage_start_run(req: func.HttpRequest) -> func.HttpResponse:
-    return await _manage(req, manage.start_run)
+@app.route(route="manage/exports/{name}/runs", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def manage_runs(req: func.HttpRequest) -> func.HttpResponse:
+    return await _manage(req, manage.runs)
 
 
 @app.route(route="manage/exports/{name}/runs/{run_id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def manage_run_status(req: func.HttpRequest) -> func.HttpResponse:
     return await _manage(req, manage.run_status)
+
+
+@app.route(route="manage/exports/{name}/runs/{run_id}/{file}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def manage_run_file(req: func.HttpRequest) -> func.HttpResponse:
+    return await _manage(req, manage.run_file)
+
+
+# ---- the page (static files; what it shows comes from the routes above) ------------------
+
+@app.route(route="ui", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def ui_page(req: func.HttpRequest) -> func.HttpResponse:
+    return _respond(ui.asset("index.html"))
+
+
+@app.route(route="ui/{asset}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def ui_asset(req: func.HttpRequest) -> func.HttpResponse:
+    return _respond(ui.asset(req.route_params["asset"]))

@@ -91,7 +91,10 @@ class LocalHost:
                                         params=dict(request.query), route_params=dict(request.match_info),
                                         body=await request.read())
             answer = await getattr(function_app, function.name).build().get_user_function()(incoming)
-            return web.Response(status=answer.status_code, body=answer.get_body(), headers=dict(answer.headers))
+            headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-type"}
+            content_type = answer.headers.get("Content-Type") or f"{answer.mimetype}; charset={answer.charset}"
+            return web.Response(status=answer.status_code, body=answer.get_body(),
+                                headers={**headers, "Content-Type": content_type})
         return handle
 
     async def _deliver_runs(self) -> None:

@@ -20,7 +20,7 @@ from exporter.klaviyo.client import KlaviyoClient
 from exporter.klaviyo.retry import RetryPolicy
 from exporter.simulator import RunningSimulator, SimulatorConfig
 
-pytest_plugins = ["tests.app_harness", "tests.manage_harness"]  # the function app and people calling it
+pytest_plugins = ["tests.app_harness", "tests.manage_harness", "tests.browser"]  # the function app and people calling it
 
 API_KEY = "pk_test_0123456789abcdef"
 LIST_ID = "Lst001"

@@ -30,8 +30,9 @@ WRITE = {"X-Exporter-Request": "1"}
 ROUTES = {  # function -> (method, route template)
     "manage_me": "manage/me", "manage_connections": "manage/connections",
     "manage_connection": "manage/connections/{name}", "manage_exports": "manage/exports",
-    "manage_export": "manage/exports/{name}", "manage_start_run": "manage/exports/{name}/runs",
+    "manage_export": "manage/exports/{name}", "manage_runs": "manage/exports/{name}/runs",
     "manage_run_status": "manage/exports/{name}/runs/{run_id}",
+    "manage_run_file": "manage/exports/{name}/runs/{run_id}/{file}",
 }
 
 

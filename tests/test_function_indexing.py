@@ -45,8 +45,11 @@ PEOPLE_ROUTES = {
     "manage_connection": ("manage/connections/{name}", ["GET", "PUT", "DELETE"]),
     "manage_exports": ("manage/exports", ["GET"]),
     "manage_export": ("manage/exports/{name}", ["GET", "PUT", "DELETE"]),
-    "manage_start_run": ("manage/exports/{name}/runs", ["POST"]),
+    "manage_runs": ("manage/exports/{name}/runs", ["GET", "POST"]),
     "manage_run_status": ("manage/exports/{name}/runs/{run_id}", ["GET"]),
+    "manage_run_file": ("manage/exports/{name}/runs/{run_id}/{file}", ["GET"]),
+    "ui_page": ("ui", ["GET"]),
+    "ui_asset": ("ui/{asset}", ["GET"]),
 }
 
 

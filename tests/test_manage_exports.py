@@ -50,7 +50,7 @@ async def test_an_export_saved_through_the_api_runs_with_the_key_stored_through_
     await set_up(managed)
     await managed.put(managed.segments, "eu/customers.csv", SEGMENT)
     assert (await send("manage_export", "PUT", CONTRIBUTOR, export_body("EuList"), name="eu-vip")).status == 201
-    started = await send("manage_start_run", "POST", CONTRIBUTOR, name="eu-vip")
+    started = await send("manage_runs", "POST", CONTRIBUTOR, name="eu-vip")
     assert started.status == 202 and "/api/manage/exports/eu-vip/runs/" in started.headers["Location"]
     await managed.deliver()
     state = await send("manage_run_status", "GET", CONTRIBUTOR, name="eu-vip", run_id=started.body["run_id"])
@@ -64,7 +64,7 @@ async def test_a_contributor_not_among_a_connections_users_gets_403(managed) -> 
     refused = await send("manage_export", "PUT", OUTSIDER, export_body("EuList"), name="eu-vip")
     assert refused.status == 403 and "may not use connection 'eu'" in refused.body["error"]
     assert (await send("manage_export", "PUT", CONTRIBUTOR, export_body("EuList"), name="eu-vip")).status == 201
-    for function, method, route in (("manage_export", "GET", {}), ("manage_start_run", "POST", {}),
+    for function, method, route in (("manage_export", "GET", {}), ("manage_runs", "POST", {}),
                                     ("manage_run_status", "GET", {"run_id": "r" * 10})):
         answer = await send(function, method, OUTSIDER, name="eu-vip", **route)
         assert answer.status == 403, (function, answer.body)
@@ -120,10 +120,10 @@ async def test_run_overrides_that_widen_removals_are_for_admins_only(managed) ->
     await set_up(managed)
     await managed.put(managed.segments, "eu/customers.csv", SEGMENT)
     assert (await send("manage_export", "PUT", CONTRIBUTOR, export_body("EuList"), name="eu-vip")).status == 201
-    refused = await send("manage_start_run", "POST", CONTRIBUTOR, {"allowMassRemoval": True}, name="eu-vip")
+    refused = await send("manage_runs", "POST", CONTRIBUTOR, {"allowMassRemoval": True}, name="eu-vip")
     assert refused.status == 403 and "only the Exporter.Admin role" in refused.body["error"]
     assert await runs_started(managed) == 0
-    allowed = await send("manage_start_run", "POST", ADMIN, {"allowMassRemoval": True, "dryRun": True}, name="eu-vip")
+    allowed = await send("manage_runs", "POST", ADMIN, {"allowMassRemoval": True, "dryRun": True}, name="eu-vip")
     assert allowed.status == 202
 
 
@@ -131,7 +131,7 @@ async def test_an_export_with_an_active_run_cannot_be_deleted(managed) -> None:
     await set_up(managed)
     await managed.put(managed.segments, "eu/customers.csv", SEGMENT)
     saved = await send("manage_export", "PUT", CONTRIBUTOR, export_body("EuList"), name="eu-vip")
-    started = await send("manage_start_run", "POST", CONTRIBUTOR, name="eu-vip")
+    started = await send("manage_runs", "POST", CONTRIBUTOR, name="eu-vip")
     busy = await send("manage_export", "DELETE", CONTRIBUTOR, headers={"If-Match": saved.etag}, name="eu-vip")
     assert busy.status == 409 and started.body["run_id"] in busy.body["error"]
     await managed.deliver()

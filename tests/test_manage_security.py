@@ -19,7 +19,9 @@ EVERY_ROUTE = [  # (function, method, route values)
     *[("manage_connection", m, {"name": "eu"}) for m in ("GET", "PUT", "DELETE")],
     ("manage_exports", "GET", {}),
     *[("manage_export", m, {"name": "vip"}) for m in ("GET", "PUT", "DELETE")],
-    ("manage_start_run", "POST", {"name": "vip"}), ("manage_run_status", "GET", {"name": "vip", "run_id": "x"}),
+    ("manage_runs", "POST", {"name": "vip"}), ("manage_runs", "GET", {"name": "vip"}),
+    ("manage_run_status", "GET", {"name": "vip", "run_id": "x"}),
+    ("manage_run_file", "GET", {"name": "vip", "run_id": "x", "file": "rejects.csv"}),
 ]
 assert {f for f, _, _ in EVERY_ROUTE} == set(ROUTES)
 

@@ -31,3 +31,4 @@ class Backend:
     service: ExportService
     audit: AuditTrail
     trusted: bool  # the platform (or local mode) vouches for the principal header
+    schedule: str = ""  # the refresh timer's NCRONTAB schedule, for people to see

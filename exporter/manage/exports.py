@@ -35,8 +35,9 @@ class Exports:
         """The exports on connections the caller may use, each with its newest run."""
         require_a_role(principal)
         config = await self._backend.service.config()
-        usable = {e.name for e in config.exports.values() if may_use(principal, e.connection)}
-        return [e for e in await self._backend.service.overview() if e["name"] in usable]
+        usable = {e.name: e for e in config.exports.values() if may_use(principal, e.connection)}
+        return [e | {"mode": usable[e["name"]].mode, "connection_name": usable[e["name"]].connection.name}
+                for e in await self._backend.service.overview() if e["name"] in usable]
 
     async def get(self, principal: Principal, name: str) -> tuple[dict[str, Any], str]:
         snapshot = await self._backend.editor.snapshot()

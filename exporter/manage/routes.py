@@ -13,8 +13,11 @@ GET    /api/manage/exports                             both roles: the exports o
 GET    /api/manage/exports/{name}                      both roles, on a connection they may use (ETag)
 PUT    /api/manage/exports/{name}                      likewise; If-Match to change; never starts a run
 DELETE /api/manage/exports/{name}                      likewise; If-Match; 409 while a run is active
+GET    /api/manage/exports/{name}/runs                 likewise: its newest runs, with counts and durations
 POST   /api/manage/exports/{name}/runs[?dryRun=true]   likewise; allowMassRemoval: Exporter.Admin only
 GET    /api/manage/exports/{name}/runs/{run_id}        likewise
+GET    /api/manage/exports/{name}/runs/{run_id}/{file} likewise: rejects.csv, preview.csv (downloads) or
+                                                       preview (its rows as JSON, for the page)
 
 A request that changes something must carry ``X-Exporter-Request: 1``: a browser sends no
 custom header to another site's API without asking first (CORS), so a page elsewhere
@@ -30,11 +33,13 @@ import orjson
 
 from exporter.config import ConfigProblems
 from exporter.errors import ConfigError, TransientError
+from exporter.manage import run_files
 from exporter.manage.backend import Backend, Conflict, NotFoundItem
 from exporter.manage.connections import Connections
 from exporter.manage.document import DocumentReadOnly
 from exporter.manage.editing import Invalid, PreconditionFailed, PreconditionRequired, Preconditions
 from exporter.manage.exports import Exports
+from exporter.manage.history import run_history, timing
 from exporter.manage.principal import NotSignedIn, Principal, caller
 from exporter.manage.roles import Forbidden, is_admin, may_use, require_use
 from exporter.runs import api
@@ -127,7 +132,7 @@ async def connection(backend: Backend, principal: Principal, request: ManageRequ
 
 
 async def list_exports(backend: Backend, principal: Principal, request: ManageRequest) -> ApiResponse:
-    return ApiResponse(200, {"exports": await Exports(backend).listing(principal)})
+    return ApiResponse(200, {"exports": await Exports(backend).listing(principal), "schedule": backend.schedule})
 
 
 async def export(backend: Backend, principal: Principal, request: ManageRequest) -> ApiResponse:
@@ -143,9 +148,11 @@ async def export(backend: Backend, principal: Principal, request: ManageRequest)
                        "never runs an export; it runs with each refresh or on demand"}, {"ETag": etag})
 
 
-async def start_run(backend: Backend, principal: Principal, request: ManageRequest) -> ApiResponse:
+async def runs(backend: Backend, principal: Principal, request: ManageRequest) -> ApiResponse:
     name = request.params["name"]
     await _require_export_use(backend, principal, name)
+    if request.method == "GET":
+        return ApiResponse(200, {"runs": await run_history(backend.service, name)})
     return await api.start_run(backend.service, name, request.query, request.body, request.base_url,
                                privileged=is_admin(principal), route="/api/manage/exports",
                                refusal="only the Exporter.Admin role may widen what a run removes")
@@ -154,7 +161,16 @@ async def start_run(backend: Backend, principal: Principal, request: ManageReque
 async def run_status(backend: Backend, principal: Principal, request: ManageRequest) -> ApiResponse:
     name = request.params["name"]
     await _require_export_use(backend, principal, name)
-    return await api.run_status(backend.service, name, request.params["run_id"])
+    answer = await api.run_status(backend.service, name, request.params["run_id"])
+    if answer.status == 200:
+        answer.body.update(timing(answer.body))
+    return answer
+
+
+async def run_file(backend: Backend, principal: Principal, request: ManageRequest) -> ApiResponse:
+    name, run_id, file = request.params["name"], request.params["run_id"], request.params["file"]
+    await _require_export_use(backend, principal, name)
+    return await run_files.answer(backend.service.store, name, run_id, file)
 
 
 async def _require_export_use(backend: Backend, principal: Principal, name: str) -> None:

@@ -27,9 +27,11 @@ class ApiResponse:
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None  # a body that is not JSON (a file, the page), sent as it is
+    content_type: str = "application/json"
 
     def json(self) -> bytes:
-        return orjson.dumps(self.body)
+        return self.raw if self.raw is not None else orjson.dumps(self.body)
 
 
 BODY_FIELDS: dict[str, type] = {"source": str, "full": bool, "allowMassRemoval": bool, "dryRun": bool}

@@ -104,7 +104,7 @@ class AppRuntime:
                 editor=DocumentEditor(self.document(), self.forget_config), key_writer=self._key_writer,
                 key_source=self.key_source, klaviyo_url=self.setting("KLAVIYO_BASE_URL"), service=service,
                 audit=AuditTrail(service.store.container),
-                trusted=platform_authenticates(self._env) or self.local_mode)
+                trusted=platform_authenticates(self._env) or self.local_mode, schedule=self.setting("EXPORT_SCHEDULE"))
         return self._backend
 
     def _key_writer(self) -> KeyWriter:

@@ -27,6 +27,12 @@ def is_run_id(value: object) -> bool:
     return isinstance(value, str) and RUN_ID.fullmatch(value) is not None
 
 
+class FileTooLarge(Exception):
+    def __init__(self, size: int):
+        super().__init__(size)
+        self.size = size
+
+
 class StateChanged(Exception):
     """Another worker wrote the run's state since it was read: it has claimed the leg."""
 
@@ -146,6 +152,29 @@ class RunStore:
         with path.open("rb") as data:
             await blob.upload_blob(data, overwrite=True)
         return blob.url
+
+    async def recent(self, export: str, limit: int = 20) -> list[RunState]:
+        """The export's newest runs, newest first (run ids begin with their start time)."""
+        run_ids = []
+        try:
+            async for entry in self.container.walk_blobs(name_starts_with=f"{export}/", delimiter="/"):
+                run_id = entry.name[len(export) + 1:].rstrip("/")
+                if is_run_id(run_id):
+                    run_ids.append(run_id)
+        except ResourceNotFoundError:  # no run of any export yet: no reports container
+            return []
+        states = [await self.load_state(export, run_id) for run_id in sorted(run_ids, reverse=True)[:limit]]
+        return [state for state in states if state is not None]
+
+    async def load_file(self, export: str, run_id: str, name: str, max_bytes: int) -> bytes | None:
+        """A file of the run (its rejects or preview); ``FileTooLarge`` past ``max_bytes``."""
+        try:
+            downloader = await self.container.get_blob_client(_run_path(export, run_id, name)).download_blob()
+        except ResourceNotFoundError:
+            return None
+        if (downloader.size or 0) > max_bytes:
+            raise FileTooLarge(downloader.size or 0)
+        return await downloader.readall()
 
     async def _put(self, name: str, body: bytes) -> None:
         await self.container.get_blob_client(name).upload_blob(body, overwrite=True)

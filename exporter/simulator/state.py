@@ -85,6 +85,7 @@ class Account:
         self._members: dict[str, dict[int, None]] = {}  # list id -> profile numbers, in order of joining
         self._consent: dict[int, ProfileConsent] = {}  # profile number -> consent (only once it has any)
         self._lock = threading.Lock()  # jobs are applied in a worker thread; readers take the lock too
+        self._held: list[SimJob] | None = None  # jobs waiting for ``release_jobs`` (None: none held)
 
     def add_list(self, list_id: str, name: str | None = None) -> None:
         self.lists[list_id] = name or list_id
@@ -181,7 +182,20 @@ class Account:
         asyncio.get_running_loop().call_later(self.job_delay / 2, self._start, job)
         return job
 
+    def hold_jobs(self) -> None:
+        """Jobs submitted from now on wait (``queued``) until ``release_jobs``: a test can see
+        a run between Klaviyo accepting its jobs and finishing them, as a slow Klaviyo would."""
+        self._held = []
+
+    def release_jobs(self) -> None:
+        held, self._held = self._held or [], None
+        for job in held:
+            self._start(job)
+
     def _start(self, job: SimJob) -> None:
+        if self._held is not None:
+            self._held.append(job)
+            return
         job.status, job.started_at = "processing", _now()
         loop = asyncio.get_running_loop()
         applied = loop.run_in_executor(None, self._apply, job)  # 10,000 upserts: off the event loop, which times requests
