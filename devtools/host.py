@@ -51,8 +51,12 @@ def http_functions() -> list[HttpFunction]:
 
 
 class LocalHost:
-    def __init__(self, function_key: str, master_key: str, pump_queue: bool = True, poll_seconds: float = 0.1):
+    def __init__(self, function_key: str, master_key: str, pump_queue: bool = True, poll_seconds: float = 0.1,
+                 signed_in: str | None = None):
+        """``signed_in``: a principal header to add to requests that carry none, as App Service
+        Authentication adds the signed-in person's (``scripts/page``, on a developer's machine)."""
         self.function_key, self.master_key = function_key, master_key
+        self._signed_in = signed_in
         self._pump_queue, self._poll = pump_queue, poll_seconds
         self._runner: web.AppRunner | None = None
         self._pump: asyncio.Task[None] | None = None
@@ -87,7 +91,10 @@ class LocalHost:
                        "ADMIN": key == self.master_key}[function.auth_level]
             if not allowed:
                 return web.Response(status=401)
-            incoming = func.HttpRequest(request.method, str(request.url), headers=dict(request.headers),
+            headers = dict(request.headers)
+            if self._signed_in and not any(k.lower() == "x-ms-client-principal" for k in headers):
+                headers["X-MS-CLIENT-PRINCIPAL"] = self._signed_in
+            incoming = func.HttpRequest(request.method, str(request.url), headers=headers,
                                         params=dict(request.query), route_params=dict(request.match_info),
                                         body=await request.read())
             answer = await getattr(function_app, function.name).build().get_user_function()(incoming)

@@ -55,10 +55,10 @@ class Site:
         return f"{self.host.url}/api/ui{hash_}"
 
 
-async def screenshot(page: Any, name: str) -> None:
+async def screenshot(page: Any, name: str, full_page: bool = False) -> None:
     if SCREENSHOTS:
         Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=False)
+        await page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=full_page)
 
 
 @pytest.fixture

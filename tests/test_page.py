@@ -85,6 +85,10 @@ async def test_a_mirror_exports_preview_shows_the_api_dry_runs_counts_and_asks_b
     await expect(page.locator("h1")).to_have_text(f"Run {run_id}")
     await expect(page.locator("[data-testid=run] .badge").first).to_have_text("succeeded", timeout=60_000)
     assert await page.locator("[data-testid=preview-counts]").count() == 0
+    await page.goto(site.url("#/exports/vip"))
+    await page.locator(".history table tbody tr").nth(2).wait_for()
+    assert await page.locator(".chart rect").count() == 2 * 4  # two runs (not the preview): 3 series + duration
+    await screenshot(page, "export-history", full_page=True)
     assert sorted(site.app.sim.simulator.account.member_emails(LIST_ID)) == sorted(
         [f"member{n}@example.com" for n in range(15)] + [f"newcomer{n}@example.com" for n in range(3)])
 
@@ -157,7 +161,7 @@ async def test_a_form_error_appears_beside_its_field(site: Site) -> None:
     assert "no list 'NoSuch'" in await message.inner_text()
     assert await page.get_by_label("Klaviyo list id").get_attribute("aria-invalid") == "true"
     assert await page.evaluate("document.activeElement.id") == "field-list_id"
-    await screenshot(page, "export-form")
+    await screenshot(page, "export-form", full_page=True)
     assert (await send("manage_export", "GET", ADMIN, name="eu-news")).status == 404
 
 
@@ -171,7 +175,7 @@ async def test_an_admin_sets_up_a_connection_in_the_products_order(site: Site) -
     refusal = page.locator("#error-privacy_acknowledged")
     await refusal.wait_for()
     assert "compliance boundary" in await refusal.inner_text()
-    await screenshot(page, "connection-form")
+    await screenshot(page, "connection-form", full_page=True)
     await page.get_by_label("4. I agree").check()
     await page.get_by_role("button", name="Save connection").click()
     await page.locator("h1", has_text="Connections").wait_for()

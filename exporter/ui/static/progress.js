@@ -23,10 +23,11 @@ export function progressView(state) {
 const SERIES = [["sent", "Sent", "bar-sent"], ["rejected", "Rejected", "bar-rejected"], ["removed", "Removed", "bar-removed"]];
 
 export function historyView(exportName, runs) {
-  const finished = runs.filter(run => run.counts && run.duration_seconds !== undefined).slice(0, 12).reverse();
-  if (!finished.length) return h("p", {}, "No finished runs yet.");
+  const finished = runs.filter(run => !run.dry_run && run.counts && run.duration_seconds !== undefined)
+    .slice(0, 12).reverse();  // previews send nothing: they are listed below, not charted
+  if (!runs.length) return h("p", {}, "No runs yet.");
   const width = 560, height = 140, pad = 24;
-  const slot = (width - pad) / finished.length;
+  const slot = (width - pad) / Math.max(finished.length, 1);
   const most = Math.max(1, ...finished.map(run => SERIES.reduce((sum, [key]) => sum + (run.counts[key] || 0), 0)));
   const rows = svg("svg", {viewBox: `0 0 ${width} ${height + 20}`, role: "img", class: "chart",
                            "aria-label": "Rows sent, rejected and removed per run, oldest first"});
@@ -64,5 +65,7 @@ export function historyView(exportName, runs) {
       h("td", {}, number(run.counts?.sent)), h("td", {}, number(run.counts?.rejected)),
       h("td", {}, number(run.counts?.removed)), h("td", {}, seconds(run.duration_seconds)),
       h("td", {}, seconds(run.floor_seconds))))));
-  return h("div", {class: "history"}, h("div", {class: "charts"}, rows, times), legend, table);
+  const charts = finished.length ? [h("div", {class: "charts"}, rows, times), legend]
+                                 : h("p", {}, "No finished run to chart yet (previews are not charted).");
+  return h("div", {class: "history"}, charts, table);
 }

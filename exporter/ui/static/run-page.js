@@ -57,6 +57,7 @@ async function finishedView(context, name, state) {
   items.push(h("p", {}, "Status: ", badge(report.status), report.verdict ? ` · verdict: ${report.verdict}` : ""));
   items.push(h("p", {"data-testid": "source"}, `Source: ${report.source || "–"} → list ${report.list_id || "–"}`));
   if (report.error) items.push(h("p", {class: "error"}, report.error));
+  if (report.dry_run) items.push(h("p", {class: "hint"}, "A preview: nothing was sent; the counts say what a run would do."));
   items.push(countsView(report.counts || {}));
   items.push(h("p", {"data-testid": "timing"}, `Took ${seconds(state.duration_seconds)}; Klaviyo's rate limits `
     + `allow no less than ${seconds(state.floor_seconds)} for its ${number((report.jobs || []).length)} jobs.`));
