@@ -32,7 +32,6 @@ from exporter.cli_output import ProgressBar, plural, summary
 from exporter.errors import ConfigError, ExportError, SourceError, TransientError
 from exporter.klaviyo.auth import KEY_ENV, ApiKeySource, api_key_from_environment
 from exporter.klaviyo.client import DEFAULT_BASE_URL, KlaviyoClient
-from exporter.klaviyo.limits import BULK_IMPORT_RATE
 from exporter.logsafe import install_everywhere
 from exporter.mapping import FieldMapping
 from exporter.mapping.consent import ConsentMapping
@@ -496,9 +495,18 @@ async def _klaviyo(args: argparse.Namespace, progress: ProgressBar | None) -> As
         if key is None:
             yield None
             return
-        limits = None if args.no_rate_limit else BULK_IMPORT_RATE
         on_retry: Callable[[str], None] | None = progress.retrying if progress else None
-        yield await stack.enter_async_context(KlaviyoClient(key, args.klaviyo_url, rate_limits=limits, on_retry=on_retry))
+        if args.no_rate_limit:
+            yield await stack.enter_async_context(KlaviyoClient(key, args.klaviyo_url, rate_limits=None,
+                                                                on_retry=on_retry))
+            return
+        from exporter.cli_limits import cli_limiters
+
+        shared, scope = await cli_limiters(key, args.klaviyo_url, args.state, Path(STATE_FOLDER), stack)
+        client = await stack.enter_async_context(KlaviyoClient(key, args.klaviyo_url, limiter=shared["import"],
+                                                               tier_limiters=dict(shared), on_retry=on_retry))
+        client.limits_note = scope.note
+        yield client
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -35,6 +35,7 @@ from exporter.verdict import DEFAULT_MAX_REJECTED_FRACTION
 
 OBJECT_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 KEY_VERSION = re.compile(r"[0-9a-fA-F]{32}")
+ACCOUNT_ID = re.compile(r"[A-Za-z0-9]{1,64}")
 LIST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # Klaviyo's are six letters and digits; never a path
 EXPORT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")  # it names blob folders and URL segments
 # An ``env`` connection may only name a variable meant for a Klaviyo key, never one of the
@@ -52,6 +53,7 @@ class Connection:
     env: str | None  # or an environment variable holding the key (local runs)
     users: tuple[str, ...] = ()  # Entra object ids (users or groups) that may use it besides admins
     key_version: str | None = None  # the secret's version the API stored (None: its newest)
+    klaviyo_account: str | None = None  # the Klaviyo account its key belongs to, as Klaviyo said when it was saved
 
 
 @dataclass(frozen=True)
@@ -170,8 +172,12 @@ def _connections(items: Any, problems: list[str]) -> dict[str, Connection]:
         if version is not None and not (isinstance(version, str) and KEY_VERSION.fullmatch(version)):
             problems.append(f"{where}: 'key_version' must be a secret version id (32 hex digits)")
             version = None
+        account = item.get("klaviyo_account")
+        if account is not None and not (isinstance(account, str) and ACCOUNT_ID.fullmatch(account)):
+            problems.append(f"{where}: 'klaviyo_account' must be a Klaviyo account id (letters and digits)")
+            account = None
         connections[name] = Connection(name, str(item.get("display_name") or name), secret or None, env or None,
-                                       tuple(u.lower() for u in users), version)
+                                       tuple(u.lower() for u in users), version, account)
     return connections
 
 

@@ -469,6 +469,8 @@ async def run_export(
         report.verdict = verdict_of(report, plan.max_rejected_fraction).name
     if mapper is not None:
         _encoding_hint(report, mapper.undecodable_rows, plan.encoding)
+    if klaviyo is not None and klaviyo.limits_note:
+        report.hints.append(klaviyo.limits_note)
     if rejects.count or rejects.always:
         report.rejects = str(rejects.path)
     if run is not None:

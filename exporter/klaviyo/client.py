@@ -31,7 +31,7 @@ from exporter.klaviyo.limits import (
     REVISION,
     SUBSCRIPTION_RATE,
 )
-from exporter.klaviyo.ratelimit import AsyncRateLimiter
+from exporter.klaviyo.ratelimit import AsyncRateLimiter, RateLimiter
 from exporter.klaviyo.retry import RetryPolicy, parse_retry_after
 
 if TYPE_CHECKING:
@@ -89,8 +89,8 @@ class KlaviyoClient:
         session: aiohttp.ClientSession | None = None,
         retry: RetryPolicy | None = None,
         rate_limits: tuple[tuple[int, float], ...] | None = BULK_IMPORT_RATE,
-        limiter: AsyncRateLimiter | None = None,
-        tier_limiters: dict[str, AsyncRateLimiter] | None = None,
+        limiter: RateLimiter | None = None,
+        tier_limiters: dict[str, RateLimiter] | None = None,
         timeout_seconds: float = 60.0,
         on_retry: Callable[[str], None] | None = None,
     ):
@@ -103,7 +103,7 @@ class KlaviyoClient:
         self._owns_session = session is None
         self._retry = retry or RetryPolicy()
         self._limiter = limiter or (AsyncRateLimiter(rate_limits) if rate_limits else None)
-        self._limiters: dict[str, AsyncRateLimiter | None] = {
+        self._limiters: dict[str, RateLimiter | None] = {
             "import": self._limiter,
             "membership": AsyncRateLimiter(LIST_MEMBERSHIP_RATE) if rate_limits else None,
             "profiles": AsyncRateLimiter(PROFILE_READ_RATE) if rate_limits else None,
@@ -116,6 +116,7 @@ class KlaviyoClient:
         self._on_retry = on_retry  # told what failed each time a request is retried (the CLI's progress line)
         self._reached = False  # any answer at all yet: if the very first requests cannot connect, fail fast
         self.throttled = 0  # 429s Klaviyo answered this client
+        self.limits_note: str | None = None  # why its limits are shared more narrowly than the account (a hint)
 
     async def __aenter__(self) -> KlaviyoClient:
         if self._session is None:
@@ -275,7 +276,7 @@ class KlaviyoClient:
 class _Slot:
     """A request's place in its rate limiter, moved to when the request really leaves."""
 
-    limiter: AsyncRateLimiter
+    limiter: RateLimiter
     time: float
 
 

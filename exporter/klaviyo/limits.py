@@ -40,3 +40,8 @@ MAX_SUBSCRIPTION_PROFILES = 1_000
 # Encoded characters of the email values in one filter: URLs past ~8 KB are refused by many
 # proxies and servers, and 100 long, percent-encoded emails can pass that.
 MAX_FILTER_URL_CHARS = 6_000
+
+
+# Each rate-limit tier the client counts requests against, with Klaviyo's limits for it.
+TIER_LIMITS = {"import": BULK_IMPORT_RATE, "membership": LIST_MEMBERSHIP_RATE, "profiles": PROFILE_READ_RATE,
+               "subscriptions": SUBSCRIPTION_RATE}

@@ -11,7 +11,18 @@ import asyncio
 import math
 import time
 from collections import deque
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
+
+
+class RateLimiter(Protocol):
+    """What the client needs of a limiter: this process's own (``AsyncRateLimiter``) or one
+    shared by every run on the account (``shared_limits.SharedRateLimiter``)."""
+
+    async def acquire(self) -> float: ...
+
+    def sent(self, slot: float) -> None: ...
+
+    def throttled(self) -> None: ...
 
 
 class SlidingWindows:

@@ -25,16 +25,12 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFo
 from exporter.azure_storage import StorageClients
 from exporter.config import EXPORT_NAME, ConfigError, ExportDefinition, ExportsConfig
 from exporter.errors import ExportError, SourceError, TransientError
+from exporter.klaviyo.accounts import LimitScope, limit_scope
 from exporter.klaviyo.auth import ApiKeySource, StaticApiKey
 from exporter.klaviyo.client import KlaviyoClient, new_session
-from exporter.klaviyo.limits import (
-    BULK_IMPORT_RATE,
-    LIST_MEMBERSHIP_RATE,
-    MAX_PROFILES_PER_JOB,
-    PROFILE_READ_RATE,
-    SUBSCRIPTION_RATE,
-)
-from exporter.klaviyo.ratelimit import AsyncRateLimiter, rate_floor_seconds
+from exporter.klaviyo.limits import BULK_IMPORT_RATE, MAX_PROFILES_PER_JOB
+from exporter.klaviyo.ratelimit import rate_floor_seconds
+from exporter.klaviyo.shared_limits import BlobSchedule, SharedRateLimiter, shared_limiters
 from exporter.mapping import FieldMapping
 from exporter.mapping.consent import ConsentMapping
 from exporter.pipeline import ExportPlan, PipelineOptions, Progress, run_export
@@ -126,7 +122,10 @@ class ExportService:
         self.store = RunStore(storage.blobs.get_container_client(settings.reports_container))
         self.queue = storage.queue(settings.runs_queue)
         self._session: aiohttp.ClientSession | None = None
-        self._limiters: dict[str, dict[str, AsyncRateLimiter]] = {}  # per connection: Klaviyo's limits are per account
+        # Klaviyo's limits are the account's: every run on one account, in any process or instance, reserves
+        # its requests in one schedule per tier in the reports container (klaviyo.shared_limits).
+        self._limiters: dict[str, dict[str, SharedRateLimiter]] = {}
+        self._scopes: dict[str, LimitScope] = {}  # connection -> the account its key belongs to
         self._ready = False
 
     async def config(self) -> ExportsConfig:
@@ -507,12 +506,18 @@ class ExportService:
             return
         if self._session is None or self._session.closed:
             self._session = new_session(64)
-        limiters = self._limiters.setdefault(export.connection.name, {
-            "import": AsyncRateLimiter(BULK_IMPORT_RATE), "membership": AsyncRateLimiter(LIST_MEMBERSHIP_RATE),
-            "profiles": AsyncRateLimiter(PROFILE_READ_RATE), "subscriptions": AsyncRateLimiter(SUBSCRIPTION_RATE)})
         key = await self._key_source(export)
+        connection = export.connection
+        if connection.name not in self._scopes:
+            self._scopes[connection.name] = await limit_scope(self.settings.klaviyo_base_url, key, connection.name,
+                                                              connection.klaviyo_account)
+        scope = self._scopes[connection.name]
+        container = self.store.container
+        limiters = self._limiters.setdefault(scope.name, shared_limiters(lambda name: BlobSchedule(container, name),
+                                                                         scope.name))
         async with KlaviyoClient(key, self.settings.klaviyo_base_url, session=self._session, limiter=limiters["import"],
-                                 tier_limiters=limiters) as client:
+                                 tier_limiters=dict(limiters)) as client:
+            client.limits_note = scope.note
             yield client
 
     # ---- answering for runs --------------------------------------------------------
