@@ -76,7 +76,7 @@ async def test_a_file_schedule_serializes_processes_on_one_machine(tmp_path: Pat
     started = loop.time()
     stamps = await asyncio.gather(*(limiter.acquire() for limiter in limiters for _ in range(3)))
     assert within(sorted(stamps), ((4, 1.0),)) and loop.time() - started >= 1.0  # 9 slots at 4/s need 2 windows
-    assert len(orjson.loads(path.read_bytes())["times"]) == 9
+    assert len(set(stamps)) == 9 and set(orjson.loads(path.read_bytes())["times"]) <= set(stamps)
 
 
 def segment(path: Path, prefix: str, rows: int) -> Path:
