@@ -176,7 +176,10 @@ def export_process(azurite: Azurite | None, klaviyo: str | None, source: str, st
     if azurite is not None:
         env["AZURE_STORAGE_CONNECTION_STRING"] = azurite.connection_string
     started = time.time()
-    export = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    # A folder of its own: runs from one folder share Klaviyo's limits (.exporter-state/_limits), and each
+    # case here has a fresh simulator, a fresh account
+    export = subprocess.Popen(command, env=env, cwd=tempfile.mkdtemp(prefix="bench-cwd-"), stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL)
     peak = PeakRss(export.pid)
     assert export.stdout is not None
     output = export.stdout.read()

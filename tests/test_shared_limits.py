@@ -113,3 +113,14 @@ async def test_two_processes_share_the_accounts_limits_through_a_blob_in_azurite
     assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
     assert simulator.simulator.stats.jobs_received == 16 and simulator.simulator.stats.throttled == 0
     assert not (tmp_path / ".exporter-state").exists()  # the schedule is in the container, beside the states
+
+
+def test_a_request_that_left_late_is_moved_in_the_schedule_with_the_next_reservation() -> None:
+    shared, now = MemorySchedule(), [1000.0]
+    limiter = SharedRateLimiter(shared, ((2, 1.0),), margin=0.0, clock=lambda: now[0])
+    shared.raw, first = limiter._reserve(shared.raw)
+    now[0] = 1000.25  # our event loop sent it a quarter of a second late
+    limiter.sent(first)
+    shared.raw, second = limiter._reserve(shared.raw)
+    shared.raw, third = limiter._reserve(shared.raw)
+    assert orjson.loads(shared.raw)["times"][0] == 1000.25 and third == 1001.25  # a window after the real send
