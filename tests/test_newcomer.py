@@ -498,7 +498,7 @@ async def test_a_damaged_run_ledger_starts_over_and_says_so(simulator, tmp_path:
                                      {"consent": {"push": {"column": "a", "consented_at": "b"}}}])
 def test_a_runs_pinned_mapping_that_was_tampered_with_fails_the_run_clearly(options: dict) -> None:
     from exporter.errors import ExportError
-    from exporter.runs.service import _mapping_from
+    from exporter.runs.pinning import mapping_from as _mapping_from
 
     with pytest.raises(ExportError):
         _mapping_from({"email": "email"}, options)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
-from exporter.runs import service as service_module
+from exporter.runs import progress as progress_module
 from tests.app_harness import config
 from tests.browser import Site, screenshot
 from tests.conftest import LIST_ID
@@ -94,7 +94,7 @@ async def test_a_mirror_exports_preview_shows_the_api_dry_runs_counts_and_asks_b
 
 
 async def test_a_started_runs_progress_bar_moves_and_ends_at_the_reports_numbers(site: Site, monkeypatch) -> None:
-    monkeypatch.setattr(service_module, "HEARTBEAT_SECONDS", 0.1)  # the run reports progress often
+    monkeypatch.setattr(progress_module, "HEARTBEAT_SECONDS", 0.1)  # the run reports progress often
     many = b"email,first_name,tier\n" + b"".join(b"person%d@example.com,P%d,gold\n" % (n, n) for n in range(25_000))
     await site.app.put(site.app.segments, "vip/people.csv", many)
     site.app.sim.simulator.account.hold_jobs()  # Klaviyo takes the jobs, and finishes none until released
@@ -103,7 +103,8 @@ async def test_a_started_runs_progress_bar_moves_and_ends_at_the_reports_numbers
     await page.get_by_role("button", name="Run now").click()
     await expect(page.locator("#bar-read")).to_have_attribute("value", "25000", timeout=60_000)
     imported = page.locator("#bar-imported")
-    assert await imported.get_attribute("value") == "0" and await imported.get_attribute("max") == "25000"
+    await expect(imported).to_have_attribute("max", "25000", timeout=60_000)  # every job accepted...
+    assert await imported.get_attribute("value") == "0"  # ...and none imported while Klaviyo holds them
     await screenshot(page, "run-progress")
     site.app.sim.simulator.account.release_jobs()
     await page.locator("[data-testid=conservation]").wait_for()

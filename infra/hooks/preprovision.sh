@@ -11,7 +11,7 @@
 #   - ID tokens for App Service Authentication's browser sign-in (no client secret);
 #   - its client id in the azd environment as AUTH_CLIENT_ID, which main.bicep reads.
 set -eu
-: "${AZURE_ENV_NAME:?run through azd}"
+: "${AZURE_ENV_NAME:?run through azd, or export AZURE_ENV_NAME (the environment name the deployment uses)}"
 name="klaviyo-exporter-${AZURE_ENV_NAME}"
 admin_role=6a1f6c1e-3f6b-4f43-9a53-8f0e1f5a0a01        # fixed ids: a re-run updates the roles,
 contributor_role=6a1f6c1e-3f6b-4f43-9a53-8f0e1f5a0a02  # never duplicates them
@@ -43,5 +43,7 @@ JSON
 az rest --method PATCH --uri "https://graph.microsoft.com/v1.0/applications/$object_id" \
   --headers "Content-Type=application/json" --body "$api" --output none
 az ad sp show --id "$app_id" --output none 2>/dev/null || az ad sp create --id "$app_id" --output none
-azd env set AUTH_CLIENT_ID "$app_id"
-echo "app registration $name ready: AUTH_CLIENT_ID=$app_id"
+if command -v azd >/dev/null 2>&1 && [ -n "${AZD_ENVIRONMENT:-${AZURE_ENV_NAME:-}}" ] && azd env get-values >/dev/null 2>&1; then
+  azd env set AUTH_CLIENT_ID "$app_id"
+fi
+echo "app registration $name ready: AUTH_CLIENT_ID=$app_id (without azd: pass authClientId=$app_id to the deployment)"
