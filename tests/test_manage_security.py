@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 
+import azure.functions as func
 import orjson
 import pytest
 
@@ -122,3 +123,28 @@ async def test_a_change_without_the_custom_header_is_refused_as_cross_site(manag
                             headers=request_headers, **route)
         assert answer.status == 403 and "X-Exporter-Request" in answer.body["error"], function
     assert (await send("manage_connection", "GET", ADMIN, name="eu")).status == 404
+
+
+@pytest.mark.parametrize("asset", ["../__init__.py", "..%2F__init__.py", "%2e%2e%2fapi.js", "app.js%00.html",
+                                   "__init__.py", "static", "", "APP.JS", "app.js/", ".."])
+async def test_the_page_serves_its_own_files_by_exact_name_only(asset: str) -> None:
+    request = func.HttpRequest("GET", f"https://exporter.example/api/ui/{asset}", route_params={"asset": asset},
+                               body=b"")
+    response = await call(function_app.ui_asset, request)
+    assert response.status_code == 404 and response.get_body() == b"not found"
+    assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize("file", ["../state.json", "state.json", "report.json", "checkpoint.json", "..%2Flatest.json",
+                                  "rejects.csv/../state.json", "preview.CSV"])
+async def test_a_runs_files_are_only_its_rejects_and_preview(managed, file: str) -> None:
+    run = await send("manage_runs", "POST", ADMIN, {"dryRun": True}, name="vip")
+    answer = await send("manage_run_file", "GET", ADMIN, name="vip", run_id=run.body["run_id"], file=file)
+    assert answer.status == 404 and "has no file" in answer.body["error"]
+
+
+@pytest.mark.parametrize("run_id", ["../lapsed/20261203T000000Z-abcdef12", "latest", "..", "x" * 300])
+async def test_a_run_id_that_is_not_one_addresses_nothing(managed, run_id: str) -> None:
+    for function, extra in (("manage_run_status", {}), ("manage_run_file", {"file": "rejects.csv"})):
+        answer = await send(function, "GET", ADMIN, name="vip", run_id=run_id, **extra)
+        assert answer.status == 404, (function, answer.body)
