@@ -6,11 +6,10 @@ and never starts a run: runs come with each refresh, or on demand.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from exporter.config import EXPORT_NAME, Connection, ExportDefinition
-from exporter.errors import ExportError, KlaviyoAuthError, KlaviyoRequestError, SourceError, TransientError
+from exporter.errors import KlaviyoAuthError, KlaviyoRequestError, SourceError, TransientError
 from exporter.klaviyo.client import NotFound
 from exporter.manage.backend import Backend, Conflict, NotFoundItem
 from exporter.manage.document import item_etag
@@ -79,11 +78,9 @@ class Exports:
         snapshot = await self._backend.editor.snapshot()
         current = self._usable(principal, snapshot, name)
         expected = expected_etag(current, wanted, f"export {name!r}")
-        lock = ExportLock(self._backend.service.store.container, name)
-        with contextlib.suppress(ExportError):
-            holder = await lock.holder()
-            if holder is not None:
-                raise Conflict(f"export {name!r} has an active run ({holder}); delete it once that run ends")
+        holder = await ExportLock(self._backend.service.store.container, name).holder()
+        if holder is not None:
+            raise Conflict(f"export {name!r} has an active run ({holder}); delete it once that run ends")
         await self._backend.editor.commit("exports", name, expected, None)
         await self._backend.audit.record(principal, "delete", "exports", name, current, None)
 
