@@ -25,6 +25,10 @@ AUTOMATION = "/api/exports"
 class AppRefused(ConfigError):
     """The app answered 4xx: the request was wrong or not allowed (the CLI exits 2, a usage error)."""
 
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
 
 @dataclass
 class Auth:
@@ -88,7 +92,7 @@ class AppClient:
             try:
                 if_match = (await self._call("GET", path))[1]
             except AppRefused as exc:
-                if "no " not in str(exc):
+                if exc.status != 404:  # not there yet: created without a precondition
                     raise
         return await self._call("PUT", path, body, {"If-Match": if_match} if if_match else {})
 
@@ -131,7 +135,9 @@ def _refusal(status: int, answer: dict[str, Any], how: str) -> ExportError:
             message += f"\n  {problem}"
     if status == 401 and not answer:
         message = f"the app refused {how} (401)"
-    return AppRefused(f"{message} (HTTP {status})") if 400 <= status < 500 else ExportError(f"{message} (HTTP {status})")
+    if 400 <= status < 500:
+        return AppRefused(f"{message} (HTTP {status})", status)
+    return ExportError(f"{message} (HTTP {status})")
 
 
 def _segment(value: str) -> str:

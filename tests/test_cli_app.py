@@ -74,6 +74,14 @@ async def test_a_contributor_puts_an_export_from_a_file_and_previews_it(served, 
     put = await acli("app", "--url", host.url, "--local-principal", contributor, "put-export", "eu-vip", str(export))
     assert put.returncode == 0, put.stderr
     assert "warning:" not in put.stderr and orjson.loads(put.stdout)["export"]["list_id"] == "EuList"
+    export.write_bytes(orjson.dumps({**orjson.loads(export.read_bytes()), "enabled": False}))
+    again = await acli("app", "--url", host.url, "--local-principal", contributor, "put-export", "eu-vip", str(export))
+    assert again.returncode == 0 and orjson.loads(again.stdout)["export"]["enabled"] is False  # replaced, by its ETag
+    export.write_bytes(orjson.dumps({**orjson.loads(export.read_bytes()), "enabled": True}))
+    stale = await acli("app", "--url", host.url, "--local-principal", contributor, "put-export", "eu-vip", str(export),
+                       "--if-match", put.stderr.rsplit("ETag: ", 1)[1].strip())
+    assert stale.returncode == 2 and "(HTTP 412)" in stale.stderr
+    put = again
     preview = await acli("app", "--url", host.url, "--local-principal", contributor, "run", "eu-vip", "--dry-run",
                          "--follow", "--poll-seconds", "0.1")
     state = orjson.loads(preview.stdout)
