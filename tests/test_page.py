@@ -220,3 +220,16 @@ async def test_every_control_has_a_label_and_the_page_works_from_the_keyboard(si
     await page.keyboard.press("Enter")
     await page.locator("h1", has_text="Export vip").wait_for()
     assert await page.evaluate("document.activeElement.tagName") == "H1"
+
+
+async def test_a_preview_says_when_the_guard_would_stop_the_removals_and_why(site: Site) -> None:
+    await mirror_vip(site)
+    await site.app.put(site.app.segments, "vip/members.csv", b"email,first_name\nmember0@example.com,M0\n")
+    page = await site.page_as(ADMIN)
+    await page.goto(site.url("#/exports/vip"))
+    await page.get_by_role("button", name="Preview").click()
+    guard = page.locator("[data-testid=guard]")
+    await guard.wait_for()
+    assert "The guard would stop removals" in await guard.inner_text() and "19" in await guard.inner_text()
+    assert await page.locator("#confirm-removal").count() == 0  # nothing would be removed: nothing to confirm
+    assert await page.locator("[data-preview=to-remove]").inner_text() == "0"
