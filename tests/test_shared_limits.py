@@ -124,3 +124,35 @@ def test_a_request_that_left_late_is_moved_in_the_schedule_with_the_next_reserva
     shared.raw, second = limiter._reserve(shared.raw)
     shared.raw, third = limiter._reserve(shared.raw)
     assert orjson.loads(shared.raw)["times"][0] == 1000.25 and third == 1001.25  # a window after the real send
+
+
+async def test_two_app_instances_share_the_accounts_limits_through_the_reports_container(app, simulator) -> None:
+    """Two runtimes over one storage account (two instances of the app), each carrying one
+    run of 8 jobs at the same time: together they keep the account's 10 jobs a second."""
+    from azure.storage.queue import TextBase64DecodePolicy
+    from azure.storage.queue.aio import QueueClient
+
+    from exporter.runs.runtime import AppRuntime
+    from tests.app_harness import config
+
+    document = config()
+    document["exports"][1].update(source="lapsed/", list_id=SECOND_LIST)
+    await app.set_config(document)
+    for folder, prefix in (("vip", "a"), ("lapsed", "b")):
+        rows = "email,first_name,tier\n" + "".join(f"{prefix}{n}@example.com,N,gold\n" for n in range(80_000))
+        await app.put(app.segments, f"{folder}/members.csv", rows.encode())
+    first, second = app.runtime, AppRuntime(app.env)
+    starts = [await first.service().start("vip"), await first.service().start("lapsed")]
+    assert all(start.started for start in starts)
+    async with QueueClient.from_connection_string(app.azurite.connection_string, app.queue_name,
+                                                  message_decode_policy=TextBase64DecodePolicy()) as queue:
+        messages = [m async for m in queue.receive_messages(max_messages=2, visibility_timeout=300)]
+    assert len(messages) == 2
+    await asyncio.gather(first.service().process(messages[0].content), second.service().process(messages[1].content))
+    await second.aclose()
+    stats = simulator.simulator.stats
+    assert stats.jobs_received == 16 and stats.throttled == 0
+    states = [await first.service().status(s.export, s.run_id) for s in starts]
+    assert [state["status"] for state in states] == ["succeeded", "succeeded"]
+    schedule = first.service().store.container.get_blob_client(schedule_name("account-SimAcc", "import"))
+    assert await schedule.exists()
