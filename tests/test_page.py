@@ -13,7 +13,7 @@ from exporter.runs import progress as progress_module
 from tests.app_harness import config
 from tests.browser import Site, screenshot
 from tests.conftest import LIST_ID
-from tests.manage_harness import ADMIN, CONTRIBUTOR, NEW_KEY, connection_body, export_body, send
+from tests.manage_harness import ADMIN, ADMIN_ID, CONTRIBUTOR, NEW_KEY, connection_body, export_body, send
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 MEMBERS = b"email,first_name\n" + b"".join(b"member%d@example.com,M%d\n" % (n, n) for n in range(20))
@@ -182,6 +182,13 @@ async def test_an_admin_sets_up_a_connection_in_the_products_order(site: Site) -
     await page.locator("h1", has_text="Connections").wait_for()
     await page.locator("tbody th", has_text="eu").wait_for()
     assert NEW_KEY not in await page.content()
+    await page.get_by_role("link", name="eu", exact=True).click()  # a change keeps the key and the agreement given
+    await page.get_by_label("1. Display name").fill("Klaviyo Europe")
+    assert await page.get_by_label("3. Klaviyo private API key").input_value() == ""
+    await page.get_by_role("button", name="Save connection").click()
+    await page.locator("tbody td", has_text="Klaviyo Europe").wait_for()
+    stored = await send("manage_connection", "GET", ADMIN, name="eu")
+    assert stored.body["key"] == "stored" and stored.body["privacy"]["acknowledged_by"] == ADMIN_ID
 
 
 async def test_a_contributor_sees_no_connection_forms_and_no_override_controls(site: Site) -> None:

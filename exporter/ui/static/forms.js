@@ -84,8 +84,8 @@ export async function connectionForm(context, name) {
     field("privacy_acknowledged", "4. I agree: this data may leave the compliance boundary for Klaviyo", agree),
   ];
   return formShell(name ? `Connection ${name}` : "New connection", steps, async () => {
-    const body = {display_name: display.value, users: users.value.split(/\s+/).filter(Boolean),
-                  privacy_acknowledged: agree.checked};
+    const body = {display_name: display.value, users: users.value.split(/\s+/).filter(Boolean)};
+    if (agree.checked || !name) body.privacy_acknowledged = agree.checked;  // a change may keep the agreement given
     if (key.value) body.api_key = key.value;
     const answer = await api("PUT", `/connections/${segment(nameInput.value)}`, {body, etag});
     key.value = "";
