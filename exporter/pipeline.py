@@ -198,12 +198,25 @@ class _Run:
             if mapping is None:
                 await asyncio.sleep(0)  # let the poller run between blocks
         else:
+            await self._send_held(batcher, where)
             for job in batcher.flush():
                 await self.queue.put(job)
         if self.subscriber is not None:
             await self.subscriber.close()
         for _ in range(self.options.senders):
             await self.queue.put(_DONE)
+
+    async def _send_held(self, batcher: JobBatcher, where: Callable[[int], str]) -> None:
+        """Rows held back while it was unsure whether their email came before: each duplicate
+        is listed with the line kept, and the others (a new email after all) are sent."""
+        email = self.plan.mapping.email_column
+        for duplicates in self.delta.held_duplicates():  # a partition of the pairs at a time
+            self.counts.duplicates += len(duplicates)
+            self.rejects.add(Reject(line, email, f"duplicate of {where(first)}") for line, first in duplicates)
+            await asyncio.sleep(0)  # the senders and the poller keep their turns
+        for chunk in self.delta.held_to_send():
+            for job in batcher.add(chunk, list(range(len(chunk)))):
+                await self.queue.put(job)
 
     def _trusted_consents(self, chunk: MappedChunk, keep: list[int], damaged: set[int]) -> list[Consent]:
         """The consents of the rows sent, but a damaged record's (a stray quote that shifted its
@@ -437,6 +450,8 @@ async def run_export(
             mapper = ProfileMapper.for_columns(plan.mapping, segment.columns, _display(plan.encoding),
                                                segment.column_types, bool(plan.sync and plan.sync.clear_emptied))
             delta.tracked = mapper.tracked
+            if mapper.tracked or plan.mapping.consent is not None:
+                delta.exact_only()
             engine = engine_for(plan.engine, mapper, delta, plan.mapping)
             report.blocks = engine.tally
             if klaviyo is not None:

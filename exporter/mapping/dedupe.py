@@ -91,3 +91,8 @@ class Deduplicator:
             keys = old_slots[start:start + REHASH_SLICE]
             held = [key != _EMPTY for key in keys]
             self.unique(array("q", compress(keys, held)), array("I", compress(old_lines[start:start + REHASH_SLICE], held)))
+
+    def pairs(self) -> tuple[array, array]:
+        """Every key held, with the line it was first seen on (to hand over to a spill)."""
+        held = [key != _EMPTY for key in self._slots]
+        return array("q", compress(self._slots, held)), array("I", compress(self._lines, held))

@@ -48,7 +48,7 @@ class SyncRun:
         """The run's delta against the export's snapshot (a plain de-duplicator without one)."""
         sync = self.sync
         if sync is None:
-            return Delta(None, True, None)
+            return Delta(None, True, None, self.workdir)
         snapshot = await load_snapshot(sync.store)
         if snapshot is not None and snapshot.header.list_id != self.list_id:
             self.reason = f"the snapshot is of list {snapshot.header.list_id!r}; this run starts one for this list"
@@ -64,7 +64,7 @@ class SyncRun:
             else:
                 self.full, self.reason = False, ""
         self.snapshot = snapshot
-        return Delta(snapshot, self.full, None if self.dry_run else self.workdir)
+        return Delta(snapshot, self.full, None if self.dry_run else self.workdir, self.workdir)
 
     async def finish(self, delta: Delta, klaviyo: KlaviyoClient | None, report: RunReport, refused: set[int],
                      integrity: ReadIntegrity, ledger: JobLedger, deadline: float | None = None,

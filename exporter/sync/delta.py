@@ -4,10 +4,11 @@ are duplicates, and what the next snapshot holds.
 The snapshot's own arrays do the de-duplication of its members: each member gets the line
 this run first saw it on (4 bytes a member; 0 = not seen, so a leaver), and the
 fingerprint of a changed member is overwritten in place. Only emails the snapshot does not
-hold go through the ``Deduplicator`` table; new members' keys, fingerprints, lines and
-emails are sorted into bounded runs on disk as the run goes on, and the runs are merged
-into one (``merge_new_members``) once every row is read. Memory is therefore about 16 bytes a
-snapshot member plus the table's 12 bytes a slot for new members (at most 5/8 full).
+hold go through ``FirstSeen`` (an exact table, then a filter with held rows resolved at the
+end); new members' keys, fingerprints, lines and emails are sorted into bounded runs on
+disk as the run goes on, and the runs are merged into one (``merge_new_members``) once
+every row is read. Memory is therefore about 16 bytes a snapshot member plus, for new
+members, at most the exact table's 50 MB or about 10 bits each.
 
 The next snapshot is what Klaviyo really holds after the run: old members (minus the
 leavers mirror mode removed; a changed member Klaviyo refused keeps fingerprint 0, so the
@@ -29,8 +30,9 @@ from typing import IO, Any, Iterator, Sequence
 import orjson
 
 from exporter.mapping.chunks import MappedChunk
-from exporter.mapping.dedupe import Deduplicator
+from exporter.mapping.first_seen import FirstSeen
 from exporter.sources.rows import RowBlock
+from exporter.sync.held import HeldRows
 from exporter.sync.keys import KEYINGS, NEW_SNAPSHOTS, run_keys
 from exporter.sync.snapshot import Snapshot, SnapshotDamaged, SnapshotHeader, SnapshotWriter
 
@@ -55,11 +57,12 @@ class Samples:
 
 
 class Delta:
-    def __init__(self, snapshot: Snapshot | None, resend_all: bool, spool: Path | None):
+    def __init__(self, snapshot: Snapshot | None, resend_all: bool, spool: Path | None, scratch: Path | None = None):
         """``snapshot``: the export's (None: a first run, or one for another list);
         ``resend_all``: send members even when unchanged (``--full``, a new mapping);
         ``spool``: a folder for new members' emails (None: no snapshot is written: none is kept,
-        or a dry run)."""
+        or a dry run); ``scratch``: a folder where de-duplication may spill, past a few million
+        new emails (None: it stays in memory)."""
         self.snapshot = snapshot
         # Keys and fingerprints are made as the snapshot's were (its header names how), so
         # the two are comparable; a run without one starts a snapshot of the newest kind.
@@ -67,7 +70,10 @@ class Delta:
         members = len(snapshot.keys) if snapshot is not None else 0
         self.first_line = array("I", bytes(4 * members))
         self.resend_all = resend_all
-        self.table = Deduplicator()
+        self._scratch = scratch
+        self.table = FirstSeen(scratch)
+        self._held: HeldRows | None = None
+        self._kept = array("q")  # numbers of the held rows to send after all, once resolved
         self._spool: _Spool | None = _Spool(spool) if spool is not None else None
         self.new = self.changed = 0
         self.samples = Samples()
@@ -208,12 +214,15 @@ class Delta:
                 self.samples.add(self.samples.changed, line, chunk.emails[i])
                 keep.append(i)
         if candidates is None or len(candidates) == len(chunk):
-            fresh, seen = self.table.unique(chunk.keys, chunk.lines)
+            fresh, seen, held = self.table.unique(chunk.keys, chunk.lines)
         else:
-            fresh, seen = self.table.unique(array("q", [chunk.keys[i] for i in candidates]),
-                                            array("I", [chunk.lines[i] for i in candidates]))
+            fresh, seen, held = self.table.unique(array("q", [chunk.keys[i] for i in candidates]),
+                                                  array("I", [chunk.lines[i] for i in candidates]))
             fresh = [candidates[j] for j in fresh]
             seen = [(candidates[j], first) for j, first in seen]
+            held = [candidates[j] for j in held]
+        if held:
+            self._hold(chunk, held, fingerprints)
         if keep or duplicates:
             keep = sorted(keep + fresh)
             duplicates = sorted(duplicates + seen)
@@ -221,6 +230,36 @@ class Delta:
             keep, duplicates = fresh, seen
         self._record_new(chunk, fresh, fingerprints)
         return Classified(keep, unchanged, duplicates)
+
+    def exact_only(self) -> None:
+        """Keep de-duplication in memory whatever the size: rows that carry consent or tracked
+        fields are never held back (their subscriptions and field bits go with them as read)."""
+        self.table = FirstSeen(None)
+
+    def _hold(self, chunk: MappedChunk, held: list[int], fingerprints: dict[int, int]) -> None:
+        """Rows whose email may have been seen: spilled, unsent, until ``held_duplicates``."""
+        if self._held is None:
+            assert self._scratch is not None
+            self._held = HeldRows(self._scratch)
+        numbers = self._held.add(chunk, held, fingerprints)
+        self.table.hold([chunk.keys[i] for i in held], [chunk.lines[i] for i in held], numbers)
+
+    def held_duplicates(self) -> Iterator[list[tuple[int, int]]]:
+        """Once every row is read: the held rows that are duplicates, (line, line kept), a batch
+        at a time. ``held_to_send`` then has the others."""
+        self._kept = array("q")
+        for duplicates, kept in self.table.resolve():
+            self._kept.extend(kept)
+            yield duplicates
+
+    def held_to_send(self) -> Iterator[MappedChunk]:
+        """The held rows whose email no row sent before: new members after all, in line order
+        of their holding."""
+        if self._held is None or not self._kept:
+            return
+        for chunk, fingerprints in self._held.read(array("q", sorted(self._kept))):
+            self._record_new(chunk, list(range(len(chunk))), fingerprints)
+            yield chunk
 
     def _record_new(self, chunk: MappedChunk, fresh: list[int], fingerprints: dict[int, int]) -> None:
         """Count the new members, sample them, and spool them for the next snapshot."""
@@ -254,7 +293,7 @@ class Delta:
         in ``old_emails``) but the leavers at positions ``removed``, and the new members whose
         lines Klaviyo did not refuse (``refused``). Old members go in runs between the new
         ones, a slice at a time, so a refresh that adds few costs little per member."""
-        self.table = Deduplicator(2)  # done with (a sending run freed it already, to merge the runs)
+        self.table.close()  # done with (a sending run freed it already, to merge the runs)
         snapshot = self.snapshot
         old_keys = snapshot.keys if snapshot is not None else array("q")
         old_fps = snapshot.fps if snapshot is not None else array("I")
@@ -319,13 +358,16 @@ class Delta:
         """Merge the new members' sorted runs into one, ahead of ``write``: a sending run does
         it once every row is read, while Klaviyo finishes its last jobs, so the write at the end
         reads one run. The de-duplication table is done with by then: freed first."""
-        self.table = Deduplicator(2)
+        self.table.close()
         if self._spool is not None:
             self._spool.merge_runs()
 
     def close(self) -> None:
         if self._spool is not None:
             self._spool.close()
+        self.table.close()
+        if self._held is not None:
+            self._held.close()
 
 
 SLICE = 65_536  # old members copied at once
