@@ -85,3 +85,46 @@ async def test_spilled_de_duplication_gives_exactly_what_the_table_gives(tmp_pat
         exact_sim.simulator.account.member_emails(LIST_ID))
     assert len(spilled_sim.simulator.account.member_emails(LIST_ID)) == 300  # each email once, none lost
     assert spilled_sim.simulator.stats.profiles_received == 300  # no duplicate was ever sent
+
+
+async def test_a_mirror_refresh_that_spills_writes_the_same_snapshot_as_one_that_does_not(
+        tmp_path: Path, start_simulator, monkeypatch) -> None:
+    """A delta run against a snapshot, with new emails (some repeated) past the shrunk limit:
+    counts, rejects, the list and the next snapshot are those of the exact table."""
+    from exporter.sync.plan import SyncPlan
+    from exporter.sync.snapshot import LocalSnapshotStore, load_snapshot
+
+    first = "email,first_name\n" + "".join(f"member{n}@example.com,M\n" for n in range(100))
+    second = "email,first_name\n" + "".join(f"member{n}@example.com,{'X' if n % 10 == 0 else 'M'}\n"
+                                            for n in range(0, 100, 2))
+    second += "".join(f"new{n % 60}@example.com,N\n" for n in range(80))  # 60 new emails, 20 of them twice
+    (tmp_path / "first.csv").write_text(first)
+    (tmp_path / "second.csv").write_text(second)
+
+    async def two_runs(name: str) -> tuple[dict, list[str], object]:
+        sim = await start_simulator()
+        state = tmp_path / name
+        for source in ("first.csv", "second.csv"):
+            plan = ExportPlan("t", str(tmp_path / source), LIST_ID, FieldMapping("email", {"first_name": "first_name"}),
+                              sync=SyncPlan(LocalSnapshotStore(state), "mirror"))
+            async with client_for(sim) as client:
+                report = await run_export(plan, client, RejectsFile(tmp_path / f"{name}-{source}.rejects"), options=FAST)
+        snapshot = await load_snapshot(LocalSnapshotStore(state))
+        rejects = (tmp_path / f"{name}-second.csv.rejects").read_text()
+        return report.to_dict(), sorted(sim.simulator.account.member_emails(LIST_ID)), (snapshot, rejects)
+
+    exact, exact_members, (exact_snapshot, exact_rejects) = await two_runs("exact")
+    monkeypatch.setattr(first_seen, "EXACT_LIMIT", 5)
+    monkeypatch.setattr(seen_filter, "MIN_BITS", 64)
+    monkeypatch.setattr(seen_filter, "BITS_PER_KEY", 1)
+    held: list[int] = []
+    original = HeldRows.add
+    monkeypatch.setattr(HeldRows, "add", lambda self, chunk, positions, fps: (
+        held.extend(positions), original(self, chunk, positions, fps))[1])
+    spilled, spilled_members, (spilled_snapshot, spilled_rejects) = await two_runs("spilled")
+    assert len(held) > 20  # the 20 repeats, and new emails the filter took for seen
+    assert spilled["counts"] == exact["counts"] and exact["counts"]["duplicates"] == 20
+    assert exact["counts"]["removed"] == 50 and exact["sync"]["new"] == spilled["sync"]["new"] == 60
+    assert spilled_members == exact_members and len(exact_members) == 110
+    assert spilled_rejects == exact_rejects
+    assert spilled_snapshot.keys == exact_snapshot.keys and spilled_snapshot.fps == exact_snapshot.fps
