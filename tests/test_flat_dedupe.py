@@ -94,10 +94,11 @@ async def test_a_mirror_refresh_that_spills_writes_the_same_snapshot_as_one_that
     from exporter.sync.plan import SyncPlan
     from exporter.sync.snapshot import LocalSnapshotStore, load_snapshot
 
-    first = "email,first_name\n" + "".join(f"member{n}@example.com,M\n" for n in range(100))
-    second = "email,first_name\n" + "".join(f"member{n}@example.com,{'X' if n % 10 == 0 else 'M'}\n"
-                                            for n in range(0, 100, 2))
-    second += "".join(f"new{n % 60}@example.com,N\n" for n in range(80))  # 60 new emails, 20 of them twice
+    name = "N" * 40  # rows long enough for the second file to be read in several blocks
+    first = "email,first_name\n" + "".join(f"member{n}@example.com,{name}\n" for n in range(6000))
+    second = "email,first_name\n" + "".join(f"member{n}@example.com,{'X' if n % 10 == 0 else name}\n"
+                                            for n in range(0, 6000, 2))
+    second += "".join(f"new{n % 4000}@example.com,{name}\n" for n in range(5000))  # 4,000 new, 1,000 twice
     (tmp_path / "first.csv").write_text(first)
     (tmp_path / "second.csv").write_text(second)
 
@@ -122,9 +123,9 @@ async def test_a_mirror_refresh_that_spills_writes_the_same_snapshot_as_one_that
     monkeypatch.setattr(HeldRows, "add", lambda self, chunk, positions, fps: (
         held.extend(positions), original(self, chunk, positions, fps))[1])
     spilled, spilled_members, (spilled_snapshot, spilled_rejects) = await two_runs("spilled")
-    assert len(held) > 20  # the 20 repeats, and new emails the filter took for seen
-    assert spilled["counts"] == exact["counts"] and exact["counts"]["duplicates"] == 20
-    assert exact["counts"]["removed"] == 50 and exact["sync"]["new"] == spilled["sync"]["new"] == 60
-    assert spilled_members == exact_members and len(exact_members) == 110
+    assert len(held) > 1000  # repeats, and new emails the filter took for seen
+    assert spilled["counts"] == exact["counts"] and exact["counts"]["duplicates"] == 1000
+    assert exact["counts"]["removed"] == 3000 and exact["sync"]["new"] == spilled["sync"]["new"] == 4000
+    assert spilled_members == exact_members and len(exact_members) == 7000
     assert spilled_rejects == exact_rejects
     assert spilled_snapshot.keys == exact_snapshot.keys and spilled_snapshot.fps == exact_snapshot.fps
