@@ -85,7 +85,10 @@ class LocalHost:
             await self._runner.cleanup()
 
     def _handler(self, function: HttpFunction) -> Any:
+        user_function = None
+
         async def handle(request: web.Request) -> web.Response:
+            nonlocal user_function
             key = request.headers.get("x-functions-key") or request.query.get("code")
             allowed = {"ANONYMOUS": True, "FUNCTION": key in (self.function_key, self.master_key),
                        "ADMIN": key == self.master_key}[function.auth_level]
@@ -97,7 +100,9 @@ class LocalHost:
             incoming = func.HttpRequest(request.method, str(request.url), headers=headers,
                                         params=dict(request.query), route_params=dict(request.match_info),
                                         body=await request.read())
-            answer = await getattr(function_app, function.name).build().get_user_function()(incoming)
+            if user_function is None:  # built once, as the host indexes a function once
+                user_function = getattr(function_app, function.name).build().get_user_function()
+            answer = await user_function(incoming)
             headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-type"}
             content_type = answer.headers.get("Content-Type") or f"{answer.mimetype}; charset={answer.charset}"
             return web.Response(status=answer.status_code, body=answer.get_body(),

@@ -120,15 +120,12 @@ async def list_connections(backend: Backend, principal: Principal, request: Mana
 
 
 async def connection(backend: Backend, principal: Principal, request: ManageRequest) -> ApiResponse:
-    connections, name = Connections(backend), request.params["name"]
-    if request.method == "GET":
-        shown, etag = await connections.get(principal, name)
-        return ApiResponse(200, shown, {"ETag": etag})
-    if request.method == "DELETE":
-        await connections.delete(principal, name, _preconditions(request))
-        return ApiResponse(200, {"deleted": name})
-    created, shown, etag = await connections.put(principal, name, _body(request), _preconditions(request))
-    return ApiResponse(201 if created else 200, shown, {"ETag": etag})
+    connections = Connections(backend)
+
+    async def put(name: str) -> tuple[bool, dict[str, Any], str]:
+        return await connections.put(principal, name, _body(request), _preconditions(request))
+    return await _item(request, lambda name: connections.get(principal, name),
+                       lambda name: connections.delete(principal, name, _preconditions(request)), put)
 
 
 async def list_exports(backend: Backend, principal: Principal, request: ManageRequest) -> ApiResponse:
@@ -136,16 +133,29 @@ async def list_exports(backend: Backend, principal: Principal, request: ManageRe
 
 
 async def export(backend: Backend, principal: Principal, request: ManageRequest) -> ApiResponse:
-    exports, name = Exports(backend), request.params["name"]
+    exports = Exports(backend)
+
+    async def put(name: str) -> tuple[bool, dict[str, Any], str]:
+        created, item, etag, warnings = await exports.put(principal, name, _body(request), _preconditions(request))
+        return created, {"export": item, "warnings": warnings, "runs": "not started: saving never runs an export; "
+                         "it runs with each refresh or on demand"}, etag
+    return await _item(request, lambda name: exports.get(principal, name),
+                       lambda name: exports.delete(principal, name, _preconditions(request)), put)
+
+
+async def _item(request: ManageRequest, get: Callable[[str], Awaitable[tuple[dict[str, Any], str]]],
+                delete: Callable[[str], Awaitable[None]],
+                put: Callable[[str], Awaitable[tuple[bool, dict[str, Any], str]]]) -> ApiResponse:
+    """One connection or export by the request's method: read it (with its ETag), delete it, or put it."""
+    name = request.params["name"]
     if request.method == "GET":
-        item, etag = await exports.get(principal, name)
-        return ApiResponse(200, item, {"ETag": etag})
+        shown, etag = await get(name)
+        return ApiResponse(200, shown, {"ETag": etag})
     if request.method == "DELETE":
-        await exports.delete(principal, name, _preconditions(request))
+        await delete(name)
         return ApiResponse(200, {"deleted": name})
-    created, item, etag, warnings = await exports.put(principal, name, _body(request), _preconditions(request))
-    return ApiResponse(201 if created else 200, {"export": item, "warnings": warnings, "runs": "not started: saving "
-                       "never runs an export; it runs with each refresh or on demand"}, {"ETag": etag})
+    created, shown, etag = await put(name)
+    return ApiResponse(201 if created else 200, shown, {"ETag": etag})
 
 
 async def runs(backend: Backend, principal: Principal, request: ManageRequest) -> ApiResponse:
