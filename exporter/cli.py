@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import AsyncIterator, Callable, Sequence
 from urllib.parse import urlsplit
 
-from exporter.allocator import share_one_arena
+from exporter.allocator import tune_allocator
 from exporter.cli_app import add_app_parser, app_command
 from exporter.cli_output import ProgressBar, plural, summary
 from exporter.errors import ConfigError, ExportError, SourceError, TransientError
@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)  # argparse exits 2 on its own usage errors
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     tune_garbage_collector()
-    share_one_arena()
+    tune_allocator()
     install_everywhere()
     logging.basicConfig(level=logging.WARNING, handlers=[logging.StreamHandler()],
                         format="%(levelname)s %(name)s: %(message)s")

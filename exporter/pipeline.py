@@ -179,7 +179,7 @@ class _Run:
                 self.rejects.add(chunk.warnings)
                 self.counts.warnings += len(chunk.warnings)
                 self.delta.note_warnings(chunk)
-            classified = await mapped(self.delta.classify, chunk, fingerprints)
+            classified = await mapped(self.delta.classify, chunk, fingerprints, damaged)
             keep, seen = classified.keep, classified.duplicates
             self.counts.duplicates += len(seen)
             self.counts.unchanged += classified.unchanged
@@ -214,8 +214,11 @@ class _Run:
             self.counts.duplicates += len(duplicates)
             self.rejects.add(Reject(line, email, f"duplicate of {where(first)}") for line, first in duplicates)
             await asyncio.sleep(0)  # the senders and the poller keep their turns
-        for chunk in self.delta.held_to_send():
-            for job in batcher.add(chunk, list(range(len(chunk)))):
+        for chunk, damaged in self.delta.held_to_send():
+            everyone = list(range(len(chunk)))
+            if self.subscriber is not None and chunk.consents:
+                await self.subscriber.add(self._trusted_consents(chunk, everyone, damaged))
+            for job in batcher.add(chunk, everyone):
                 await self.queue.put(job)
 
     def _trusted_consents(self, chunk: MappedChunk, keep: list[int], damaged: set[int]) -> list[Consent]:
@@ -450,8 +453,6 @@ async def run_export(
             mapper = ProfileMapper.for_columns(plan.mapping, segment.columns, _display(plan.encoding),
                                                segment.column_types, bool(plan.sync and plan.sync.clear_emptied))
             delta.tracked = mapper.tracked
-            if mapper.tracked or plan.mapping.consent is not None:
-                delta.exact_only()
             engine = engine_for(plan.engine, mapper, delta, plan.mapping)
             report.blocks = engine.tally
             if klaviyo is not None:

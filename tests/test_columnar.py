@@ -111,7 +111,7 @@ class Outputs:
     def add(self, block: RowBlock) -> None:
         chunk, unchanged, fingerprints = self.engine.map(block)
         self.rows += chunk.rows + unchanged
-        classified = self.delta.classify(chunk, fingerprints)
+        classified = self.delta.classify(chunk, fingerprints, set())
         self.rejects += chunk.rejects + chunk.warnings
         self.rejects += [Reject(chunk.lines[i], "dup", str(first)) for i, first in classified.duplicates]
         self.jobs += [job.payload for job in self.batcher.add(chunk, classified.keep)]

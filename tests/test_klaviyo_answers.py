@@ -179,7 +179,7 @@ async def test_import_errors_without_a_pointer_or_pointing_elsewhere_find_their_
     assert lines == ["4,,Klaviyo: Bad email.", "5,first,Klaviyo: Bad name."]
     if sync:
         snapshot = await load_snapshot(LocalSnapshotStore(tmp_path / "state"))
-        assert snapshot is not None and len(snapshot.keys) == 2  # the two imported, not the whole job's four
+        assert snapshot is not None and snapshot.members == 2  # the two imported, not the whole job's four
 
 
 @pytest.mark.parametrize("policy", ["drop", "reject"])

@@ -49,9 +49,10 @@ class SyncRun:
         sync = self.sync
         if sync is None:
             return Delta(None, True, None, self.workdir)
-        snapshot = await load_snapshot(sync.store)
+        snapshot = await load_snapshot(sync.store, self.workdir)
         if snapshot is not None and snapshot.header.list_id != self.list_id:
             self.reason = f"the snapshot is of list {snapshot.header.list_id!r}; this run starts one for this list"
+            snapshot.close()
             snapshot = None
         elif snapshot is not None:
             header = snapshot.header
@@ -80,7 +81,7 @@ class SyncRun:
         stopped = None
         if mirror and held is None:
             assert snapshot is not None
-            stopped = guard(len(leavers), len(snapshot.keys), report.counts.rows_read, sync.allow_mass_removal,
+            stopped = guard(len(leavers), snapshot.members, report.counts.rows_read, sync.allow_mass_removal,
                             sync.max_remove_fraction)
         removal = Removal(leavers=len(leavers))
         emails = None

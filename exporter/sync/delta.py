@@ -1,13 +1,14 @@
 """One run against the snapshot: which profiles are new, changed or unchanged, which rows
 are duplicates, and what the next snapshot holds.
 
-The snapshot's own arrays do the de-duplication of its members: each member gets the line
-this run first saw it on (4 bytes a member; 0 = not seen, so a leaver), and the
-fingerprint of a changed member is overwritten in place. Only emails the snapshot does not
-hold go through ``FirstSeen`` (an exact table, then a filter with held rows resolved at the
-end); new members' keys, fingerprints, lines and emails are sorted into bounded runs on
-disk as the run goes on, and the runs are merged into one (``merge_new_members``) once
-every row is read. Memory is therefore about 16 bytes a snapshot member plus, for new
+The snapshot's own arrays do the de-duplication of its members: a byte a member says whether
+this run has seen it (``SeenMembers``; not seen: a leaver), the line it was first seen on goes
+to disk, and the fingerprint of a changed member is overwritten in place. A duplicate of a
+member is listed once every row is read, with the line it names. Only emails the snapshot
+does not hold go through ``FirstSeen`` (an exact table, then a filter with held rows resolved
+at the end); new members' keys, fingerprints, lines and emails are sorted into bounded runs
+on disk as the run goes on, and the runs are merged into one (``merge_new_members``) once
+every row is read. Memory is therefore about 13.5 bytes a snapshot member plus, for new
 members, at most the exact table's 50 MB or about 10 bits each.
 
 The next snapshot is what Klaviyo really holds after the run: old members (minus the
@@ -34,6 +35,8 @@ from exporter.mapping.first_seen import FirstSeen
 from exporter.sources.rows import RowBlock
 from exporter.sync.held import HeldRows
 from exporter.sync.keys import KEYINGS, NEW_SNAPSHOTS, run_keys
+from exporter.sync.member_index import MemberIndex
+from exporter.sync.seen_members import SeenMembers
 from exporter.sync.snapshot import Snapshot, SnapshotDamaged, SnapshotHeader, SnapshotWriter
 
 SAMPLE_SIZE = 10  # rows of each kind a preview lists
@@ -67,8 +70,8 @@ class Delta:
         # Keys and fingerprints are made as the snapshot's were (its header names how), so
         # the two are comparable; a run without one starts a snapshot of the newest kind.
         self.keying = KEYINGS[snapshot.header.keys] if snapshot is not None else NEW_SNAPSHOTS
-        members = len(snapshot.keys) if snapshot is not None else 0
-        self.first_line = array("I", bytes(4 * members))
+        members = snapshot.members if snapshot is not None else 0
+        self.members = SeenMembers(members, scratch)
         self.resend_all = resend_all
         self._scratch = scratch
         self.table = FirstSeen(scratch)
@@ -141,18 +144,25 @@ class Delta:
         """Positions of the rows to map: not those whose email key (0: none) the snapshot holds,
         not yet seen in this run, with the same fingerprint (each such member is marked seen)."""
         assert self.snapshot is not None
-        find, first_line, known, recheck = self.snapshot.find, self.first_line, self.snapshot.fps, self.recheck
+        find, seen, known, recheck = self.snapshot.find, self.members.seen, self.snapshot.fps, self.recheck
         keep: list[int] = []
+        firsts: list[int] = []
         for i, key in enumerate(keys):
             if key:
                 at = find(key)
-                if at >= 0 and not first_line[at] and known[at] == fps[i]:
+                if at >= 0 and not seen[at] and known[at] == fps[i]:
                     if recheck is not None and recheck[at >> 3] >> (at & 7) & 1:
                         self.rechecked += 1  # unchanged, but mapped again for its warnings
                     else:
-                        first_line[at] = lines[i]
+                        seen[at] = 1
+                        firsts.append(at)
                         continue
             keep.append(i)
+        if len(firsts) == len(lines):
+            self.members.first_seen(firsts, lines)
+        elif firsts:
+            kept = set(keep)
+            self.members.first_seen(firsts, [line for i, line in enumerate(lines) if i not in kept])
         return keep
 
     def note_warnings(self, chunk: MappedChunk) -> None:
@@ -177,32 +187,38 @@ class Delta:
         if snapshot is not None:
             for key in snapshot.warned:
                 at = snapshot.find(key)
-                if at >= 0 and not self.first_line[at] and at not in removed:
+                if at >= 0 and not self.members.seen[at] and at not in removed:
                     keys.add(key)
             keys = {key for key in keys if (at := snapshot.find(key)) < 0 or at not in removed}
         return array("q", sorted(keys))
 
-    def classify(self, chunk: MappedChunk, fingerprints: dict[int, int]) -> Classified:
-        """A block's profiles (after ``skip_unchanged``, with its fingerprints): snapshot members
-        first, one by one, then the others through the de-duplication table all at once."""
+    def classify(self, chunk: MappedChunk, fingerprints: dict[int, int], damaged: set[int]) -> Classified:
+        """A block's profiles (after ``skip_unchanged``, with its fingerprints, and the lines of
+        its damaged records): snapshot members first, one by one, then the others through the
+        de-duplication table all at once. Rows
+        that repeat a member are not among the duplicates returned: ``held_duplicates`` lists
+        them once every row is read."""
         keep: list[int] = []
-        duplicates: list[tuple[int, int]] = []
         unchanged = 0
         candidates: list[int] | None = None  # positions of the emails the snapshot does not hold (None: all)
         if self.snapshot is not None:
             candidates = []
-            find, known, first_line, resend_all = self.snapshot.find, self.snapshot.fps, self.first_line, self.resend_all
+            find, known, read, resend_all = self.snapshot.find, self.snapshot.fps, self.members.seen, self.resend_all
             lines = chunk.lines
+            firsts, first_lines, repeated, repeated_lines = array("I"), array("I"), array("I"), array("I")
             for i, key in enumerate(chunk.keys):
                 at = find(key)
                 if at < 0:
                     candidates.append(i)
                     continue
-                first = first_line[at]
-                if first:
-                    duplicates.append((i, first))
+                line = lines[i]
+                if read[at]:  # a duplicate of a member
+                    repeated.append(at)
+                    repeated_lines.append(line)
                     continue
-                line = first_line[at] = lines[i]
+                read[at] = 1
+                firsts.append(at)
+                first_lines.append(line)
                 fp = fingerprints.get(line, 0)  # none on a full dry run: nothing to compare or write
                 if known[at] == fp and not resend_all:
                     unchanged += 1
@@ -213,6 +229,8 @@ class Delta:
                 self.changed += 1
                 self.samples.add(self.samples.changed, line, chunk.emails[i])
                 keep.append(i)
+            self.members.first_seen(firsts, first_lines)
+            self.members.duplicates_of(repeated, repeated_lines)
         if candidates is None or len(candidates) == len(chunk):
             fresh, seen, held = self.table.unique(chunk.keys, chunk.lines)
         else:
@@ -222,44 +240,36 @@ class Delta:
             seen = [(candidates[j], first) for j, first in seen]
             held = [candidates[j] for j in held]
         if held:
-            self._hold(chunk, held, fingerprints)
-        if keep or duplicates:
-            keep = sorted(keep + fresh)
-            duplicates = sorted(duplicates + seen)
-        else:
-            keep, duplicates = fresh, seen
+            self._hold(chunk, held, fingerprints, damaged)
         self._record_new(chunk, fresh, fingerprints)
-        return Classified(keep, unchanged, duplicates)
+        return Classified(sorted(keep + fresh) if keep else fresh, unchanged, seen)
 
-    def exact_only(self) -> None:
-        """Keep de-duplication in memory whatever the size: rows that carry consent or tracked
-        fields are never held back (their subscriptions and field bits go with them as read)."""
-        self.table = FirstSeen(None)
-
-    def _hold(self, chunk: MappedChunk, held: list[int], fingerprints: dict[int, int]) -> None:
+    def _hold(self, chunk: MappedChunk, held: list[int], fingerprints: dict[int, int], damaged: set[int]) -> None:
         """Rows whose email may have been seen: spilled, unsent, until ``held_duplicates``."""
         if self._held is None:
             assert self._scratch is not None
             self._held = HeldRows(self._scratch)
-        numbers = self._held.add(chunk, held, fingerprints)
+        numbers = self._held.add(chunk, held, fingerprints, damaged)
         self.table.hold([chunk.keys[i] for i in held], [chunk.lines[i] for i in held], numbers)
 
     def held_duplicates(self) -> Iterator[list[tuple[int, int]]]:
-        """Once every row is read: the held rows that are duplicates, (line, line kept), a batch
-        at a time. ``held_to_send`` then has the others."""
+        """Once every row is read: the held rows that are duplicates, and the rows that repeat a
+        snapshot member, as (line, line kept), a batch at a time. ``held_to_send`` then has the
+        held rows to send after all."""
         self._kept = array("q")
         for duplicates, kept in self.table.resolve():
             self._kept.extend(kept)
             yield duplicates
+        yield from self.members.duplicates()
 
-    def held_to_send(self) -> Iterator[MappedChunk]:
+    def held_to_send(self) -> Iterator[tuple[MappedChunk, set[int]]]:
         """The held rows whose email no row sent before: new members after all, in line order
-        of their holding."""
+        of their holding, with the lines of their damaged records."""
         if self._held is None or not self._kept:
             return
-        for chunk, fingerprints in self._held.read(array("q", sorted(self._kept))):
+        for chunk, fingerprints, damaged in self._held.read(array("q", sorted(self._kept))):
             self._record_new(chunk, list(range(len(chunk))), fingerprints)
-            yield chunk
+            yield chunk, damaged
 
     def _record_new(self, chunk: MappedChunk, fresh: list[int], fingerprints: dict[int, int]) -> None:
         """Count the new members, sample them, and spool them for the next snapshot."""
@@ -282,11 +292,11 @@ class Delta:
     def expect(self, rows: int) -> None:
         """Size the table for about this many rows at once, rather than growing it (each growth
         holds the old table and the new one)."""
-        self.table.reserve(rows - (len(self.first_line) if self.snapshot is not None else 0))
+        self.table.reserve(rows - len(self.members.seen))
 
     def leavers(self) -> list[int]:
         """Snapshot members this run never saw (positions in the snapshot)."""
-        return [at for at, line in enumerate(self.first_line) if not line]
+        return self.members.unseen()
 
     def write(self, writer: SnapshotWriter, old_emails: Path | None, refused: set[int], removed: set[int]) -> None:
         """Fill ``writer`` with the next snapshot: the old members (their emails line by line
@@ -295,12 +305,11 @@ class Delta:
         ones, a slice at a time, so a refresh that adds few costs little per member."""
         self.table.close()  # done with (a sending run freed it already, to merge the runs)
         snapshot = self.snapshot
-        old_keys = snapshot.keys if snapshot is not None else array("q")
         old_fps = snapshot.fps if snapshot is not None else array("I")
-        if refused:
-            for at, line in enumerate(self.first_line):
-                if line in refused:
-                    old_fps[at] = 0  # the change did not reach Klaviyo: resend it next time
+        old = snapshot.index if snapshot is not None else MemberIndex(io.BytesIO(), 0)  # a first run: none
+        refused_members = self.members.members_on(refused)
+        for at in refused_members:
+            old_fps[at] = 0  # the change did not reach Klaviyo: resend it next time
         gone = sorted(removed)
         changed = sorted(self.changed_fields)
         with (old_emails.open("rb") if old_emails is not None else io.BytesIO()) as lines:
@@ -316,9 +325,9 @@ class Delta:
                         if len(emails) != stop - cursor:
                             raise SnapshotDamaged("the snapshot holds fewer emails than members; delete it to start over")
                         for at in changed[bisect_left(changed, cursor):bisect_left(changed, stop)]:
-                            if self.first_line[at] not in refused:  # what Klaviyo now holds for it
+                            if at not in refused_members:  # what Klaviyo now holds for it
                                 emails[at - cursor] = with_fields(emails[at - cursor], self.changed_fields[at])
-                        writer.members_from(old_keys[cursor:stop], old_fps[cursor:stop], emails)
+                        writer.members_from(old.keys_between(cursor, stop), old_fps[cursor:stop], emails)
                         cursor = stop
                     elif cursor in removed:
                         lines.readline()  # a leaver taken off the list
@@ -326,20 +335,21 @@ class Delta:
 
             if self._spool is not None:
                 for keys, fps, emails in self._spool.sorted_members(refused):
-                    old_until(bisect_left(old_keys, keys[0], cursor))
-                    if cursor == len(old_keys) or keys[-1] < old_keys[cursor]:
+                    old_until(max(cursor, old.lower_bound(keys[0])))
+                    if cursor == old.count or keys[-1] < old.key_at(cursor):
                         writer.members_from(keys, fps, emails)  # no old member among them: all at once
                         continue
                     for key, fp, email in zip(keys, fps, emails, strict=True):
-                        old_until(bisect_left(old_keys, key, cursor))
+                        old_until(max(cursor, old.lower_bound(key)))
                         writer.member(key, fp)
                         writer.email(email)
-            old_until(len(old_keys))
+            old_until(old.count)
 
     def emptied(self, old_emails: Path, refused: set[int]) -> Iterator[tuple[str, int]]:
         """(identity, bits of the fields it had and has no longer) of each changed member whose
         change reached Klaviyo, from the fields its snapshot line says it had."""
-        wanted = iter(sorted(at for at in self.changed_fields if self.first_line[at] not in refused))
+        refused_members = self.members.members_on(refused)
+        wanted = iter(sorted(at for at in self.changed_fields if at not in refused_members))
         target = next(wanted, None)
         if target is None:
             return
@@ -368,6 +378,9 @@ class Delta:
         self.table.close()
         if self._held is not None:
             self._held.close()
+        self.members.close()
+        if self.snapshot is not None:
+            self.snapshot.close()
 
 
 SLICE = 65_536  # old members copied at once
@@ -381,7 +394,7 @@ MAX_WARNED = 200_000  # members whose warnings a snapshot tracks (8 bytes each o
 
 def _positions(snapshot: Snapshot, keys: array) -> bytearray:
     """A bitmap of the snapshot positions of these keys (one bit a member)."""
-    bits = bytearray((len(snapshot.keys) + 7) // 8)
+    bits = bytearray((snapshot.members + 7) // 8)
     for key in keys:
         at = snapshot.find(key)
         if at >= 0:

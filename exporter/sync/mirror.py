@@ -100,7 +100,7 @@ def checked_leaver_emails(emails: Path, positions: list[int], snapshot: Snapshot
         for at, line in enumerate(lines):
             if at == target:
                 email = line.rstrip(b"\n").partition(b"\t")[0]  # the fields it had follow a tab (clear_emptied)
-                if keying.email_keys([email])[0] != snapshot.keys[at]:
+                if keying.email_keys([email])[0] != snapshot.index.key_at(at):
                     raise SnapshotDamaged(f"the snapshot's email of member {at} does not match its key: the snapshot "
                                           "is damaged; delete it to start over (nobody was removed)")
                 found[at] = email.decode("utf-8", "replace")

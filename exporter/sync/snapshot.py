@@ -14,8 +14,8 @@ removes leavers by email); no other personal data. The file is one blob (or loca
             their warnings too),
     emails ("email\\n" each, in key order)
 
-Loading reads the keys and fingerprints into two arrays (12 bytes a member) and looks a
-key up by binary search; the emails are copied to a local file only when leavers must be
+Loading holds the keys and fingerprints (10 bytes a member: ``MemberIndex`` keeps 6 bytes
+of each key, exactly) and looks a key up within its bucket; the emails are copied to a local file only when leavers must be
 named or the snapshot rewritten, and member ``i``'s email is line ``i`` there. A new
 snapshot is written whole to a temporary file and then replaces the old one in one step
 (a blob upload commits atomically; a local file is renamed over), so a crash leaves the
@@ -36,10 +36,9 @@ import os
 import sys
 import tempfile
 from array import array
-from bisect import bisect_left
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Protocol
+from typing import IO, Any, AsyncIterator, Protocol
 
 import orjson
 import xxhash
@@ -47,6 +46,7 @@ import xxhash
 from exporter.errors import ExportError
 from exporter.sources.files import BlobLocation
 from exporter.sync.keys import KEYINGS
+from exporter.sync.member_index import KeysOutOfOrder, MemberIndex
 
 MAGIC = b"KLAVIYO-EXPORTER-SNAPSHOT 3\n"
 MAGIC_V2 = b"KLAVIYO-EXPORTER-SNAPSHOT 2\n"  # no checksums; read, never written
@@ -145,36 +145,30 @@ class BlobSnapshotStore:
 @dataclass
 class Snapshot:
     header: SnapshotHeader
-    keys: array  # array('q'), ascending
+    index: MemberIndex  # the members' keys, ascending
     fps: array  # array('I'), in key order
     emails_at: int  # byte offset of the emails section in the stored snapshot
     warned: array = field(default_factory=lambda: array("q"))  # keys of members whose row drew warnings
-    starts: array = field(default_factory=lambda: array("I", [0, 0, 0]))  # see ``index``
-    shift: int = 63
 
-    def index(self) -> None:
-        """Where each bucket of keys (by their top bits; about 8 members a bucket) starts, so a
-        lookup searches 8 keys instead of all of them: keys are uniform hashes. Half a byte a
-        member."""
-        members = len(self.keys)
-        bits = max(1, (members // 8).bit_length())
-        self.shift = 64 - bits
-        self.starts = array("I", (bisect_left(self.keys, (bucket << self.shift) - BIAS) for bucket in range(1 << bits)))
-        self.starts.append(members)
+    @property
+    def members(self) -> int:
+        return self.index.count
 
     def find(self, key: int) -> int:
         """The member's position, or -1."""
-        bucket = (key + BIAS) >> self.shift
-        i = bisect_left(self.keys, key, self.starts[bucket], self.starts[bucket + 1])
-        return i if i < len(self.keys) and self.keys[i] == key else -1
+        return self.index.find(key)
+
+    def close(self) -> None:
+        self.index.close()
 
 
-BIAS = 1 << 63  # keys are signed: shifted to unsigned for their top bits
-
-
-async def load_snapshot(store: SnapshotStore) -> Snapshot | None:
+async def load_snapshot(store: SnapshotStore, scratch: Path | None = None) -> Snapshot | None:
     """The stored snapshot (keys and fingerprints only), or None if there is none. A damaged
-    one is an error that says how to start over, never a silent full resend."""
+    one is an error that says how to start over, never a silent full resend.
+
+    The keys and fingerprints are first copied to a local file in ``scratch`` (None: the
+    system's temporary folder), checked as they arrive, and only then held in memory, each in
+    one allocation of its exact size: memory is never claimed on the header's word alone."""
     reader = _Reader(store.read())
     head = await reader.take(len(MAGIC))
     if not head:
@@ -196,35 +190,51 @@ async def load_snapshot(store: SnapshotStore) -> Snapshot | None:
             raise ValueError
     except (orjson.JSONDecodeError, TypeError, ValueError):
         raise SnapshotDamaged(damaged) from None
-    keys, fps, warned = array("q"), array("I"), array("q")
-    for name, target, width, items in (("keys", keys, 8, count), ("fps", fps, 4, count),
-                                       ("warned", warned, 8, header.warned)):
-        if name == "warned" and not checked:
-            break
-        remaining = items * width
-        hasher = xxhash.xxh3_128()
-        while remaining:
-            wanted = min(remaining, 1 << 20)
-            piece = await reader.take(wanted)
-            if len(piece) != wanted:
-                raise SnapshotDamaged(damaged)
-            hasher.update(piece)
-            target.frombytes(piece)
-            remaining -= len(piece)
-        if checked and hasher.hexdigest() != header.sections[name]:  # type: ignore[index]
+    sums: dict[str, str] = header.sections if checked and header.sections else {}
+    numbers = tempfile.TemporaryFile(dir=scratch)  # noqa: SIM115 (the index keeps it; closed with the snapshot)
+    try:
+        await _copy_section(reader, numbers, 8 * count, damaged, sums.get("keys"))
+        await _copy_section(reader, numbers, 4 * count, damaged, sums.get("fps"))
+        fps = array("I", [0]) * count
+        numbers.seek(8 * count)
+        if numbers.readinto(fps) != 4 * count:  # type: ignore[attr-defined]
             raise SnapshotDamaged(damaged)
-    if sys.byteorder != "little":
-        keys.byteswap()
-        fps.byteswap()
-        warned.byteswap()
-    if any(keys[i] >= keys[i + 1] for i in range(len(keys) - 1)) \
-            or any(warned[i] >= warned[i + 1] for i in range(len(warned) - 1)):
-        raise SnapshotDamaged(damaged)
-    await reader.close()
+        warned = array("q")
+        if checked:
+            warned.frombytes(await _copy_section(reader, io.BytesIO(), 8 * header.warned, damaged, sums.get("warned")))
+        await reader.close()
+        if sys.byteorder != "little":
+            fps.byteswap()
+            warned.byteswap()
+        if any(warned[i] >= warned[i + 1] for i in range(len(warned) - 1)):
+            raise SnapshotDamaged(damaged)
+        try:
+            index = MemberIndex(numbers, count)
+        except KeysOutOfOrder:
+            raise SnapshotDamaged(damaged) from None
+    except BaseException:
+        numbers.close()
+        raise
     heading = len(MAGIC) + len(line) + 1 + (len(stated) + 1 if checked else 0)
-    snapshot = Snapshot(header, keys, fps, heading + 12 * count + 8 * len(warned), warned)
-    snapshot.index()
-    return snapshot
+    return Snapshot(header, index, fps, heading + 12 * count + 8 * len(warned), warned)
+
+
+async def _copy_section(reader: _Reader, into: IO[bytes], size: int, damaged: str, checksum: str | None) -> bytes:
+    """``size`` bytes of the stream written to ``into``, checked against the section's
+    checksum (format 3). Returns what ``into`` holds when it is in memory (``BytesIO``)."""
+    hasher = xxhash.xxh3_128()
+    remaining = size
+    while remaining:
+        wanted = min(remaining, 1 << 20)
+        piece = await reader.take(wanted)
+        if len(piece) != wanted:  # the stream ended early
+            raise SnapshotDamaged(damaged)
+        hasher.update(piece)
+        into.write(piece)
+        remaining -= wanted
+    if checksum is not None and hasher.hexdigest() != checksum:
+        raise SnapshotDamaged(damaged)
+    return into.getvalue() if isinstance(into, io.BytesIO) else b""
 
 
 def _digest(data: bytes) -> str:
