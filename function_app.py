@@ -9,6 +9,7 @@ import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob_binding
 
 from exporter import ui
+from exporter.allocator import tune_allocator
 from exporter.logsafe import install_everywhere
 from exporter.manage import routes as manage
 from exporter.runs import api
@@ -17,6 +18,7 @@ from exporter.runs.runtime import AppRuntime
 
 install_everywhere()  # every record masked as it is made, whichever handler the worker emits it through
 quiet_sdk_loggers()  # the worker forwards every record it sees, whatever host.json says for these names
+tune_allocator()  # runs here are the CLI's long runs; threads the worker started keep the arenas they have
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 RUNTIME = AppRuntime()

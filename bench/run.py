@@ -126,11 +126,11 @@ class Simulator:
 
 
 @contextlib.contextmanager
-def simulator(limits: bool) -> Iterator[Simulator]:
+def simulator(limits: bool, *extra: str) -> Iterator[Simulator]:
     """The simulator in its own process (its own core)."""
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "exporter", "simulate-klaviyo", "--port", str(port),
-                                "--list", LIST_ID, "--rate-limits", "klaviyo" if limits else "off"],
+                                "--list", LIST_ID, "--rate-limits", "klaviyo" if limits else "off", *extra],
                                stderr=subprocess.DEVNULL, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -224,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a list that exists (repeatable; more with POST /_sim/lists) (default: none)")
     simulate.add_argument("--api-key", action="append", default=[],
                           help="an accepted key (repeatable) (default: any key starting pk_)")
+    simulate.add_argument("--forget-profiles", action="store_true", help=argparse.SUPPRESS)  # benchmarks at 50M rows
     add_app_parser(commands, formatter)
     return parser
 
@@ -534,7 +535,8 @@ def _simulate(args: argparse.Namespace) -> int:
     from exporter.simulator import RunningSimulator, SimulatorConfig
 
     config = SimulatorConfig(api_keys=set(args.api_key) or None, rate_limits=args.rate_limits == "klaviyo",
-                             fault_rate=args.fault_rate, job_delay=args.job_delay)
+                             fault_rate=args.fault_rate, job_delay=args.job_delay,
+                             keep_profiles=not args.forget_profiles)
 
     async def serve() -> None:
         tune_garbage_collector()  # each job's 10,000 parsed profiles are young objects until applied

@@ -95,6 +95,22 @@ async def test_jobs_complete_later_and_answers_match_klaviyos_schemas(simulator)
     assert simulator.simulator.account.member_emails(LIST_ID) == ["a@x.com"]
 
 
+async def test_a_forgetful_simulator_checks_and_counts_profiles_but_keeps_none(start_simulator) -> None:
+    """For benchmarks at 50M profiles (``--forget-profiles``): the same strict checks, jobs that
+    complete with every profile counted, and nothing held."""
+    sim = await start_simulator(keep_profiles=False)
+    status, refused = await post(sim, job_body([{"email": "a@x.com", "phone_number": "12"}]))
+    assert status == 400 and refused["errors"][0]["source"]["pointer"].endswith("/phone_number")
+    status, created = await post(sim, job_body([{"email": "a@x.com"}, {"email": "b@x.com"}]))
+    assert status == 202
+    job_id = created["data"]["id"]
+    while (await get(sim, f"/api/profile-bulk-import-jobs/{job_id}"))[1]["data"]["attributes"]["status"] != "complete":
+        await asyncio.sleep(0.01)
+    _, job = await get(sim, f"/api/profile-bulk-import-jobs/{job_id}")
+    assert job["data"]["attributes"]["completed_count"] == 2 and sim.simulator.stats.profiles_received == 2
+    assert sim.simulator.account.profile_count() == 0 and sim.simulator.account.member_emails(LIST_ID) == []
+
+
 async def test_rate_limits_answer_429_with_retry_after(simulator) -> None:
     async with aiohttp.ClientSession() as session:
         statuses = []

@@ -59,6 +59,9 @@ class SimulatorConfig:
     request_rejects: frozenset[str] = frozenset()  # see validation.check_import_job
     account_id: str = "SimAcc"  # what GET /api/accounts names (Klaviyo: six letters and digits)
     accounts_scope: bool = True  # False: keys lack accounts:read, so GET /api/accounts answers 403
+    # False: imported profiles are checked and counted but not kept (lists read as empty): for
+    # benchmarks at tens of millions of profiles, which the simulator could not hold
+    keep_profiles: bool = True
 
 
 @dataclass
@@ -140,7 +143,7 @@ async def _jsonapi_body(request: web.Request) -> Any:
 class KlaviyoSimulator:
     def __init__(self, config: SimulatorConfig | None = None):
         self.config = config or SimulatorConfig()
-        self.account = Account(self.config.job_delay)
+        self.account = Account(self.config.job_delay, self.config.keep_profiles)
         self.stats = Stats()
         self.scripted_faults: deque[str] = deque()  # consumed one per /api request, before fault_rate
         # Called with the job count each time a job is accepted, before the 202 leaves: tests
