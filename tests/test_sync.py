@@ -421,16 +421,21 @@ def test_xxh3_keys_are_the_signed_canonical_digest_and_never_zero(monkeypatch) -
     assert list(keying.email_keys([b"a@x.com", b""])) == [1, 0] and list(keying.fingerprints([b"x"])) == [1]
 
 
-def test_merging_the_new_members_early_changes_nothing_the_snapshot_gets(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("fan_in", [320, 3])
+def test_merging_the_new_members_early_changes_nothing_the_snapshot_gets(tmp_path: Path, monkeypatch,
+                                                                         fan_in: int) -> None:
     """A sending run merges the spool's sorted runs into one once every job is sent; the write
     at the end then leaves out the lines Klaviyo refused. Same members, same order, same
-    fingerprints and emails as merging at the write, with or without refused lines."""
+    fingerprints and emails as merging at the write, with or without refused lines, in one
+    pass or (more runs than ``FAN_IN``) in groups first."""
     import random
     from array import array
 
+    from exporter.sync import delta
     from exporter.sync.delta import _Spool
 
     monkeypatch.setattr(_Spool, "RUN", 40)
+    monkeypatch.setattr(delta, "FAN_IN", fan_in)
 
     def members(folder: Path, merge_early: bool, refused: set[int]) -> list[tuple[object, ...]]:
         rng, line = random.Random(5), 1
