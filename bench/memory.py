@@ -13,6 +13,7 @@ import argparse
 import shutil
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.run import ROOT, export_process, replace_section, simulator
@@ -24,6 +25,7 @@ DRY_START, DRY_END = "<!-- memory-dry:start -->", "<!-- memory-dry:end -->"
 
 def dry_runs(sizes: list[int], output: Path) -> None:
     """Peak RSS of a dry run (the CLI, a local CSV of unique synthetic profiles, no key) at each size."""
+    started = datetime.now(UTC)
     results = []
     for rows in sizes:
         folder = Path(tempfile.mkdtemp(prefix="bench-memory-dry-"))
@@ -37,13 +39,16 @@ def dry_runs(sizes: list[int], output: Path) -> None:
         source.unlink()
         print(results[-1], flush=True)
     text = "\n".join([
-        "Dry runs (`python -m bench.memory --dry-runs N,...`): the CLI on a local CSV of unique synthetic profiles, no "
-        "key. Past 2,000,000 emails de-duplication spills: a Bloom filter (10 bits an email) in memory, the (email "
-        "key, line) pairs on disk, rows the filter may have seen held back and resolved exactly at the end.",
+        f"Measured {started:%Y-%m-%d %H:%M} UTC. Dry runs (`python -m bench.memory --dry-runs N,...`): the CLI on a "
+        "local CSV of unique synthetic profiles, no key. Past 2,000,000 emails de-duplication spills: a Bloom filter "
+        "(10 bits an email) in memory, the (email key, line) pairs on disk, rows the filter may have seen held back "
+        "and resolved exactly at the end.",
         "",
         "| rows | status | rows read | would send | duplicates | wall (s) | profiles/s | peak RSS (MB) |",
         "|---|---|---|---|---|---|---|---|",
         *results,
+        "",
+        "Targets: <= 150 MB at 1M, <= 200 MB at 10M, <= 256 MB at 50M.",
     ])
     replace_section(output, DRY_START, DRY_END, text)
 
@@ -51,6 +56,7 @@ def dry_runs(sizes: list[int], output: Path) -> None:
 def delta_runs(sizes: list[int], output: Path) -> None:
     """At each size: a full mirror run to the simulator, then the refreshed segment's delta run
     against the snapshot it left."""
+    started = datetime.now(UTC)
     results = []
     for rows in sizes:
         every = 100
@@ -77,7 +83,8 @@ def delta_runs(sizes: list[int], output: Path) -> None:
             file.unlink()
         shutil.rmtree(folder, ignore_errors=True)
     text = "\n".join([
-        "Delta runs (`python -m bench.memory --rows N,...`): at each size, a local CSV exported in mirror mode to "
+        f"Measured {started:%Y-%m-%d %H:%M} UTC. Delta runs (`python -m bench.memory --rows N,...`): at each size, "
+        "a local CSV exported in mirror mode to "
         "the simulator with rate limits off, then the same segment refreshed (1% renamed, 1% new, 1% gone) and "
         "run against the snapshot the first run left. The simulator counts the profiles without keeping them "
         "(`--forget-profiles`: it could not hold 50M), so the leavers' lookups find none on the list and none is "
@@ -86,6 +93,8 @@ def delta_runs(sizes: list[int], output: Path) -> None:
         "| rows | run | status | rows read | sent | unchanged | leavers | wall (s) | peak RSS (MB) | snapshot (MB) |",
         "|---|---|---|---|---|---|---|---|---|---|",
         *results,
+        "",
+        "Targets: <= 250 MB for a 10M-row delta run; 1M-row runs <= 150 MB.",
     ])
     replace_section(output, START, END, text)
 

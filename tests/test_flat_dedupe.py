@@ -53,21 +53,28 @@ async def export(tmp_path: Path, sim, name: str) -> tuple[dict, list[dict[str, s
         return report.to_dict(), list(csv.DictReader(file))
 
 
+def spill_past(limit: int, monkeypatch: pytest.MonkeyPatch, bits_per_key: int = 1) -> list[int]:
+    """The exact table shrunk to ``limit`` emails and the filter to ``bits_per_key`` (1: it takes
+    most new emails for seen); returns the lines of the rows held back, as they are held."""
+    monkeypatch.setattr(first_seen, "EXACT_LIMIT", limit)
+    monkeypatch.setattr(seen_filter, "MIN_BITS", 64)
+    monkeypatch.setattr(seen_filter, "BITS_PER_KEY", bits_per_key)
+    held: list[int] = []
+    original = HeldRows.add
+
+    def recording(self, chunk, positions, fingerprints, damaged):  # type: ignore[no-untyped-def]
+        held.extend(chunk.lines[i] for i in positions)
+        return original(self, chunk, positions, fingerprints, damaged)
+    monkeypatch.setattr(HeldRows, "add", recording)
+    return held
+
+
 @pytest.mark.parametrize("bits", [1, 10])  # a filter that errs on most new keys, and one that rarely does
 async def test_spilled_de_duplication_gives_exactly_what_the_table_gives(tmp_path: Path, start_simulator,
                                                                          monkeypatch, bits: int) -> None:
     exact_sim = await start_simulator()
     exact, exact_rejects = await export(tmp_path, exact_sim, "exact")
-    monkeypatch.setattr(first_seen, "EXACT_LIMIT", 20)  # past 20 emails, the filter takes over
-    monkeypatch.setattr(seen_filter, "MIN_BITS", 64)
-    monkeypatch.setattr(seen_filter, "BITS_PER_KEY", bits)
-    held: list[int] = []
-    original = HeldRows.add
-
-    def counting(self, chunk, positions, fingerprints, damaged):  # type: ignore[no-untyped-def]
-        held.extend(positions)
-        return original(self, chunk, positions, fingerprints, damaged)
-    monkeypatch.setattr(HeldRows, "add", counting)
+    held = spill_past(20, monkeypatch, bits)
     spilled_sim = await start_simulator()
     spilled, spilled_rejects = await export(tmp_path, spilled_sim, "spilled")
     assert len(held) > 5 if bits == 1 else len(held) >= 5  # held: the 5 duplicates, and new emails by mistake
@@ -117,13 +124,7 @@ async def test_a_mirror_refresh_that_spills_writes_the_same_snapshot_as_one_that
         return report.to_dict(), sorted(sim.simulator.account.member_emails(LIST_ID)), (snapshot, rejects)
 
     exact, exact_members, (exact_snapshot, exact_rejects) = await two_runs("exact")
-    monkeypatch.setattr(first_seen, "EXACT_LIMIT", 5)
-    monkeypatch.setattr(seen_filter, "MIN_BITS", 64)
-    monkeypatch.setattr(seen_filter, "BITS_PER_KEY", 1)
-    held: list[int] = []
-    original = HeldRows.add
-    monkeypatch.setattr(HeldRows, "add", lambda self, chunk, positions, fps, damaged: (
-        held.extend(positions), original(self, chunk, positions, fps, damaged))[1])
+    held = spill_past(5, monkeypatch)
     spilled, spilled_members, (spilled_snapshot, spilled_rejects) = await two_runs("spilled")
     assert len(held) > 1000  # repeats, and new emails the filter took for seen
     assert spilled["counts"] == exact["counts"] and exact["counts"]["duplicates"] == 1000
@@ -221,13 +222,7 @@ async def test_consent_and_clearing_exports_spill_too_and_end_as_the_exact_table
         return report.to_dict(), seen, (every_key(snapshot), snapshot.fps, emails.read_bytes() + rejects)
 
     exact, exact_seen, exact_state = await two_runs("exact")
-    monkeypatch.setattr(first_seen, "EXACT_LIMIT", 5)
-    monkeypatch.setattr(seen_filter, "MIN_BITS", 64)
-    monkeypatch.setattr(seen_filter, "BITS_PER_KEY", 1)
-    held_lines: list[int] = []
-    original = HeldRows.add
-    monkeypatch.setattr(HeldRows, "add", lambda self, chunk, positions, fps, damaged: (
-        held_lines.extend(chunk.lines[i] for i in positions), original(self, chunk, positions, fps, damaged))[1])
+    held_lines = spill_past(5, monkeypatch)
     spilled, spilled_seen, spilled_state = await two_runs("spilled")
     consenting_held = [line for line in held_lines if line < 262 and (line - 62) % 3 == 0]  # new{n}: line 62 + n
     assert len(held_lines) > 100 and len(consenting_held) > 10 and (302 in held_lines) == damaged  # 302: the stray
