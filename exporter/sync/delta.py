@@ -8,8 +8,9 @@ member is listed once every row is read, with the line it names. Only emails the
 does not hold go through ``FirstSeen`` (an exact table, then a filter with held rows resolved
 at the end); new members' keys, fingerprints, lines and emails are sorted into bounded runs
 on disk as the run goes on, and the runs are merged into one (``merge_new_members``) once
-every row is read. Memory is therefore about 13.5 bytes a snapshot member plus, for new
-members, at most the exact table's 50 MB or about 10 bits each.
+every row is read. Memory is therefore about 11 bytes a snapshot member (6 of its key in
+``MemberIndex``, 4 of fingerprint, 1 seen) plus, for new members, at most the exact table's
+50 MB or about 10 bits each.
 
 The next snapshot is what Klaviyo really holds after the run: old members (minus the
 leavers mirror mode removed; a changed member Klaviyo refused keeps fingerprint 0, so the
@@ -195,9 +196,8 @@ class Delta:
     def classify(self, chunk: MappedChunk, fingerprints: dict[int, int], damaged: set[int]) -> Classified:
         """A block's profiles (after ``skip_unchanged``, with its fingerprints, and the lines of
         its damaged records): snapshot members first, one by one, then the others through the
-        de-duplication table all at once. Rows
-        that repeat a member are not among the duplicates returned: ``held_duplicates`` lists
-        them once every row is read."""
+        de-duplication table all at once. Rows that repeat a member are not among the
+        duplicates returned: ``held_duplicates`` lists them once every row is read."""
         keep: list[int] = []
         unchanged = 0
         candidates: list[int] | None = None  # positions of the emails the snapshot does not hold (None: all)
