@@ -26,12 +26,10 @@ class _PairLog:
         self._folder = folder
         self._members, self._lines = array("I"), array("I")
         self._files: tuple[IO[bytes], IO[bytes]] | None = None
-        self.count = 0
 
     def extend(self, members: Sequence[int], lines: Sequence[int]) -> None:
         self._members.extend(members)
         self._lines.extend(lines)
-        self.count += len(members)
         if len(self._members) >= PAIRS_BUFFERED:
             self._write()
 
@@ -90,10 +88,6 @@ class SeenMembers:
         """Rows on these lines repeat these members' emails: listed by ``duplicates``."""
         self._duplicates.extend(members, lines)
 
-    @property
-    def duplicate_count(self) -> int:
-        return self._duplicates.count
-
     def duplicates(self) -> Iterator[list[tuple[int, int]]]:
         """(line of the duplicate, line of the member's first row), a batch at a time."""
         import pyarrow.compute as pc
@@ -108,7 +102,7 @@ class SeenMembers:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        found = array("I", bytes(4 * len(wanted)))
+        found = array("I", [0]) * len(wanted)
         for members, lines in self._first.blocks(RESOLVED_AT_ONCE):
             where = pc.index_in(_uint32(members), value_set=wanted)
             hit = pc.indices_nonzero(pc.is_valid(where))
