@@ -239,10 +239,44 @@ def flip_a_key_byte(stored: bytes) -> bytes:
     return stored[:at] + bytes([stored[at] ^ 0x01]) + stored[at + 1:]
 
 
-@pytest.mark.parametrize("damage", [rotate_emails, flip_a_key_byte])
+def _signed(document: dict, sections: bytes) -> bytes:
+    """A snapshot whose header and checksums are all correct: only its contents can give it away."""
+    import xxhash
+
+    from exporter.sync.snapshot import MAGIC
+
+    header = orjson.dumps(document)
+    return MAGIC + header + b"\n" + xxhash.xxh3_128_hexdigest(header).encode() + b"\n" + sections
+
+
+def swap_two_keys_and_sign(stored: bytes) -> bytes:
+    """Keys 7 and 8 swapped, with the keys section's checksum recomputed: out of order."""
+    import xxhash
+
+    _, header, _, rest = stored.split(b"\n", 3)
+    document = orjson.loads(header)
+    keys = bytearray(rest[:8 * document["members"]])
+    keys[56:64], keys[64:72] = keys[64:72], keys[56:64]
+    document["sections"]["keys"] = xxhash.xxh3_128_hexdigest(bytes(keys))
+    return _signed(document, bytes(keys) + rest[len(keys):])
+
+
+def claim_a_trillion_members_and_sign(stored: bytes) -> bytes:
+    """A header that claims 10^12 members (about 12 TB of keys and fingerprints), signed: the
+    load must fail when the bytes run out, never size memory from the claim."""
+    _, header, _, rest = stored.split(b"\n", 3)
+    document = orjson.loads(header)
+    document["members"] = 10 ** 12
+    return _signed(document, rest)
+
+
+@pytest.mark.parametrize("damage", [rotate_emails, flip_a_key_byte, swap_two_keys_and_sign,
+                                    claim_a_trillion_members_and_sign])
 async def test_a_damaged_snapshot_fails_the_run_and_removes_nobody(simulator, tmp_path, damage) -> None:
     report, before = await damaged_snapshot_run(simulator, tmp_path, damage)
     assert report.status == "failed" and "damaged" in (report.error or "") and "delete it" in (report.error or "")
+    if damage in (swap_two_keys_and_sign, claim_a_trillion_members_and_sign):  # the load itself refuses them
+        assert "is damaged or not a snapshot" in (report.error or "")
     assert report.counts.removed == 0
     assert {e.lower() for e in simulator.simulator.account.member_emails(LIST_ID)} == before
 
