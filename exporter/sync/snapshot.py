@@ -15,8 +15,9 @@ removes leavers by email); no other personal data. The file is one blob (or loca
     emails ("email\\n" each, in key order)
 
 Loading holds the keys and fingerprints (10 bytes a member: ``MemberIndex`` keeps 6 bytes
-of each key, exactly) and looks a key up within its bucket; the emails are copied to a local file only when leavers must be
-named or the snapshot rewritten, and member ``i``'s email is line ``i`` there. A new
+of each key, exactly) and looks a key up within its bucket; the emails are copied to a
+local file only when leavers must be named or the snapshot rewritten, and member ``i``'s
+email is line ``i`` there. A new
 snapshot is written whole to a temporary file and then replaces the old one in one step
 (a blob upload commits atomically; a local file is renamed over), so a crash leaves the
 old snapshot or the new one, never half of either.
