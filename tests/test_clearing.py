@@ -120,3 +120,46 @@ async def test_a_damaged_read_clears_nothing_and_a_clean_one_then_does(start_sim
     source.write_text(FIRST.replace("a@x.com,+442079460011,London,gold,hi", "a@x.com,,London,,hi"))
     clean = orjson.loads((await acli(*args, env={"KLAVIYO_API_KEY": API_KEY})).stdout)
     assert clean["sync"]["cleared_fields"] == 2 and attributes(sim, "a@x.com").get("phone_number") is None
+
+
+async def test_a_clearing_klaviyo_does_not_confirm_is_tried_again_by_the_next_run(start_simulator, tmp_path: Path,
+                                                                                 monkeypatch) -> None:
+    """The run waits for its clearing job; one Klaviyo has not finished in time leaves the run
+    partial, counts nothing cleared, and keeps in the snapshot the fields it knew were set, so
+    the next run resends those members and clears again."""
+    from exporter.mapping import FieldMapping
+    from exporter.pipeline import ExportPlan, PipelineOptions, run_export
+    from exporter.rejects import RejectsFile
+    from exporter.sync import clearing
+    from exporter.sync.plan import SyncPlan
+    from exporter.sync.snapshot import LocalSnapshotStore
+    from tests.conftest import client_for
+
+    sim = await start_simulator(rate_limits=False)
+    source = tmp_path / "s.csv"
+    mapping = FieldMapping("email", {"phone_number": "phone", "location.city": "city", "properties.tier": "tier",
+                                     "properties.note": "note"})
+
+    async def run(text: str) -> dict:
+        source.write_text(text)
+        plan = ExportPlan("t", str(source), LIST_ID, mapping,
+                          sync=SyncPlan(LocalSnapshotStore(tmp_path / "state"), "add", clear_emptied=True))
+        async with client_for(sim) as client:
+            report = await run_export(plan, client, RejectsFile(tmp_path / "r.csv"),
+                                      options=PipelineOptions(poll_interval=0.05))
+        return report.to_dict()
+
+    assert (await run(FIRST))["status"] == "succeeded"
+    monkeypatch.setattr(clearing, "CONFIRM_SECONDS", 0.2)
+    sim.simulator.account.job_delay = 1.0  # Klaviyo is slow today: the clearing job outlasts the wait
+    slow = await run(EMPTIED)
+    assert slow["status"] == "partial" and slow["sync"]["cleared_fields"] == 0
+    assert slow["sync"]["clearing_confirmed"] is False
+    assert any(hint.startswith("clearing not confirmed") for hint in slow["hints"])
+    monkeypatch.setattr(clearing, "CONFIRM_SECONDS", 60.0)
+    sim.simulator.account.job_delay = 0.05
+    again = await run(EMPTIED)
+    assert again["status"] == "succeeded" and again["counts"]["sent"] == 2  # a and b resent
+    assert again["sync"]["cleared_fields"] == 3 and again["sync"]["clearing_confirmed"] is True
+    a, b = attributes(sim, "a@x.com"), attributes(sim, "b@x.com")
+    assert a.get("phone_number") is None and "tier" not in a["properties"] and b["location"].get("city") is None

@@ -7,10 +7,17 @@ field (``phone_number``, ``location.city``, ...) by sending it as ``null``, a cu
 by ``meta.patch_properties.unset`` (both as Klaviyo's profile schema defines them). The
 clearing profiles go in bulk import jobs of their own, after the row's own job: clearing
 twice is harmless, so a resumed run simply clears again.
+
+A clearing counts only once Klaviyo has finished its job with no profile failed
+(``Clearing.confirmed``): otherwise the caller keeps the fields the snapshot knew were set,
+so the next run clears them again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import orjson
@@ -40,16 +47,27 @@ def clearing_profile(identity: str, lost: int, tracked: list[str]) -> dict[str, 
     return resource
 
 
+CONFIRM_SECONDS = 600.0  # how long the clearing jobs may take before the run stops waiting
+FIRST_POLL, LONGEST_POLL = 0.25, 2.0  # seconds between polls of the clearing jobs, doubling
+
+
+@dataclass
+class Clearing:
+    fields: int  # fields the clearing jobs clear
+    confirmed: bool  # Klaviyo finished every clearing job with no profile failed
+
+
 async def clear_emptied(klaviyo: KlaviyoClient, list_id: str, emptied: Iterable[tuple[str, int]],
-                        tracked: list[str]) -> int:
-    """Send the clearing jobs; returns how many fields they clear."""
+                        tracked: list[str]) -> Clearing:
+    """Send the clearing jobs and wait, up to ``CONFIRM_SECONDS``, for Klaviyo to finish them."""
     cleared = 0
     batch: list[dict[str, Any]] = []
+    jobs: set[str] = set()
 
     async def send() -> None:
-        await klaviyo.create_import_job(orjson.dumps({"data": {
+        jobs.add(await klaviyo.create_import_job(orjson.dumps({"data": {
             "type": "profile-bulk-import-job", "attributes": {"profiles": {"data": batch}},
-            "relationships": {"lists": {"data": [{"type": "list", "id": list_id}]}}}}))
+            "relationships": {"lists": {"data": [{"type": "list", "id": list_id}]}}}})))
         batch.clear()
 
     for identity, lost in emptied:
@@ -59,4 +77,23 @@ async def clear_emptied(klaviyo: KlaviyoClient, list_id: str, emptied: Iterable[
             await send()
     if batch:
         await send()
-    return cleared
+    return Clearing(cleared, await _finished_cleanly(klaviyo, jobs, CONFIRM_SECONDS))
+
+
+async def _finished_cleanly(klaviyo: KlaviyoClient, jobs: set[str], within: float) -> bool:
+    """True once Klaviyo has completed every job with no profile failed; False as soon as one
+    ends otherwise, or when ``within`` seconds pass first."""
+    give_up = time.monotonic() + within
+    wait = FIRST_POLL
+    while jobs:
+        for job_id, status in (await klaviyo.job_statuses(jobs)).items():
+            if status.finished:
+                if status.status != "complete" or status.failed:
+                    return False
+                jobs.discard(job_id)
+        if jobs:
+            if time.monotonic() + wait > give_up:
+                return False
+            await asyncio.sleep(wait)
+            wait = min(2 * wait, LONGEST_POLL)
+    return True

@@ -134,16 +134,23 @@ class SyncRun:
             return False
         if sync.clear_emptied and snapshot is not None and emails is not None and delta.tracked \
                 and snapshot.header.fields_tracked and snapshot.header.mapping == self.digest:
+            held_why = None
             if integrity.whole:
-                report.sync["cleared_fields"] = await clear_emptied(klaviyo, self.list_id,
-                                                                    delta.emptied(emails, refused), delta.tracked)
+                clearing = await clear_emptied(klaviyo, self.list_id, delta.emptied(emails, refused), delta.tracked)
+                report.sync["cleared_fields"] = clearing.fields if clearing.confirmed else 0
+                report.sync["clearing_confirmed"] = clearing.confirmed
+                if not clearing.confirmed:
+                    held_why = (f"clearing not confirmed: Klaviyo did not finish the clearing job(s) cleanly for "
+                                f"{clearing.fields:,} field(s); the next run clears them again")
             else:  # a shifted or cut record looks emptied: clear nothing; the next run looks again
+                report.sync["cleared_fields"] = 0
+                held_why = (f"clearing held: the segment was not read whole and undamaged ({integrity.why()}); "
+                            "no emptied value was cleared")
+            if held_why is not None:
                 for at in delta.changed_fields:
                     snapshot.fps[at] = 0  # resent, and its emptied fields cleared, by the next clean run
                 delta.changed_fields.clear()  # the snapshot keeps the fields it knew were set
-                report.sync["cleared_fields"] = 0
-                report.hints.append(f"clearing held: the segment was not read whole and undamaged ({integrity.why()}); "
-                                    "no emptied value was cleared")
+                report.hints.append(held_why)
         writer = SnapshotWriter(self.workdir)
         delta.write(writer, emails, refused, removal.gone)
         header = header_for(self.list_id, self.digest, snapshot.header if snapshot else None, self.full,
@@ -164,7 +171,9 @@ def leaver_note(mode: str, held: str | None) -> str:
 
 
 def settle_status(report: RunReport) -> None:
-    """Removals held (damage, guard) or left pending make the run partial, never succeeded."""
+    """Removals held (damage, guard) or left pending, and clearings Klaviyo did not confirm, make
+    the run partial, never succeeded."""
     if report.status == "succeeded" and report.sync and (report.sync.get("guard") or report.sync.get("damage")
-                                                         or report.counts.remove_pending):
+                                                         or report.counts.remove_pending
+                                                         or report.sync.get("clearing_confirmed") is False):
         report.status = "partial"
