@@ -58,8 +58,9 @@ class Clearing:
 
 
 async def clear_emptied(klaviyo: KlaviyoClient, list_id: str, emptied: Iterable[tuple[str, int]],
-                        tracked: list[str]) -> Clearing:
-    """Send the clearing jobs and wait, up to ``CONFIRM_SECONDS``, for Klaviyo to finish them."""
+                        tracked: list[str], deadline: float | None = None) -> Clearing:
+    """Send the clearing jobs and wait, up to ``CONFIRM_SECONDS`` and never past ``deadline``
+    (event-loop time: a leg's end), for Klaviyo to finish them."""
     cleared = 0
     batch: list[dict[str, Any]] = []
     jobs: set[str] = set()
@@ -77,7 +78,10 @@ async def clear_emptied(klaviyo: KlaviyoClient, list_id: str, emptied: Iterable[
             await send()
     if batch:
         await send()
-    return Clearing(cleared, await _finished_cleanly(klaviyo, jobs, CONFIRM_SECONDS))
+    within = CONFIRM_SECONDS
+    if deadline is not None:
+        within = min(within, deadline - asyncio.get_running_loop().time())
+    return Clearing(cleared, await _finished_cleanly(klaviyo, jobs, within))
 
 
 async def _finished_cleanly(klaviyo: KlaviyoClient, jobs: set[str], within: float) -> bool:

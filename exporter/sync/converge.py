@@ -136,7 +136,8 @@ class SyncRun:
                 and snapshot.header.fields_tracked and snapshot.header.mapping == self.digest:
             held_why = None
             if integrity.whole:
-                clearing = await clear_emptied(klaviyo, self.list_id, delta.emptied(emails, refused), delta.tracked)
+                clearing = await clear_emptied(klaviyo, self.list_id, delta.emptied(emails, refused), delta.tracked,
+                                               deadline)
                 report.sync["cleared_fields"] = clearing.fields if clearing.confirmed else 0
                 report.sync["clearing_confirmed"] = clearing.confirmed
                 if not clearing.confirmed:
