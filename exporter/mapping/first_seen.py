@@ -19,19 +19,13 @@ from array import array
 from pathlib import Path
 from typing import IO, Iterator, Sequence
 
+from exporter.arrow_views import arrow_view
 from exporter.mapping.dedupe import Deduplicator
 from exporter.mapping.seen_filter import SeenFilter
 
 EXACT_LIMIT = 2_000_000  # keys the exact table holds (about 50 MB) before the filter takes over
 PARTITION_BITS = 6
 FLUSH_PAIRS = 1 << 18  # pairs buffered in memory across partitions before they are written (4 MB)
-
-
-def _int64(values: array) -> object:
-    """An ``array('q')`` as an Arrow array over the same memory (no copy, no Python ints)."""
-    import pyarrow as pa
-
-    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
 
 
 class _Pairs:
@@ -154,7 +148,7 @@ class FirstSeen:
             if not held_keys:
                 continue
             fresh_keys, fresh_lines = self._fresh.partition(p)
-            found = pc.index_in(_int64(held_keys), value_set=_int64(fresh_keys)).to_pylist()
+            found = pc.index_in(arrow_view(held_keys), value_set=arrow_view(fresh_keys)).to_pylist()
             del fresh_keys
             duplicates: list[tuple[int, int]] = []
             unmatched: list[tuple[int, int, int]] = []  # (key, line, index)

@@ -31,6 +31,7 @@ from typing import IO, Any, Iterator, Sequence
 
 import orjson
 
+from exporter.arrow_views import arrow_view
 from exporter.mapping.chunks import MappedChunk
 from exporter.mapping.first_seen import FirstSeen
 from exporter.sources.rows import RowBlock
@@ -439,10 +440,10 @@ class _Spool:
         self._pending, self._pending_members = [], 0
         if not keys:
             return
-        order = pc.sort_indices(_arrow(keys))
+        order = pc.sort_indices(arrow_view(keys))
         numbers, text = self._run_files()
         for values in (keys, fps, lines):
-            numbers.write(_buffer(_arrow(values).take(order)))
+            numbers.write(_buffer(arrow_view(values).take(order)))
         text.write(_buffer(pc.binary_join_element_wise(pa.array(emails, pa.string()).take(order), "", "\n")))
         self._runs.append(_rewound(numbers, text, len(keys)))
 
@@ -507,7 +508,6 @@ def _members_of(runs: list[tuple[IO[bytes], IO[bytes], int]],
     block = max(MIN_MERGE_BLOCK, MERGE_MEMBERS // max(len(runs), 1))
     readers = [_read_run(numbers, text, count, block, refused) for numbers, text, count in runs]
     return readers[0] if len(readers) == 1 else _merged(readers)
-_ARROW_TYPES = {"q": "int64", "I": "uint32"}
 
 
 def _rewound(numbers: IO[bytes], text: IO[bytes], count: int) -> tuple[IO[bytes], IO[bytes], int]:
@@ -515,13 +515,6 @@ def _rewound(numbers: IO[bytes], text: IO[bytes], count: int) -> tuple[IO[bytes]
     numbers.seek(0)
     text.seek(0)
     return numbers, text, count
-
-
-def _arrow(values: array) -> Any:
-    """An ``array('q')`` or ``array('I')`` as an Arrow array over the same memory."""
-    import pyarrow as pa
-
-    return pa.Array.from_buffers(getattr(pa, _ARROW_TYPES[values.typecode])(), len(values), [None, pa.py_buffer(values)])
 
 
 def _buffer(values: Any) -> Any:
@@ -551,7 +544,7 @@ def _read_run(numbers: IO[bytes], text: IO[bytes], count: int, block: int,
             values.frombytes(numbers.read(values.itemsize * size))
         emails = list(itertools.islice(text, size))
         if refused_lines is not None:
-            gone = pc.is_in(_arrow(lines), value_set=refused_lines)
+            gone = pc.is_in(arrow_view(lines), value_set=refused_lines)
             if pc.any(gone).as_py():
                 kept = pc.indices_nonzero(pc.invert(gone)).to_pylist()
                 keys, fps = array("q", [keys[i] for i in kept]), array("I", [fps[i] for i in kept])
@@ -590,10 +583,10 @@ def _merged(runs: list[Iterator[tuple[array, array, array, list[bytes]]]]
                 taken[r] = cut
             else:
                 current[r], taken[r] = next(runs[r], None), 0
-        order = pc.sort_indices(_arrow(keys))
+        order = pc.sort_indices(arrow_view(keys))
         sorted_keys, sorted_fps, sorted_lines = array("q"), array("I"), array("I")
         for values, into in ((keys, sorted_keys), (fps, sorted_fps), (lines, sorted_lines)):
-            into.frombytes(_buffer(_arrow(values).take(order)))
+            into.frombytes(_buffer(arrow_view(values).take(order)))
         yield sorted_keys, sorted_fps, sorted_lines, pa.array(emails, pa.binary()).take(order).to_pylist()
 
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 import sys
 from array import array
 from bisect import bisect_left, bisect_right
-from typing import IO, Any
+from typing import IO
+
+from exporter.arrow_views import arrow_view
 
 BIAS = 1 << 63  # keys are signed: shifted to unsigned for their top bits
 LOW_BYTES = 6
@@ -27,12 +29,6 @@ BLOCK = 1 << 17  # keys read from the file at once (1 MB)
 
 class KeysOutOfOrder(ValueError):
     pass
-
-
-def _int64(values: array) -> Any:
-    import pyarrow as pa
-
-    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
 
 
 class MemberIndex:
@@ -51,7 +47,7 @@ class MemberIndex:
         for offset in range(0, count, BLOCK):
             raw = self._read(offset, min(BLOCK, count - offset))
             block = _native(raw)
-            keys = _int64(block)
+            keys = arrow_view(block)
             if (last is not None and block[0] <= last) or not pc.all(pc.less(keys[:-1], keys[1:]), min_count=0).as_py():
                 raise KeysOutOfOrder
             last = block[-1]

@@ -15,6 +15,8 @@ from array import array
 from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
+from exporter.arrow_views import arrow_view
+
 PAIRS_BUFFERED = 1 << 17  # pairs held in memory before they are written (1 MB)
 RESOLVED_AT_ONCE = 1 << 20  # duplicates whose kept lines are looked up in one pass over the pairs
 
@@ -65,13 +67,6 @@ class _PairLog:
             self._files = None
 
 
-def _uint32(values: array) -> Any:
-    """An ``array('I')`` as an Arrow array over the same memory."""
-    import pyarrow as pa
-
-    return pa.Array.from_buffers(pa.uint32(), len(values), [None, pa.py_buffer(values)])
-
-
 class SeenMembers:
     def __init__(self, members: int, folder: Path | None):
         """``members``: the snapshot's; ``folder``: where the pairs go (None: the system's
@@ -79,6 +74,7 @@ class SeenMembers:
         self.seen = bytearray(members)  # 1: this run has read the member's row
         self._first = _PairLog(folder)  # (member, line first seen on)
         self._duplicates = _PairLog(folder)  # (member, line of a later row with its email)
+        self._last_asked: tuple[frozenset[int], set[int]] | None = None  # (lines, members_on's answer)
 
     def first_seen(self, members: Sequence[int], lines: Sequence[int]) -> None:
         """These members were first seen on these lines (their bytes are already set)."""
@@ -93,8 +89,8 @@ class SeenMembers:
         import pyarrow.compute as pc
 
         for members, lines in self._duplicates.blocks(RESOLVED_AT_ONCE):
-            wanted = pc.unique(_uint32(members))
-            firsts = self._first_lines(wanted).take(pc.index_in(_uint32(members), value_set=wanted))
+            wanted = pc.unique(arrow_view(members))
+            firsts = self._first_lines(wanted).take(pc.index_in(arrow_view(members), value_set=wanted))
             yield list(zip(lines, firsts.to_pylist(), strict=True))
 
     def _first_lines(self, wanted: Any) -> Any:
@@ -104,26 +100,33 @@ class SeenMembers:
 
         found = array("I", [0]) * len(wanted)
         for members, lines in self._first.blocks(RESOLVED_AT_ONCE):
-            where = pc.index_in(_uint32(members), value_set=wanted)
+            where = pc.index_in(arrow_view(members), value_set=wanted)
             hit = pc.indices_nonzero(pc.is_valid(where))
-            for slot, line in zip(where.take(hit).to_pylist(), _uint32(lines).take(hit).to_pylist(), strict=True):
+            for slot, line in zip(where.take(hit).to_pylist(), arrow_view(lines).take(hit).to_pylist(), strict=True):
                 found[slot] = line
         if 0 in found:
             raise AssertionError("a duplicate of a member never seen")  # first sightings are logged before repeats
         return pa.array(found, pa.uint32())
 
     def members_on(self, lines: set[int]) -> set[int]:
-        """The members first seen on these lines (the lines of changed members Klaviyo refused)."""
+        """The members first seen on these lines (the lines of changed members Klaviyo refused).
+        Asked twice at a run's end (clearing, then the snapshot's write): one pass over the pairs."""
+        if not lines:
+            return set()
+        wanted = frozenset(lines)
+        if self._last_asked is None or self._last_asked[0] != wanted:
+            self._last_asked = (wanted, self._scan_for(wanted))
+        return self._last_asked[1]
+
+    def _scan_for(self, lines: frozenset[int]) -> set[int]:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        if not lines:
-            return set()
         value_set = pa.array(sorted(lines), pa.uint32())
         members: set[int] = set()
         for block, block_lines in self._first.blocks(RESOLVED_AT_ONCE):
-            hit = pc.indices_nonzero(pc.is_in(_uint32(block_lines), value_set=value_set))
-            members.update(_uint32(block).take(hit).to_pylist())
+            hit = pc.indices_nonzero(pc.is_in(arrow_view(block_lines), value_set=value_set))
+            members.update(arrow_view(block).take(hit).to_pylist())
         return members
 
     def unseen(self) -> list[int]:
@@ -131,7 +134,7 @@ class SeenMembers:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        flags = pa.Array.from_buffers(pa.uint8(), len(self.seen), [None, pa.py_buffer(self.seen)])
+        flags = arrow_view(self.seen)
         unread = pc.equal(flags, pa.scalar(0, pa.uint8()))  # a plain 0 would widen every flag to 8 bytes first
         return pc.indices_nonzero(unread).to_pylist()  # type: ignore[no-any-return]
 
